@@ -1,0 +1,12 @@
+//! bootfarm's shared vocabulary, used by the runner and the operator alike.
+//!
+//! Nothing here does I/O or needs an async runtime: the console classifier is fed bytes and
+//! answers with events, so the live runner and `bootfarm-runner classify` share one implementation.
+
+pub mod arch;
+pub mod console;
+pub mod result;
+pub mod verdict;
+
+pub use arch::Arch;
+pub use result::BootResult;

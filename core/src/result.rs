@@ -1,0 +1,321 @@
+//! The result document, `bootfarm.result/v1`: what `bootfarm-runner boot --output json` and
+//! `bootfarm-runner classify` print, what runners post to the operator. Field names are a contract.
+
+use crate::Arch;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const SCHEMA: &str = "bootfarm.result/v1";
+
+/// pass: the kernel did what was expected; fail: the kernel or a test failed;
+/// error: infrastructure (never the kernel's fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Error,
+}
+
+impl Verdict {
+    /// The runner's exit status for this verdict (2 is reserved for usage errors).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Fail => 1,
+            Verdict::Error => 3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+/// How far the guest got, in boot order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// The kernel never printed.
+    #[default]
+    None,
+    /// The kernel started; userspace never did.
+    Kernel,
+    /// init ran.
+    Userspace,
+    /// A login prompt appeared.
+    Login,
+    /// A shell prompt appeared.
+    Shell,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::None => "none",
+            Stage::Kernel => "kernel",
+            Stage::Userspace => "userspace",
+            Stage::Login => "login",
+            Stage::Shell => "shell",
+        }
+    }
+}
+
+/// Kernel problem kinds; the names are a contract (`issues[].kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssueKind {
+    Panic,
+    Oops,
+    Bug,
+    Warning,
+    SoftLockup,
+    HardLockup,
+    RcuStall,
+    HungTask,
+    Oom,
+    Kasan,
+    Kfence,
+    Kcsan,
+    Ubsan,
+    InvalidOpcode,
+    Fault,
+    Exception,
+    /// A line matching a job's own `--failure-pattern`.
+    Pattern,
+}
+
+impl IssueKind {
+    pub const ALL: [IssueKind; 17] = [
+        IssueKind::Panic,
+        IssueKind::Oops,
+        IssueKind::Bug,
+        IssueKind::Warning,
+        IssueKind::SoftLockup,
+        IssueKind::HardLockup,
+        IssueKind::RcuStall,
+        IssueKind::HungTask,
+        IssueKind::Oom,
+        IssueKind::Kasan,
+        IssueKind::Kfence,
+        IssueKind::Kcsan,
+        IssueKind::Ubsan,
+        IssueKind::InvalidOpcode,
+        IssueKind::Fault,
+        IssueKind::Exception,
+        IssueKind::Pattern,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssueKind::Panic => "panic",
+            IssueKind::Oops => "oops",
+            IssueKind::Bug => "bug",
+            IssueKind::Warning => "warning",
+            IssueKind::SoftLockup => "soft_lockup",
+            IssueKind::HardLockup => "hard_lockup",
+            IssueKind::RcuStall => "rcu_stall",
+            IssueKind::HungTask => "hung_task",
+            IssueKind::Oom => "oom",
+            IssueKind::Kasan => "kasan",
+            IssueKind::Kfence => "kfence",
+            IssueKind::Kcsan => "kcsan",
+            IssueKind::Ubsan => "ubsan",
+            IssueKind::InvalidOpcode => "invalid_opcode",
+            IssueKind::Fault => "fault",
+            IssueKind::Exception => "exception",
+            IssueKind::Pattern => "pattern",
+        }
+    }
+
+    /// The default policy: these fail a run; warning, hung_task and oom are only recorded.
+    pub fn fails_by_default(self) -> bool {
+        !matches!(self, IssueKind::Warning | IssueKind::HungTask | IssueKind::Oom)
+    }
+}
+
+impl std::str::FromStr for IssueKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        IssueKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = IssueKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown issue kind {s:?} (expected one of: {})", names.join(", "))
+            })
+    }
+}
+
+/// Before the first prompt, or after it (while tests ran).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Boot,
+    Test,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issue {
+    pub kind: IssueKind,
+    /// 1-based console line number where the problem starts.
+    pub line: u64,
+    pub summary: String,
+    /// A bounded excerpt of the report (the block, or a few lines).
+    pub excerpt: String,
+    /// Stable across runs and kernels: hex SHA-256 prefix of the normalised text + first trace function.
+    pub fingerprint: String,
+    pub phase: Phase,
+    /// Whether the job's policy counts this issue as a failure.
+    pub fatal: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestOutcome {
+    Pass,
+    Fail,
+    Skip,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestCase {
+    pub name: String,
+    pub result: TestOutcome,
+    /// Suite path, `/`-separated for nested KTAP suites; empty when none.
+    pub suite: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub measurement: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub units: Option<String>,
+    /// Why, when it is not a plain pass (a KTAP directive, "missing", an exit status).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    /// Captured output (interactive `--command` cases, STARTTC/ENDTC excerpts), bounded.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub output: Option<String>,
+}
+
+/// Seconds from the start of the run (QEMU `cont`) to each milestone.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Durations {
+    pub total: Option<f64>,
+    pub to_kernel: Option<f64>,
+    pub to_userspace: Option<f64>,
+    pub to_prompt: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Stable machine-readable kind: artifact_missing, artifact_unreadable, download_failed,
+    /// checksum_mismatch, artifact_too_large, qemu_missing, qemu_failed, kvm_unavailable,
+    /// interrupted, internal.
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QemuInfo {
+    pub version: Option<String>,
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    pub source: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleInfo {
+    /// Bytes the guest wrote to the console.
+    pub bytes: u64,
+    pub lines: u64,
+    /// True when the stored log was cut (head and tail kept).
+    pub truncated: bool,
+}
+
+/// The whole result document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootResult {
+    pub schema: String,
+    pub result: Verdict,
+    /// Short machine-friendly cause: prompt, poweroff, panic, timeout, boot_timeout, issue,
+    /// test_failed, login_incorrect, incomplete, qemu_exit, error, ...
+    pub reason: String,
+    /// One human sentence about the verdict.
+    pub summary: String,
+    pub stage: Stage,
+    pub kernel_version: Option<String>,
+    pub arch: Option<Arch>,
+    /// `kvm` or `tcg`, the accelerator actually used (null for `classify`).
+    pub accel: Option<String>,
+    /// Why that accelerator (e.g. "kvm probe: no console output in 4 s, fell back to tcg").
+    pub accel_reason: Option<String>,
+    pub durations: Durations,
+    pub issues: Vec<Issue>,
+    pub tests: Vec<TestCase>,
+    pub error: Option<ErrorInfo>,
+    pub qemu: Option<QemuInfo>,
+    pub artifacts: BTreeMap<String, ArtifactInfo>,
+    pub console: ConsoleInfo,
+}
+
+impl BootResult {
+    /// A result for an infrastructure error before or around the boot.
+    pub fn error(kind: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        BootResult {
+            schema: SCHEMA.to_string(),
+            result: Verdict::Error,
+            reason: "error".to_string(),
+            summary: message.clone(),
+            stage: Stage::None,
+            kernel_version: None,
+            arch: None,
+            accel: None,
+            accel_reason: None,
+            durations: Durations::default(),
+            issues: Vec::new(),
+            tests: Vec::new(),
+            error: Some(ErrorInfo {
+                kind: kind.to_string(),
+                message,
+            }),
+            qemu: None,
+            artifacts: BTreeMap::new(),
+            console: ConsoleInfo::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_kind_names_are_the_contract_names() {
+        for k in IssueKind::ALL {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+            assert_eq!(k.as_str().parse::<IssueKind>(), Ok(k));
+        }
+        assert_eq!(IssueKind::SoftLockup.as_str(), "soft_lockup");
+    }
+
+    #[test]
+    fn error_result_serialises_with_schema_and_error_object() {
+        let r = BootResult::error("artifact_missing", "kernel /nope: no such file");
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["schema"], "bootfarm.result/v1");
+        assert_eq!(v["result"], "error");
+        assert_eq!(v["stage"], "none");
+        assert_eq!(v["error"]["kind"], "artifact_missing");
+    }
+}
