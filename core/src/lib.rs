@@ -6,6 +6,7 @@
 pub mod arch;
 pub mod console;
 pub mod result;
+pub mod spec;
 pub mod verdict;
 
 pub use arch::Arch;

@@ -1,0 +1,348 @@
+//! The BootJob and RunnerPool resources (API group `bootfarm.dev`, version `v1alpha1`).
+//!
+//! One definition serves both modes: with the `crd` feature the operator derives the Kubernetes
+//! custom resources from these structs; without it (the runner) they are plain serde types.
+//! Timestamps are RFC 3339 strings, as they appear on the wire.
+
+use crate::Arch;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[cfg(feature = "crd")]
+use kube::CustomResource;
+#[cfg(feature = "crd")]
+use schemars::JsonSchema;
+
+pub const GROUP: &str = "bootfarm.dev";
+pub const VERSION: &str = "v1alpha1";
+pub const API_VERSION: &str = "bootfarm.dev/v1alpha1";
+
+/// An artifact to fetch: a URL (`file://`, `http(s)://`) or a path, optionally pinned by sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactRef {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Seconds until the expected prompt or power-off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<u64>,
+    /// Seconds for the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+}
+
+/// What to boot and how to judge it; mirrors `bootfarm-runner boot`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(
+        group = "bootfarm.dev",
+        version = "v1alpha1",
+        kind = "BootJob",
+        namespaced,
+        shortname = "bj",
+        status = "BootJobStatus",
+        printcolumn = r#"{"name":"Arch","type":"string","jsonPath":".spec.arch"}"#,
+        printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+        printcolumn = r#"{"name":"Result","type":"string","jsonPath":".status.result.result"}"#,
+        printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".status.result.stage"}"#,
+        printcolumn = r#"{"name":"Runner","type":"string","jsonPath":".status.runner"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BootJobSpec {
+    pub arch: Arch,
+    pub kernel: ArtifactRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<ArtifactRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<ArtifactRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<ArtifactRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtb: Option<ArtifactRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_args: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// QEMU memory size, e.g. `512M`, `2G`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smp: Option<u32>,
+    /// `auto`, `kvm` or `tcg`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
+    /// `auto`, `poweroff`, `login` or `shell`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// `USER` or `USER:PASSWORD` to answer the login prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect_tests: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_on: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failure_patterns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    /// Higher runs first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Infrastructure attempts before the job ends in Error (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Runner pool; chosen by arch when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<u64>,
+}
+
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
+pub enum JobPhase {
+    #[default]
+    Pending,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Error,
+    Canceled,
+}
+
+impl JobPhase {
+    pub const ALL: [JobPhase; 7] = [
+        JobPhase::Pending,
+        JobPhase::Queued,
+        JobPhase::Running,
+        JobPhase::Succeeded,
+        JobPhase::Failed,
+        JobPhase::Error,
+        JobPhase::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobPhase::Pending => "Pending",
+            JobPhase::Queued => "Queued",
+            JobPhase::Running => "Running",
+            JobPhase::Succeeded => "Succeeded",
+            JobPhase::Failed => "Failed",
+            JobPhase::Error => "Error",
+            JobPhase::Canceled => "Canceled",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobPhase::Succeeded | JobPhase::Failed | JobPhase::Error | JobPhase::Canceled
+        )
+    }
+}
+
+impl std::str::FromStr for JobPhase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobPhase::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown phase {s:?}"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The verdict in brief, for `kubectl get` and dashboards; the full document is at `/result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ResultSummary {
+    /// pass, fail or error.
+    pub result: String,
+    pub reason: String,
+    pub stage: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
+    /// Issue kind → count.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub issues: BTreeMap<String, u32>,
+    pub tests_passed: u32,
+    pub tests_failed: u32,
+    pub tests_skipped: u32,
+    /// The first failure's one-line summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct BootJobStatus {
+    #[serde(default)]
+    pub phase: JobPhase,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Attempts started so far (infrastructure retries included).
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// The current lease (while Running): its id and expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Template for runner pods (Kubernetes) or runner processes (standalone).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// Passed through to the pod spec (`resources`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "crd", schemars(schema_with = "preserve_unknown"))]
+    pub resources: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "crd", schemars(schema_with = "preserve_unknown_list"))]
+    pub tolerations: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(
+        group = "bootfarm.dev",
+        version = "v1alpha1",
+        kind = "RunnerPool",
+        namespaced,
+        shortname = "rp",
+        status = "RunnerPoolStatus",
+        printcolumn = r#"{"name":"Arches","type":"string","jsonPath":".spec.arches"}"#,
+        printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desired"}"#,
+        printcolumn = r#"{"name":"Busy","type":"integer","jsonPath":".status.busy"}"#,
+        printcolumn = r#"{"name":"Idle","type":"integer","jsonPath":".status.idle"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerPoolSpec {
+    pub arches: Vec<Arch>,
+    #[serde(default)]
+    pub min_idle: u32,
+    #[serde(default = "default_max_runners")]
+    pub max_runners: u32,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u64,
+    #[serde(default = "default_startup_timeout")]
+    pub startup_timeout_seconds: u64,
+    #[serde(default = "default_burst")]
+    pub scale_up_burst: u32,
+    /// Mount `/dev/kvm` into runner pods.
+    #[serde(default)]
+    pub kvm: bool,
+    #[serde(default)]
+    pub template: RunnerTemplate,
+}
+
+fn default_max_runners() -> u32 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    300
+}
+fn default_startup_timeout() -> u64 {
+    600
+}
+fn default_burst() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerPoolStatus {
+    #[serde(default)]
+    pub desired: u32,
+    #[serde(default)]
+    pub pending: u32,
+    #[serde(default)]
+    pub idle: u32,
+    #[serde(default)]
+    pub busy: u32,
+    #[serde(default)]
+    pub queued: u32,
+}
+
+#[cfg(feature = "crd")]
+fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+#[cfg(feature = "crd")]
+fn preserve_unknown_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
+}
