@@ -1,0 +1,643 @@
+//! The on-disk cache: one directory shared by every runner process on a machine.
+//!
+//! Layout: `objects/<key>` (read-only data, decompressed when the source was compressed) with
+//! `objects/<key>.json` (its metadata), `locks/<key>.lock` (an `flock` per key) and `tmp/` (work
+//! in progress; renamed into `objects/` only when complete and verified).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use bootfarm_core::result::ArtifactInfo;
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
+
+use super::decompress::{self, Codec, DecompressError};
+use super::fetch::Downloader;
+use super::source::{self, Source};
+use super::verify::{self, Digests};
+use super::{ArtifactError, Limits};
+
+/// An artifact ready to boot from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The name given to [`ArtifactCache::fetch`] ("kernel", "initrd", ..).
+    pub name: String,
+    /// A file that must not be written: the cached original or the user's own file.
+    pub path: PathBuf,
+    /// Source as given, sha256 and size of the bytes as fetched (before decompression).
+    pub info: ArtifactInfo,
+    /// True when `path` holds the decompressed form of a gzip/xz/zstd source.
+    pub decompressed: bool,
+}
+
+pub struct ArtifactCache {
+    dir: PathBuf,
+    limits: Limits,
+    downloader: Downloader,
+    /// Serialises tasks of this process per key before they queue on the cross-process flock.
+    key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+const OBJECTS: &str = "objects";
+const LOCKS: &str = "locks";
+const TMP: &str = "tmp";
+/// Leftovers of killed processes older than this are removed at start.
+const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
+const META_FORMAT: u32 = 1;
+
+impl ArtifactCache {
+    pub fn new(dir: PathBuf, limits: Limits) -> Result<Self, ArtifactError> {
+        for sub in [OBJECTS, LOCKS, TMP] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(|e| {
+                ArtifactError::io(format!("creating cache directory {}", path.display()), e)
+            })?;
+        }
+        remove_stale_temporaries(&dir.join(TMP));
+        Ok(ArtifactCache {
+            downloader: Downloader::new(&limits)?,
+            dir,
+            limits,
+            key_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Resolve `source` (a path, file:// URL or http(s):// URL), verify `sha256` if given (of the
+    /// bytes as fetched, i.e. the compressed file; a match on the decompressed bytes is accepted
+    /// too), decompress gzip/xz/zstd by magic bytes, and return a read-only file.
+    pub async fn fetch(
+        &self,
+        name: &str,
+        source: &str,
+        sha256: Option<&str>,
+    ) -> Result<Fetched, ArtifactError> {
+        let started = Instant::now();
+        let expected = sha256
+            .map(|value| verify::parse_expected(source, value))
+            .transpose()?;
+        let fetched = match source::parse(source)? {
+            Source::Local(path) => {
+                self.fetch_local(name, source, path, expected.as_deref())
+                    .await?
+            }
+            Source::Http(url) => {
+                self.fetch_url(name, source, url, expected.as_deref())
+                    .await?
+            }
+        };
+        tracing::info!(
+            name,
+            source,
+            path = %fetched.path.display(),
+            size = fetched.info.size,
+            decompressed = fetched.decompressed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Artifact ready"
+        );
+        Ok(fetched)
+    }
+
+    async fn fetch_local(
+        &self,
+        name: &str,
+        source: &str,
+        path: PathBuf,
+        expected: Option<&str>,
+    ) -> Result<Fetched, ArtifactError> {
+        let limit = self.limits.max_size;
+        let origin = source.to_string();
+        let probe = blocking(move || probe_local(&origin, &path, limit)).await?;
+        let Some(codec) = probe.codec else {
+            verify::check(
+                source,
+                expected,
+                &Digests {
+                    fetched_sha256: probe.sha256.clone(),
+                    fetched_size: probe.size,
+                    content_sha256: probe.sha256.clone(),
+                    content_size: probe.size,
+                },
+            )?;
+            return Ok(Fetched {
+                name: name.to_string(),
+                path: probe.path,
+                info: ArtifactInfo {
+                    source: source.to_string(),
+                    sha256: probe.sha256,
+                    size: probe.size,
+                },
+                decompressed: false,
+            });
+        };
+
+        // Same compressed bytes, same decompressed file, wherever the file lives.
+        let key = format!("content-{}", probe.sha256);
+        let _guard = self.lock_key(&key).await?;
+        let entry = self.entry(&key);
+        let meta = match self.valid_entry(&entry).await? {
+            Some(meta) => meta,
+            None => {
+                let tmp_dir = self.dir.join(TMP);
+                let input = probe.path.clone();
+                let origin = source.to_string();
+                let (content, size, sha256) = blocking(move || {
+                    let file = File::open(&input).map_err(|e| ArtifactError::Unreadable {
+                        origin: origin.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    decompress_to_temp(&origin, codec, file, &tmp_dir, limit)
+                })
+                .await?;
+                let meta = EntryMeta::new(source, &probe.sha256, probe.size, codec, &sha256, size);
+                verify::check(source, expected, &meta.digests())?;
+                let entry = entry.clone();
+                blocking(move || entry.commit(content, meta)).await?
+            }
+        };
+        verify::check(source, expected, &meta.digests())?;
+        Ok(Fetched {
+            name: name.to_string(),
+            path: entry.data,
+            info: ArtifactInfo {
+                source: source.to_string(),
+                sha256: meta.fetched_sha256,
+                size: meta.fetched_size,
+            },
+            decompressed: true,
+        })
+    }
+
+    async fn fetch_url(
+        &self,
+        name: &str,
+        source: &str,
+        url: Url,
+        expected: Option<&str>,
+    ) -> Result<Fetched, ArtifactError> {
+        let key = url_key(&url, expected);
+        let _guard = self.lock_key(&key).await?;
+        let entry = self.entry(&key);
+        let meta = match self.valid_entry(&entry).await? {
+            Some(meta) => {
+                tracing::debug!(name, %url, "Cache hit");
+                meta
+            }
+            None => {
+                let downloaded = self.downloader.download(&url, &self.dir.join(TMP)).await?;
+                let tmp_dir = self.dir.join(TMP);
+                let limit = self.limits.max_size;
+                let origin = source.to_string();
+                let (content, meta) = blocking(move || {
+                    let (fetched_size, fetched_sha256) = (downloaded.size, downloaded.sha256);
+                    let reopen = |f: &NamedTempFile| {
+                        f.reopen()
+                            .map_err(|e| ArtifactError::io("reopening a download", e))
+                    };
+                    let header = decompress::read_header(reopen(&downloaded.file)?)
+                        .map_err(|e| ArtifactError::io("reading a download", e))?;
+                    match decompress::detect(&header) {
+                        None => {
+                            let meta = EntryMeta::plain(&origin, &fetched_sha256, fetched_size);
+                            Ok((downloaded.file, meta))
+                        }
+                        Some(codec) => {
+                            let input = reopen(&downloaded.file)?;
+                            let (content, size, sha256) =
+                                decompress_to_temp(&origin, codec, input, &tmp_dir, limit)?;
+                            let meta = EntryMeta::new(
+                                &origin,
+                                &fetched_sha256,
+                                fetched_size,
+                                codec,
+                                &sha256,
+                                size,
+                            );
+                            Ok((content, meta))
+                        }
+                    }
+                })
+                .await?;
+                // Verify before the rename: a mismatch leaves nothing in the cache.
+                verify::check(source, expected, &meta.digests())?;
+                let entry = entry.clone();
+                blocking(move || entry.commit(content, meta)).await?
+            }
+        };
+        verify::check(source, expected, &meta.digests())?;
+        Ok(Fetched {
+            name: name.to_string(),
+            path: entry.data,
+            info: ArtifactInfo {
+                source: source.to_string(),
+                sha256: meta.fetched_sha256.clone(),
+                size: meta.fetched_size,
+            },
+            decompressed: meta.codec.is_some(),
+        })
+    }
+
+    fn entry(&self, key: &str) -> Entry {
+        let objects = self.dir.join(OBJECTS);
+        Entry {
+            data: objects.join(key),
+            meta: objects.join(format!("{key}.json")),
+        }
+    }
+
+    /// The entry's metadata when it is intact; a damaged entry is removed (and so refetched).
+    async fn valid_entry(&self, entry: &Entry) -> Result<Option<EntryMeta>, ArtifactError> {
+        let e = entry.clone();
+        let state = blocking(move || {
+            e.check().map_err(|err| {
+                ArtifactError::io(format!("checking cache entry {}", e.data.display()), err)
+            })
+        })
+        .await?;
+        match state {
+            EntryState::Valid(meta) => Ok(Some(meta)),
+            EntryState::Absent => Ok(None),
+            EntryState::Damaged(reason) => {
+                tracing::warn!(path = %entry.data.display(), %reason, "Damaged cache entry, fetching again");
+                let e = entry.clone();
+                blocking(move || {
+                    e.remove().map_err(|err| {
+                        ArtifactError::io(format!("removing {}", e.data.display()), err)
+                    })
+                })
+                .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Exclusive access to `key` for this task, against other tasks and other processes.
+    async fn lock_key(&self, key: &str) -> Result<KeyGuard, ArtifactError> {
+        let in_process = self
+            .key_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        let task = in_process.lock_owned().await;
+        let path = self.dir.join(LOCKS).join(format!("{key}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ArtifactError::io(format!("opening lock {}", path.display()), e))?;
+        // The holder is bounded by the total timeout plus decompression; wait a bit longer.
+        let wait = self.limits.total_timeout.saturating_mul(2) + Duration::from_secs(60);
+        let deadline = Instant::now() + wait;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            match fs4::fs_std::FileExt::try_lock_exclusive(&file) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => return Err(ArtifactError::io(format!("locking {}", path.display()), e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(ArtifactError::Internal(format!(
+                    "waited {} s for cache lock {} held by another process",
+                    wait.as_secs(),
+                    path.display()
+                )));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+        Ok(KeyGuard {
+            _file: file,
+            _task: task,
+        })
+    }
+}
+
+/// Holds the flock (released when the file closes) and the in-process lock.
+struct KeyGuard {
+    _file: File,
+    _task: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// Cache key of a URL: the expected digest is part of it so a corrected checksum never
+/// reuses a download made under another expectation.
+fn url_key(url: &Url, expected: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    h.update(b"url\n");
+    h.update(url.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(expected.unwrap_or("").as_bytes());
+    format!("url-{}", hex::encode(h.finalize()))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct EntryMeta {
+    format: u32,
+    source: String,
+    fetched_sha256: String,
+    fetched_size: u64,
+    /// The codec the source was compressed with; None when stored as fetched.
+    codec: Option<String>,
+    content_sha256: String,
+    content_size: u64,
+    /// mtime of the data file when written: unchanged size and mtime mean no rehash is needed.
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl EntryMeta {
+    fn new(
+        source: &str,
+        fetched_sha256: &str,
+        fetched_size: u64,
+        codec: Codec,
+        content_sha256: &str,
+        content_size: u64,
+    ) -> Self {
+        EntryMeta {
+            format: META_FORMAT,
+            source: source.to_string(),
+            fetched_sha256: fetched_sha256.to_string(),
+            fetched_size,
+            codec: Some(codec.name().to_string()),
+            content_sha256: content_sha256.to_string(),
+            content_size,
+            mtime: 0,
+            mtime_nsec: 0,
+        }
+    }
+
+    fn plain(source: &str, sha256: &str, size: u64) -> Self {
+        EntryMeta {
+            codec: None,
+            ..EntryMeta::new(source, sha256, size, Codec::Gzip, sha256, size)
+        }
+    }
+
+    fn digests(&self) -> Digests {
+        Digests {
+            fetched_sha256: self.fetched_sha256.clone(),
+            fetched_size: self.fetched_size,
+            content_sha256: self.content_sha256.clone(),
+            content_size: self.content_size,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum EntryState {
+    Absent,
+    Valid(EntryMeta),
+    Damaged(String),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    data: PathBuf,
+    meta: PathBuf,
+}
+
+impl Entry {
+    fn check(&self) -> io::Result<EntryState> {
+        let raw = match fs::read(&self.meta) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Data without metadata: a writer died between the two renames.
+                return Ok(if self.data.exists() {
+                    EntryState::Damaged("data without metadata".into())
+                } else {
+                    EntryState::Absent
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let mut meta: EntryMeta = match serde_json::from_slice(&raw) {
+            Ok(
+                meta @ EntryMeta {
+                    format: META_FORMAT,
+                    ..
+                },
+            ) => meta,
+            _ => return Ok(EntryState::Damaged("unreadable metadata".into())),
+        };
+        let md = match fs::metadata(&self.data) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(EntryState::Damaged("metadata without data".into()))
+            }
+            Err(e) => return Err(e),
+        };
+        if !md.is_file() || md.len() != meta.content_size {
+            return Ok(EntryState::Damaged(format!(
+                "size {} differs from the recorded {}",
+                md.len(),
+                meta.content_size
+            )));
+        }
+        if (md.mtime(), md.mtime_nsec()) == (meta.mtime, meta.mtime_nsec) {
+            return Ok(EntryState::Valid(meta));
+        }
+        // Touched since it was written: trust it only if the content still matches.
+        let (_, sha256) = verify::hash_reader(
+            BufReader::with_capacity(1 << 20, File::open(&self.data)?),
+            u64::MAX,
+        )?;
+        if sha256 != meta.content_sha256 {
+            return Ok(EntryState::Damaged(format!(
+                "content sha256 {sha256} differs from the recorded {}",
+                meta.content_sha256
+            )));
+        }
+        (meta.mtime, meta.mtime_nsec) = (md.mtime(), md.mtime_nsec());
+        self.write_meta(&meta)?;
+        Ok(EntryState::Valid(meta))
+    }
+
+    /// Make `content` this entry: fsync, read-only, atomic rename, then the metadata.
+    fn commit(
+        &self,
+        content: NamedTempFile,
+        mut meta: EntryMeta,
+    ) -> Result<EntryMeta, ArtifactError> {
+        let io_err = |what: &str, e: io::Error| {
+            ArtifactError::io(format!("{what} {}", self.data.display()), e)
+        };
+        content
+            .as_file()
+            .sync_all()
+            .map_err(|e| io_err("syncing", e))?;
+        fs::set_permissions(content.path(), fs::Permissions::from_mode(0o444))
+            .map_err(|e| io_err("protecting", e))?;
+        content
+            .persist(&self.data)
+            .map_err(|e| io_err("storing", e.error))?;
+        let md = fs::metadata(&self.data).map_err(|e| io_err("reading", e))?;
+        (meta.mtime, meta.mtime_nsec) = (md.mtime(), md.mtime_nsec());
+        self.write_meta(&meta)
+            .map_err(|e| io_err("writing metadata for", e))?;
+        Ok(meta)
+    }
+
+    fn write_meta(&self, meta: &EntryMeta) -> io::Result<()> {
+        let dir = self.meta.parent().unwrap_or(Path::new("."));
+        let mut tmp = NamedTempFile::new_in(dir)?;
+        serde_json::to_writer(&mut tmp, meta)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.meta).map_err(|e| e.error)?;
+        File::open(dir)?.sync_all()
+    }
+
+    fn remove(&self) -> io::Result<()> {
+        for path in [&self.meta, &self.data] {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+struct LocalProbe {
+    /// Absolute, so QEMU finds it whatever its working directory.
+    path: PathBuf,
+    size: u64,
+    sha256: String,
+    codec: Option<Codec>,
+}
+
+/// Check a local file is a readable regular file within the limit; hash it and sniff its codec.
+fn probe_local(origin: &str, path: &Path, limit: u64) -> Result<LocalProbe, ArtifactError> {
+    let unreadable = |reason: String| ArtifactError::Unreadable {
+        origin: origin.to_string(),
+        reason,
+    };
+    let missing = || ArtifactError::Missing {
+        origin: origin.to_string(),
+    };
+    let md = match fs::metadata(path) {
+        Ok(md) => md,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Err(missing())
+        }
+        Err(e) => return Err(unreadable(e.to_string())),
+    };
+    if md.is_dir() {
+        return Err(unreadable("it is a directory, not a file".into()));
+    }
+    if !md.is_file() {
+        // Opening a FIFO would block forever; devices and sockets are not artifacts either.
+        return Err(unreadable(
+            "not a regular file (a device, FIFO or socket)".into(),
+        ));
+    }
+    if md.len() > limit {
+        return Err(ArtifactError::TooLarge {
+            origin: origin.to_string(),
+            what: "the file",
+            limit,
+        });
+    }
+    let mut file = File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => missing(),
+        _ => unreadable(e.to_string()),
+    })?;
+    let header = decompress::read_header(&mut file).map_err(|e| unreadable(e.to_string()))?;
+    let reader = io::Cursor::new(header.clone()).chain(BufReader::with_capacity(1 << 20, file));
+    let (size, sha256) = verify::hash_reader(reader, limit).map_err(|e| {
+        if verify::is_limit_exceeded(&e) {
+            ArtifactError::TooLarge {
+                origin: origin.to_string(),
+                what: "the file",
+                limit,
+            }
+        } else {
+            unreadable(e.to_string())
+        }
+    })?;
+    let path = fs::canonicalize(path).map_err(|e| unreadable(e.to_string()))?;
+    Ok(LocalProbe {
+        path,
+        size,
+        sha256,
+        codec: decompress::detect(&header),
+    })
+}
+
+/// Decompress `input` into a new temporary file in `tmp_dir`; returns it with its size and sha256.
+fn decompress_to_temp(
+    origin: &str,
+    codec: Codec,
+    input: File,
+    tmp_dir: &Path,
+    limit: u64,
+) -> Result<(NamedTempFile, u64, String), ArtifactError> {
+    let out = tempfile::Builder::new()
+        .prefix(".decompress-")
+        .tempfile_in(tmp_dir)
+        .map_err(|e| ArtifactError::io("creating a temporary file", e))?;
+    let (size, sha256) =
+        decompress::decompress(codec, input, out.as_file(), limit).map_err(|e| match e {
+            DecompressError::TooLarge(limit) => ArtifactError::TooLarge {
+                origin: origin.to_string(),
+                what: "the decompressed data",
+                limit,
+            },
+            DecompressError::Corrupt { .. } => ArtifactError::Unreadable {
+                origin: origin.to_string(),
+                reason: e.to_string(),
+            },
+            DecompressError::Write(source) => ArtifactError::Io {
+                context: format!("decompressing {origin}"),
+                source,
+            },
+        })?;
+    Ok((out, size, sha256))
+}
+
+fn remove_stale_temporaries(tmp_dir: &Path) {
+    let Ok(entries) = fs::read_dir(tmp_dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > STALE_TMP);
+        if old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ArtifactError> + Send + 'static,
+) -> Result<T, ArtifactError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ArtifactError::Internal(format!("blocking task failed: {e}")))?
+}

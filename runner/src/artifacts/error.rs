@@ -1,0 +1,96 @@
+//! One error type for every way an artifact can fail, each with a stable `kind` for the result JSON.
+
+/// Why an artifact could not be provided. Every message names the source it is about.
+#[derive(thiserror::Error, Debug)]
+pub enum ArtifactError {
+    #[error("artifact not found: {origin}")]
+    Missing { origin: String },
+
+    #[error("unsupported artifact source {origin:?}: {reason}")]
+    Unsupported { origin: String, reason: String },
+
+    #[error("artifact {origin} is unreadable: {reason}")]
+    Unreadable { origin: String, reason: String },
+
+    /// An HTTP error status that retrying cannot fix (4xx and the like).
+    #[error("HTTP {status} for {url}")]
+    HttpStatus { url: String, status: String },
+
+    #[error("download of {url} failed after {attempts} attempt(s): {reason}")]
+    Download {
+        url: String,
+        attempts: u32,
+        reason: String,
+    },
+
+    #[error("download of {url} timed out: not complete within {seconds} s")]
+    DownloadTimeout { url: String, seconds: f64 },
+
+    #[error("checksum mismatch for {origin}: expected sha256 {expected}, got {actual}")]
+    ChecksumMismatch {
+        origin: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("invalid sha256 {value:?} for {origin}: expected 64 hex digits")]
+    InvalidChecksum { origin: String, value: String },
+
+    #[error("artifact {origin} is too large: {what} exceeds the limit of {limit} bytes")]
+    TooLarge {
+        origin: String,
+        what: &'static str,
+        limit: u64,
+    },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ArtifactError {
+    /// The `error.kind` of a boot result.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ArtifactError::Missing { .. } | ArtifactError::Unsupported { .. } => "artifact_missing",
+            ArtifactError::Unreadable { .. } => "artifact_unreadable",
+            ArtifactError::HttpStatus { .. }
+            | ArtifactError::Download { .. }
+            | ArtifactError::DownloadTimeout { .. } => "download_failed",
+            ArtifactError::ChecksumMismatch { .. } | ArtifactError::InvalidChecksum { .. } => {
+                "checksum_mismatch"
+            }
+            ArtifactError::TooLarge { .. } => "artifact_too_large",
+            ArtifactError::Io { .. } | ArtifactError::Internal(_) => "internal",
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        ArtifactError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// An error and its causes on one line: reqwest's own message hides the useful part
+/// ("Connection refused") in its source chain.
+pub(crate) fn describe_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}

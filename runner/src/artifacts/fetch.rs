@@ -1,0 +1,260 @@
+//! HTTP(S) download into a temporary file: connect/read/total timeouts, bounded retries with
+//! exponential backoff on 5xx and connection errors, no retry on 4xx, size limit while streaming.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
+use tokio::io::AsyncWriteExt;
+
+use super::error::describe_chain;
+use super::{ArtifactError, Limits};
+
+/// What to do with an HTTP response status (a pure decision, tested on its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusAction {
+    Accept,
+    Retry,
+    Fail,
+}
+
+pub fn classify_status(status: StatusCode) -> StatusAction {
+    if status.is_success() {
+        StatusAction::Accept
+    } else if status.is_server_error() {
+        StatusAction::Retry
+    } else {
+        // 4xx (and unfollowed 3xx): asking again gives the same answer.
+        StatusAction::Fail
+    }
+}
+
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// Delay before retry number `failures` (1 after the first failure): 0.2 s, 0.4 s, 0.8 s, .. 5 s.
+pub fn backoff(failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_CAP)
+}
+
+/// A complete download, hashed while streaming, flushed and fsynced.
+pub struct Downloaded {
+    pub file: NamedTempFile,
+    pub size: u64,
+    pub sha256: String,
+}
+
+enum Failure {
+    Retry(String),
+    Fatal(ArtifactError),
+}
+
+pub struct Downloader {
+    client: reqwest::Client,
+    limits: Limits,
+}
+
+impl Downloader {
+    pub fn new(limits: &Limits) -> Result<Self, ArtifactError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(limits.connect_timeout)
+            .read_timeout(limits.read_timeout)
+            .user_agent(concat!("bootfarm-runner/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ArtifactError::Internal(format!("HTTP client: {}", describe_chain(&e))))?;
+        Ok(Downloader {
+            client,
+            limits: limits.clone(),
+        })
+    }
+
+    /// Download `url` into a new temporary file in `tmp_dir`. A failed attempt leaves nothing behind.
+    pub async fn download(&self, url: &Url, tmp_dir: &Path) -> Result<Downloaded, ArtifactError> {
+        let total = self.limits.total_timeout;
+        match tokio::time::timeout(total, self.download_with_retries(url, tmp_dir)).await {
+            Ok(result) => result,
+            Err(_) => Err(ArtifactError::DownloadTimeout {
+                url: url.to_string(),
+                seconds: total.as_secs_f64(),
+            }),
+        }
+    }
+
+    async fn download_with_retries(
+        &self,
+        url: &Url,
+        tmp_dir: &Path,
+    ) -> Result<Downloaded, ArtifactError> {
+        let max_attempts = self.limits.retries.saturating_add(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.attempt(url, tmp_dir).await {
+                Ok((file, size, sha256)) => {
+                    tracing::debug!(%url, size, attempt, "Downloaded");
+                    return Ok(Downloaded { file, size, sha256 });
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(reason)) if attempt >= max_attempts => {
+                    return Err(ArtifactError::Download {
+                        url: url.to_string(),
+                        attempts: attempt,
+                        reason,
+                    })
+                }
+                Err(Failure::Retry(reason)) => {
+                    let delay = backoff(attempt);
+                    tracing::warn!(%url, attempt, %reason, delay_ms = delay.as_millis() as u64, "Download failed, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        url: &Url,
+        tmp_dir: &Path,
+    ) -> Result<(NamedTempFile, u64, String), Failure> {
+        let limits = &self.limits;
+        let io_fatal = |what: &str, e: std::io::Error| {
+            Failure::Fatal(ArtifactError::io(format!("{what} for {url}"), e))
+        };
+        // reqwest's read timeout does not cover waiting for the response head on every
+        // version, so bound it here too.
+        let head_wait = limits.connect_timeout + limits.read_timeout;
+        let mut response =
+            match tokio::time::timeout(head_wait, self.client.get(url.clone()).send()).await {
+                Err(_) => {
+                    return Err(Failure::Retry(format!(
+                        "no response within {:.1} s",
+                        head_wait.as_secs_f64()
+                    )))
+                }
+                Ok(Err(e)) if e.is_builder() => {
+                    return Err(Failure::Fatal(ArtifactError::Unsupported {
+                        origin: url.to_string(),
+                        reason: describe_chain(&e),
+                    }))
+                }
+                Ok(Err(e)) => return Err(Failure::Retry(describe_chain(&e))),
+                Ok(Ok(r)) => r,
+            };
+        let status = response.status();
+        match classify_status(status) {
+            StatusAction::Accept => {}
+            StatusAction::Retry => return Err(Failure::Retry(format!("HTTP {status}"))),
+            StatusAction::Fail => {
+                return Err(Failure::Fatal(ArtifactError::HttpStatus {
+                    url: url.to_string(),
+                    status: status.to_string(),
+                }))
+            }
+        }
+        let too_large = |what| {
+            Failure::Fatal(ArtifactError::TooLarge {
+                origin: url.to_string(),
+                what,
+                limit: limits.max_size,
+            })
+        };
+        let announced = response.content_length();
+        if announced.is_some_and(|len| len > limits.max_size) {
+            return Err(too_large("the announced Content-Length"));
+        }
+
+        let tmp = tempfile::Builder::new()
+            .prefix(".download-")
+            .tempfile_in(tmp_dir)
+            .map_err(|e| io_fatal("creating a temporary file", e))?;
+        let handle = tmp
+            .as_file()
+            .try_clone()
+            .map_err(|e| io_fatal("opening the temporary file", e))?;
+        let mut writer =
+            tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(handle));
+        let stalled = |size: u64| {
+            format!(
+                "stalled: no data for {:.1} s after {size} bytes",
+                limits.read_timeout.as_secs_f64()
+            )
+        };
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        loop {
+            let chunk = match tokio::time::timeout(limits.read_timeout, response.chunk()).await {
+                Err(_) => return Err(Failure::Retry(stalled(size))),
+                // reqwest's own per-read timeout usually fires first.
+                Ok(Err(e)) if e.is_timeout() => return Err(Failure::Retry(stalled(size))),
+                Ok(Err(e)) => {
+                    return Err(Failure::Retry(format!(
+                        "reading the body after {size} bytes: {}",
+                        describe_chain(&e)
+                    )))
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            size += chunk.len() as u64;
+            if size > limits.max_size {
+                return Err(too_large("the download"));
+            }
+            hasher.update(&chunk);
+            writer
+                .write_all(&chunk)
+                .await
+                .map_err(|e| io_fatal("writing the download", e))?;
+        }
+        if let Some(len) = announced.filter(|&len| len != size) {
+            return Err(Failure::Retry(format!(
+                "body ended after {size} of {len} bytes"
+            )));
+        }
+        writer
+            .flush()
+            .await
+            .map_err(|e| io_fatal("writing the download", e))?;
+        writer
+            .into_inner()
+            .sync_all()
+            .await
+            .map_err(|e| io_fatal("syncing the download", e))?;
+        Ok((tmp, size, hex::encode(hasher.finalize())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_server_errors_are_retried() {
+        assert_eq!(classify_status(StatusCode::OK), StatusAction::Accept);
+        assert_eq!(classify_status(StatusCode::NOT_FOUND), StatusAction::Fail);
+        assert_eq!(classify_status(StatusCode::FORBIDDEN), StatusAction::Fail);
+        assert_eq!(
+            classify_status(StatusCode::INTERNAL_SERVER_ERROR),
+            StatusAction::Retry
+        );
+        assert_eq!(
+            classify_status(StatusCode::BAD_GATEWAY),
+            StatusAction::Retry
+        );
+        assert_eq!(
+            classify_status(StatusCode::MOVED_PERMANENTLY),
+            StatusAction::Fail
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(2), Duration::from_millis(400));
+        assert_eq!(backoff(3), Duration::from_millis(800));
+        assert_eq!(backoff(10), BACKOFF_CAP);
+        assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
+    }
+}
