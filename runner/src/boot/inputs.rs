@@ -1,0 +1,236 @@
+//! Turning a request into files QEMU can use: artifacts fetched through the cache, the
+//! initramfs pieces (initrd, cpio rootfs, cpio modules) concatenated, the QEMU binary found.
+
+use super::{ArtifactSource, BootRequest};
+use crate::artifacts::{ArtifactCache, ArtifactError, Limits};
+use crate::qemu::profile::{disk_format, is_cpio_name, DiskImage, Profile};
+use bootfarm_core::result::ArtifactInfo;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// An infrastructure error: `error.kind` and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfraError {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl InfraError {
+    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        InfraError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ArtifactError> for InfraError {
+    fn from(e: ArtifactError) -> Self {
+        InfraError::new(e.kind(), e.to_string())
+    }
+}
+
+/// The boot's files, ready for the command line.
+#[derive(Debug)]
+pub struct Inputs {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub rootfs: Option<DiskImage>,
+    pub dtb: Option<PathBuf>,
+    pub artifacts: BTreeMap<String, ArtifactInfo>,
+}
+
+/// The default cache directory: `$BOOTFARM_CACHE`, else `$HOME/.cache/bootfarm`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("BOOTFARM_CACHE").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("bootfarm"))
+}
+
+pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, InfraError> {
+    let cache_dir = match &req.cache_dir {
+        Some(d) => d.join("artifacts"),
+        // Without a cache dir, downloads and decompressions live as long as the boot.
+        None => work_dir.join("artifacts"),
+    };
+    let cache = ArtifactCache::new(cache_dir, Limits::default())?;
+    let mut artifacts = BTreeMap::new();
+    let kernel = get(&cache, &mut artifacts, "kernel", &req.kernel).await?;
+    let mut ramdisk_parts = Vec::new();
+    if let Some(src) = &req.initrd {
+        ramdisk_parts.push(get(&cache, &mut artifacts, "initrd", src).await?);
+    }
+    let mut rootfs = None;
+    if let Some(src) = &req.rootfs {
+        let path = get(&cache, &mut artifacts, "rootfs", src).await?;
+        if is_cpio_name(&src.source) {
+            ramdisk_parts.push(path);
+        } else {
+            let format = disk_format(&read_magic(&path)?);
+            rootfs = Some(DiskImage { path, format });
+        }
+    }
+    if let Some(src) = &req.modules {
+        let path = get(&cache, &mut artifacts, "modules", src).await?;
+        if !is_cpio_name(&src.source) {
+            return Err(InfraError::new(
+                "artifact_unreadable",
+                format!(
+                    "modules {}: only cpio archives (.cpio, .cpio.gz, ...) can be added for now",
+                    src.source
+                ),
+            ));
+        }
+        ramdisk_parts.push(path);
+    }
+    let dtb = match &req.dtb {
+        Some(src) => Some(get(&cache, &mut artifacts, "dtb", src).await?),
+        None => None,
+    };
+    let initrd = match ramdisk_parts.len() {
+        0 => None,
+        1 => ramdisk_parts.pop(),
+        // The kernel unpacks concatenated cpio archives in order.
+        _ => Some(concatenate(
+            &ramdisk_parts,
+            &work_dir.join("initramfs.cpio"),
+        )?),
+    };
+    Ok(Inputs {
+        kernel,
+        initrd,
+        rootfs,
+        dtb,
+        artifacts,
+    })
+}
+
+async fn get(
+    cache: &ArtifactCache,
+    artifacts: &mut BTreeMap<String, ArtifactInfo>,
+    name: &str,
+    src: &ArtifactSource,
+) -> Result<PathBuf, InfraError> {
+    let f = cache
+        .fetch(name, &src.source, src.sha256.as_deref())
+        .await?;
+    artifacts.insert(name.to_string(), f.info);
+    Ok(f.path)
+}
+
+fn read_magic(path: &Path) -> Result<Vec<u8>, InfraError> {
+    let mut magic = vec![0u8; 8];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .map_err(|e| InfraError::new("artifact_unreadable", format!("{}: {e}", path.display())))?;
+    magic.truncate(n);
+    Ok(magic)
+}
+
+fn concatenate(parts: &[PathBuf], out: &Path) -> Result<PathBuf, InfraError> {
+    let io = |e: std::io::Error| InfraError::new("internal", format!("building initramfs: {e}"));
+    let mut dst = std::fs::File::create(out).map_err(io)?;
+    for p in parts {
+        let mut src = std::fs::File::open(p).map_err(io)?;
+        std::io::copy(&mut src, &mut dst).map_err(io)?;
+    }
+    Ok(out.to_path_buf())
+}
+
+/// The QEMU binary for `profile`, in `dir` if given, else on PATH.
+pub fn find_qemu(profile: &Profile, dir: Option<&Path>) -> Result<PathBuf, InfraError> {
+    let candidates: Vec<PathBuf> = match dir {
+        Some(d) => vec![d.join(profile.binary)],
+        None => std::env::var_os("PATH")
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(profile.binary))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    candidates
+        .into_iter()
+        .find(|c| is_executable(c))
+        .ok_or_else(|| {
+            let place = match dir {
+                Some(d) => format!("in {}", d.display()),
+                None => "on PATH".to_string(),
+            };
+            InfraError::new(
+                "qemu_missing",
+                format!(
+                    "{} not found {place}: install the Debian package {} (apt-get install {})",
+                    profile.binary, profile.package, profile.package
+                ),
+            )
+        })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bootfarm_core::Arch;
+
+    #[test]
+    fn missing_qemu_names_the_debian_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Profile::for_arch(Arch::Riscv64);
+        let err = find_qemu(&p, Some(dir.path())).unwrap_err();
+        assert_eq!(err.kind, "qemu_missing");
+        assert!(
+            err.message.contains("qemu-system-riscv64"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("qemu-system-misc"), "{}", err.message);
+    }
+
+    #[test]
+    fn qemu_is_found_in_the_given_dir_only_if_executable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = Profile::for_arch(Arch::X86_64);
+        let bin = dir.path().join("qemu-system-x86_64");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        assert!(find_qemu(&p, Some(dir.path())).is_err());
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_qemu(&p, Some(dir.path())).unwrap(), bin);
+    }
+
+    #[tokio::test]
+    async fn cpio_pieces_are_concatenated_and_disk_images_attached() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = dir.path();
+        std::fs::write(w.join("kernel"), b"k").unwrap();
+        std::fs::write(w.join("a.cpio"), b"AAAA").unwrap();
+        std::fs::write(w.join("m.cpio"), b"MM").unwrap();
+        std::fs::write(w.join("disk.img"), b"QFI\xfb....").unwrap();
+        let src = |n: &str| Some(ArtifactSource::new(w.join(n).display().to_string()));
+        let req = BootRequest {
+            kernel: ArtifactSource::new(w.join("kernel").display().to_string()),
+            initrd: src("a.cpio"),
+            modules: src("m.cpio"),
+            cache_dir: Some(w.join("cache")),
+            ..BootRequest::default()
+        };
+        let got = fetch_all(&req, w).await.unwrap();
+        assert_eq!(std::fs::read(got.initrd.unwrap()).unwrap(), b"AAAAMM");
+        assert_eq!(got.artifacts.len(), 3);
+        let req = BootRequest {
+            rootfs: src("disk.img"),
+            ..req
+        };
+        let got = fetch_all(&req, w).await.unwrap();
+        assert_eq!(got.rootfs.unwrap().format, "qcow2");
+    }
+}

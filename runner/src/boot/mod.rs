@@ -1,0 +1,167 @@
+//! One boot, start to verdict: the library entry point behind `bootfarm-runner boot` and the
+//! operator's `work` loop.
+//!
+//! ```ignore
+//! pub async fn run_boot(req: BootRequest, hooks: BootHooks) -> bootfarm_core::BootResult
+//! ```
+//!
+//! `run_boot` never panics and always returns a result: infrastructure problems become
+//! `result: error` with a stable `error.kind` (artifact_missing, download_failed,
+//! checksum_mismatch, qemu_missing, qemu_failed, kvm_unavailable, interrupted, internal, ...),
+//! kernel problems `result: fail`. Console bytes go to `req.console_out` and, if set, to
+//! `hooks.console` (the same capped stream: head, cut marker, tail). Cancelling `hooks.cancel`
+//! kills QEMU and returns error kind `interrupted`. No QEMU outlives the call.
+//!
+//! Steps: `inputs` fetches the artifacts, `accel` picks KVM or TCG, `run` drives QEMU over QMP
+//! and the console socket until the verdict is known.
+
+mod inputs;
+mod run;
+
+pub use inputs::default_cache_dir;
+
+use crate::accel::AccelRequest;
+use bootfarm_core::console::ClassifierConfig;
+use bootfarm_core::verdict::Expect;
+use bootfarm_core::{Arch, BootResult};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Where an artifact comes from: a path, `file://` or `http(s)://` URL, and optionally the
+/// sha256 it must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactSource {
+    pub source: String,
+    pub sha256: Option<String>,
+}
+
+impl ArtifactSource {
+    pub fn new(source: impl Into<String>) -> Self {
+        ArtifactSource {
+            source: source.into(),
+            sha256: None,
+        }
+    }
+}
+
+/// Credentials for a `login:` prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub password: Option<String>,
+}
+
+/// Where the live console goes (besides the hook).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ConsoleOut {
+    /// Only to the hook, if any.
+    #[default]
+    Discard,
+    Stderr,
+    File(PathBuf),
+}
+
+/// Everything one boot needs. `Default` gives an x86_64 boot of an empty kernel path with the
+/// CLI's defaults; set at least `arch` and `kernel`.
+#[derive(Debug, Clone)]
+pub struct BootRequest {
+    pub arch: Arch,
+    pub kernel: ArtifactSource,
+    pub initrd: Option<ArtifactSource>,
+    /// A `.cpio*` initramfs (passed with `-initrd`) or a disk image (attached read-only with
+    /// `snapshot=on`, `root=` set).
+    pub rootfs: Option<ArtifactSource>,
+    pub dtb: Option<ArtifactSource>,
+    /// A `.cpio*` archive of modules, appended to the initramfs.
+    pub modules: Option<ArtifactSource>,
+    /// Appended after `console=<dev>,115200 panic=-1` (so the user's `panic=` wins).
+    pub boot_args: String,
+    pub machine: Option<String>,
+    pub cpu: Option<String>,
+    /// QEMU `-m` syntax (`512M`, `2G`).
+    pub memory: Option<String>,
+    pub smp: Option<u32>,
+    pub accel: AccelRequest,
+    pub expect: Expect,
+    /// Everything, artifacts included.
+    pub timeout: Duration,
+    /// From `cont` until the expected prompt or power-off.
+    pub boot_timeout: Duration,
+    /// Cap of the stored console log (head and tail kept).
+    pub console_limit: u64,
+    pub console_out: ConsoleOut,
+    pub classifier: ClassifierConfig,
+    pub login: Option<Login>,
+    /// Shell commands to run at the prompt, one test case each.
+    pub commands: Vec<String>,
+    /// Artifact cache and the host's KVM verdict live here; None: no caching of either.
+    pub cache_dir: Option<PathBuf>,
+    /// Where the `qemu-system-*` binaries are; None: PATH.
+    pub qemu_binary_dir: Option<PathBuf>,
+}
+
+impl Default for BootRequest {
+    fn default() -> Self {
+        BootRequest {
+            arch: Arch::X86_64,
+            kernel: ArtifactSource::new(""),
+            initrd: None,
+            rootfs: None,
+            dtb: None,
+            modules: None,
+            boot_args: String::new(),
+            machine: None,
+            cpu: None,
+            memory: None,
+            smp: None,
+            accel: AccelRequest::Auto,
+            expect: Expect::Auto,
+            timeout: Duration::from_secs(900),
+            boot_timeout: Duration::from_secs(300),
+            console_limit: crate::console::DEFAULT_LIMIT,
+            console_out: ConsoleOut::Discard,
+            classifier: ClassifierConfig::default(),
+            login: None,
+            commands: Vec::new(),
+            cache_dir: None,
+            qemu_binary_dir: None,
+        }
+    }
+}
+
+/// How the caller watches and steers a boot.
+#[derive(Debug, Clone, Default)]
+pub struct BootHooks {
+    /// Receives the stored console stream as it is written (backpressure slows the guest).
+    pub console: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    /// Cancel to stop the boot: QEMU is killed, the result is error kind `interrupted`.
+    pub cancel: CancellationToken,
+}
+
+/// Boot one kernel and return its result. Never panics; see the module docs.
+pub async fn run_boot(req: BootRequest, hooks: BootHooks) -> BootResult {
+    let arch = req.arch;
+    // A panic in our code must still give a result (and QEMU dies with the task's guard).
+    let mut task = AbortOnDrop(tokio::spawn(run::boot(req, hooks)));
+    let mut result = match task.await_result().await {
+        Ok(r) => r,
+        Err(e) => BootResult::error("internal", format!("boot task failed: {e}")),
+    };
+    result.arch.get_or_insert(arch);
+    result
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<BootResult>);
+
+impl AbortOnDrop {
+    async fn await_result(&mut self) -> Result<BootResult, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,481 @@
+//! Driving one boot: artifacts, accelerator, QEMU started paused with the console and QMP
+//! connected to sockets we listen on, `cont`, then one select loop over console bytes, QMP
+//! events, QEMU's exit, the deadlines and cancellation, until the verdict is known.
+
+use super::inputs::{self, InfraError, Inputs};
+use super::{BootHooks, BootRequest, ConsoleOut};
+use crate::accel::{self, AccelChoice};
+use crate::console::ConsoleSink;
+use crate::qemu::process::QemuProcess;
+use crate::qemu::profile::{build_args, Profile, QemuConfig};
+use crate::qmp::{GuestEvent, Qmp};
+use bootfarm_core::console::{Classification, Classifier, Event};
+use bootfarm_core::result::{ConsoleInfo, Durations, QemuInfo, Stage, Verdict};
+use bootfarm_core::verdict::{decide, End, Expect};
+use bootfarm_core::BootResult;
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::OwnedReadHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::time::sleep_until;
+
+/// QEMU must connect its sockets and greet within this (it takes ~50 ms).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// After we decided, how long QEMU gets to flush the console and exit before SIGKILL.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What is known so far, for error results.
+#[derive(Default)]
+struct Known {
+    accel: Option<AccelChoice>,
+    qemu: Option<QemuInfo>,
+    artifacts: std::collections::BTreeMap<String, bootfarm_core::result::ArtifactInfo>,
+    classification: Option<Classification>,
+    durations: Durations,
+    truncated: bool,
+}
+
+pub(super) async fn boot(req: BootRequest, hooks: BootHooks) -> BootResult {
+    let started = Instant::now();
+    let mut known = Known::default();
+    let mut result = match drive(&req, &hooks, started, &mut known).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(kind = e.kind, message = %e.message, "Boot error");
+            let mut r = BootResult::error(e.kind, e.message);
+            if let Some(c) = &known.classification {
+                r.stage = c.stage;
+                r.kernel_version = c.kernel_version.clone();
+                r.issues = c.issues.clone();
+                r.tests = c.tests.clone();
+                r.console = ConsoleInfo {
+                    bytes: c.bytes,
+                    lines: c.lines,
+                    truncated: known.truncated,
+                };
+            }
+            r.durations = known.durations.clone();
+            r.durations
+                .total
+                .get_or_insert(started.elapsed().as_secs_f64());
+            r
+        }
+    };
+    result.arch = Some(req.arch);
+    if let Some(a) = &known.accel {
+        result.accel = Some(a.accel.as_str().to_string());
+        result.accel_reason = Some(a.reason.clone());
+    }
+    result.qemu = known.qemu.take();
+    result.artifacts = std::mem::take(&mut known.artifacts);
+    result
+}
+
+/// Await `fut` unless the boot is cancelled or the total deadline passes first.
+async fn guarded<T>(
+    hooks: &BootHooks,
+    deadline: tokio::time::Instant,
+    what: &str,
+    fut: impl Future<Output = T>,
+) -> Result<T, InfraError> {
+    tokio::select! {
+        biased;
+        _ = hooks.cancel.cancelled() => Err(interrupted()),
+        _ = sleep_until(deadline) => Err(InfraError::new("timeout", format!("total timeout while {what}"))),
+        v = fut => Ok(v),
+    }
+}
+
+fn interrupted() -> InfraError {
+    InfraError::new(
+        "interrupted",
+        "interrupted: the boot was cancelled (signal or request)",
+    )
+}
+
+/// QEMU refused the kernel image itself: the kernel's fault, not the farm's.
+pub fn kernel_rejected(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    [
+        "could not load kernel",
+        "linux kernel too old",
+        "pvh elf note",
+        "kernel image",
+        "error loading",
+        "invalid kernel",
+    ]
+    .iter()
+    .any(|p| s.contains(p))
+}
+
+async fn drive(
+    req: &BootRequest,
+    hooks: &BootHooks,
+    started: Instant,
+    known: &mut Known,
+) -> Result<BootResult, InfraError> {
+    let total_deadline = tokio::time::Instant::from_std(started + req.timeout);
+    let profile = Profile::for_arch(req.arch);
+    let work = tempfile::Builder::new()
+        .prefix("bootfarm-")
+        .tempdir()
+        .map_err(|e| InfraError::new("internal", format!("creating a work directory: {e}")))?;
+
+    let fetched = guarded(
+        hooks,
+        total_deadline,
+        "fetching artifacts",
+        inputs::fetch_all(req, work.path()),
+    )
+    .await?;
+    let Inputs {
+        kernel,
+        initrd,
+        rootfs,
+        dtb,
+        artifacts,
+    } = fetched?;
+    known.artifacts = artifacts;
+
+    let qemu_binary = inputs::find_qemu(&profile, req.qemu_binary_dir.as_deref())?;
+    let cache_dir = req.cache_dir.clone();
+    let choice = guarded(
+        hooks,
+        total_deadline,
+        "choosing the accelerator",
+        accel::choose(req.accel, &profile, &qemu_binary, cache_dir.as_deref()),
+    )
+    .await?
+    .map_err(|e| InfraError::new("kvm_unavailable", e.to_string()))?;
+    known.accel = Some(choice.clone());
+
+    let console_path = work.path().join("console.sock");
+    let qmp_path = work.path().join("qmp.sock");
+    let bind = |p: &Path| {
+        UnixListener::bind(p)
+            .map_err(|e| InfraError::new("internal", format!("listening on {}: {e}", p.display())))
+    };
+    let console_listener = bind(&console_path)?;
+    let qmp_listener = bind(&qmp_path)?;
+    let args = build_args(&QemuConfig {
+        profile: &profile,
+        accel: choice.accel,
+        kernel: &kernel,
+        initrd: initrd.as_deref(),
+        rootfs: rootfs.as_ref(),
+        dtb: dtb.as_deref(),
+        boot_args: &req.boot_args,
+        machine: req.machine.as_deref(),
+        cpu: req.cpu.as_deref(),
+        memory: req.memory.as_deref(),
+        smp: req.smp,
+        console_socket: &console_path,
+        qmp_socket: &qmp_path,
+    });
+    let mut argv = vec![qemu_binary.display().to_string()];
+    argv.extend(args.iter().cloned());
+    known.qemu = Some(QemuInfo {
+        version: None,
+        argv,
+    });
+
+    let mut qemu = QemuProcess::spawn(qemu_binary.as_os_str(), &args, false).map_err(|e| {
+        InfraError::new(
+            "qemu_failed",
+            format!("cannot run {}: {e}", qemu_binary.display()),
+        )
+    })?;
+    let unix_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    tracing::info!(
+        pid = qemu.pid(),
+        accel = choice.accel.as_str(),
+        since_start_ms = started.elapsed().as_secs_f64() * 1000.0,
+        spawned_unix_us = unix_us,
+        "QEMU spawned"
+    );
+
+    // QEMU connects both sockets during start-up, then greets on QMP.
+    let start = async {
+        let (con, qmp) = tokio::try_join!(console_listener.accept(), qmp_listener.accept())?;
+        let qmp = Qmp::negotiate(qmp.0)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok::<(UnixStream, Qmp), std::io::Error>((con.0, qmp))
+    };
+    let started_qemu = tokio::select! {
+        biased;
+        _ = hooks.cancel.cancelled() => {
+            qemu.kill().await;
+            return Err(interrupted());
+        }
+        r = tokio::time::timeout(START_TIMEOUT, start) => r,
+    };
+    let (console, mut qmp) = match started_qemu {
+        Ok(Ok(pair)) => pair,
+        failed => {
+            // QEMU died (or wedged) at start: its stderr says why.
+            let exited = tokio::time::timeout(Duration::from_secs(2), qemu.wait()).await;
+            qemu.kill().await;
+            let tail = qemu.stderr_tail().await;
+            let why = match (&failed, exited) {
+                (_, Ok(Ok(status))) => format!("QEMU exited at start ({status})"),
+                (Err(_), _) => format!("QEMU did not start within {START_TIMEOUT:?}"),
+                (Ok(Err(e)), _) => format!("QEMU start-up failed: {e}"),
+                (Ok(Ok(_)), _) => "QEMU start-up failed".to_string(),
+            };
+            if kernel_rejected(&tail) {
+                let mut r = BootResult::error("qemu_failed", String::new());
+                r.error = None;
+                r.result = Verdict::Fail;
+                r.reason = "kernel_rejected".to_string();
+                r.summary = format!("QEMU could not load the kernel: {tail}");
+                return Ok(r);
+            }
+            return Err(InfraError::new("qemu_failed", format!("{why}: {tail}")));
+        }
+    };
+    if let Some(q) = known.qemu.as_mut() {
+        q.version = Some(qmp.version.clone());
+    }
+
+    let out: Option<Box<dyn std::io::Write + Send>> = match &req.console_out {
+        ConsoleOut::Discard => None,
+        ConsoleOut::Stderr => Some(Box::new(std::io::stderr())),
+        ConsoleOut::File(p) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| {
+                InfraError::new("internal", format!("creating log {}: {e}", p.display()))
+            })?,
+        ))),
+    };
+    let mut watch = Watch {
+        classifier: Classifier::new(req.classifier.clone()),
+        sink: ConsoleSink::new(req.console_limit, out, hooks.console.clone()),
+        durations: Durations::default(),
+        t0: Instant::now(),
+    };
+    let (mut con_read, _con_write) = console.into_split();
+
+    if let Err(e) = qmp.cont().await {
+        qemu.kill().await;
+        let tail = qemu.stderr_tail().await;
+        return Err(InfraError::new("qemu_failed", format!("{e}: {tail}")));
+    }
+    watch.t0 = Instant::now();
+    let boot_deadline = tokio::time::Instant::from_std(watch.t0 + req.boot_timeout);
+
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut goal_reached = false;
+    let mut console_open = true;
+    let mut exited = false;
+    let mut qmp_open = true;
+    let mut guest_event: Option<GuestEvent> = None;
+    let end: Result<End, InfraError> = loop {
+        tokio::select! {
+            biased;
+            _ = hooks.cancel.cancelled() => break Err(interrupted()),
+            n = con_read.read(&mut buf), if console_open => match n {
+                Ok(0) | Err(_) => console_open = false,
+                Ok(n) => {
+                    let events = watch.take(&buf[..n]).await;
+                    if let Some(end) = stop_for(&events, req.expect, &mut goal_reached) {
+                        break Ok(end);
+                    }
+                }
+            },
+            ev = qmp.events.recv(), if qmp_open => match ev {
+                Some(GuestEvent::Shutdown) => { guest_event = Some(GuestEvent::Shutdown); break Ok(End::PowerOff) }
+                Some(GuestEvent::Reset) => { guest_event = Some(GuestEvent::Reset); break Ok(End::Reset) }
+                Some(GuestEvent::Panicked) => { guest_event = Some(GuestEvent::Panicked); break Ok(End::Panic) }
+                Some(GuestEvent::HostShutdown) | Some(GuestEvent::Stopped) => {}
+                // The QMP stream ended: QEMU is exiting; its exit status ends the loop.
+                None => qmp_open = false,
+            },
+            status = qemu.wait(), if !exited => {
+                exited = true;
+                let failed = status.map(|s| !s.success()).unwrap_or(true);
+                // A guest event may still be queued behind the exit.
+                match qmp.events.try_recv() {
+                    Ok(GuestEvent::Shutdown) => break Ok(End::PowerOff),
+                    Ok(GuestEvent::Reset) => break Ok(End::Reset),
+                    Ok(GuestEvent::Panicked) => break Ok(End::Panic),
+                    _ if failed => {
+                        watch.drain(&mut con_read, console_open).await;
+                        let tail = qemu.stderr_tail().await;
+                        known.classification = Some(watch.classifier.snapshot().clone());
+                        known.durations = watch.durations.clone();
+                        return Err(InfraError::new("qemu_failed", format!("QEMU exited during the boot: {tail}")));
+                    }
+                    _ => break Ok(End::QemuExited),
+                }
+            },
+            _ = sleep_until(boot_deadline), if !goal_reached => break Ok(End::BootTimeout),
+            _ = sleep_until(total_deadline) => break Ok(End::TotalTimeout),
+        }
+    };
+    tracing::debug!(end = ?end, ?guest_event, "Boot loop ended");
+
+    // Stop QEMU: politely when the guest is done, at once when it is stuck or we are asked to.
+    let polite = matches!(
+        end,
+        Ok(End::PowerOff | End::Reset | End::Panic | End::PromptReached | End::QemuExited)
+    );
+    if !exited {
+        if polite
+            && tokio::time::timeout(DRAIN_TIMEOUT, qmp.quit())
+                .await
+                .is_ok()
+        {
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, qemu.wait()).await;
+        }
+        qemu.kill().await;
+    }
+    watch.drain(&mut con_read, console_open).await;
+    drop(qmp);
+    watch.durations.total = Some(watch.t0.elapsed().as_secs_f64());
+    watch.sink.finish().await;
+    known.truncated = watch.sink.truncated();
+    known.durations = watch.durations.clone();
+    let end = match end {
+        Ok(end) => end,
+        Err(e) => {
+            known.classification = Some(watch.classifier.finish());
+            return Err(e);
+        }
+    };
+    let truncated = watch.sink.truncated();
+    let durations = watch.durations.clone();
+    let class = watch.classifier.finish();
+    let d = decide(&class, req.expect, end);
+    let mut r = BootResult::error("internal", String::new());
+    r.error = None;
+    r.result = d.verdict;
+    r.reason = d.reason;
+    r.summary = d.summary;
+    r.stage = class.stage;
+    r.kernel_version = class.kernel_version;
+    r.durations = durations;
+    r.issues = class.issues;
+    r.tests = class.tests;
+    r.console = ConsoleInfo {
+        bytes: class.bytes,
+        lines: class.lines,
+        truncated,
+    };
+    Ok(r)
+}
+
+/// Whether these console events end the run (and record reaching the goal).
+pub fn stop_for(events: &[Event], expect: Expect, goal_reached: &mut bool) -> Option<End> {
+    for ev in events {
+        match ev {
+            Event::Panic => return Some(End::Panic),
+            Event::PowerOff => return Some(End::PowerOff),
+            Event::LoginPrompt if matches!(expect, Expect::Auto | Expect::Login) => {
+                *goal_reached = true;
+                return Some(End::PromptReached);
+            }
+            Event::ShellPrompt
+                if matches!(expect, Expect::Auto | Expect::Login | Expect::Shell) =>
+            {
+                *goal_reached = true;
+                return Some(End::PromptReached);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The console consumer: stored log, classifier, stage timings.
+struct Watch {
+    classifier: Classifier,
+    sink: ConsoleSink,
+    durations: Durations,
+    t0: Instant,
+}
+
+impl Watch {
+    async fn take(&mut self, chunk: &[u8]) -> Vec<Event> {
+        self.sink.push(chunk).await;
+        let events = self.classifier.feed(chunk);
+        let at = self.t0.elapsed().as_secs_f64();
+        for ev in &events {
+            if let Event::Stage(s) = ev {
+                let slot = match s {
+                    Stage::Kernel => &mut self.durations.to_kernel,
+                    Stage::Userspace => &mut self.durations.to_userspace,
+                    Stage::Login | Stage::Shell => &mut self.durations.to_prompt,
+                    Stage::None => continue,
+                };
+                slot.get_or_insert(at);
+            }
+        }
+        events
+    }
+
+    /// Read what QEMU left in the console socket, until EOF or a short deadline.
+    async fn drain(&mut self, con: &mut OwnedReadHalf, open: bool) {
+        if !open {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, con.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            self.take(&buf[..n]).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_end_the_run_only_when_expected() {
+        let mut goal = false;
+        assert_eq!(
+            stop_for(&[Event::ShellPrompt], Expect::Auto, &mut goal),
+            Some(End::PromptReached)
+        );
+        assert!(goal);
+        let mut goal = false;
+        assert_eq!(
+            stop_for(&[Event::ShellPrompt], Expect::Poweroff, &mut goal),
+            None
+        );
+        assert_eq!(
+            stop_for(&[Event::LoginPrompt], Expect::Shell, &mut goal),
+            None
+        );
+        assert!(!goal);
+        assert_eq!(
+            stop_for(
+                &[Event::Stage(Stage::Kernel), Event::Panic],
+                Expect::Auto,
+                &mut goal
+            ),
+            Some(End::Panic)
+        );
+        assert_eq!(
+            stop_for(&[Event::PowerOff], Expect::Shell, &mut goal),
+            Some(End::PowerOff)
+        );
+    }
+
+    #[test]
+    fn kernel_load_errors_are_the_kernels_fault() {
+        assert!(kernel_rejected(
+            "qemu-system-x86_64: linux kernel too old to load a ram disk"
+        ));
+        assert!(kernel_rejected("qemu: could not load kernel '/x'"));
+        assert!(!kernel_rejected("failed to set MSR 0x10a"));
+    }
+}

@@ -1,0 +1,329 @@
+//! The command line (a contract: checks outside the repository use it) and its mapping onto
+//! `BootRequest`.
+
+use crate::accel::AccelRequest;
+use crate::boot::{default_cache_dir, ArtifactSource, BootRequest, ConsoleOut, Login};
+use bootfarm_core::console::ClassifierConfig;
+use bootfarm_core::result::IssueKind;
+use bootfarm_core::verdict::Expect;
+use bootfarm_core::Arch;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bootfarm-runner",
+    version,
+    about = "Boots one Linux kernel under QEMU and reports a structured verdict"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot one kernel and print its verdict (exit 0 pass, 1 fail, 3 error, 2 usage).
+    Boot(Box<BootArgs>),
+    /// Classify a saved console log offline.
+    Classify(crate::classify::ClassifyArgs),
+    /// Serve the farm: take boot jobs from the operator.
+    Work(crate::work::WorkArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// Guest architecture: x86_64, i386, arm64, armv7, riscv64, ppc64le, s390x.
+    #[arg(long)]
+    pub arch: Arch,
+    /// Kernel image: a path, file:// or http(s):// URL.
+    #[arg(long)]
+    pub kernel: String,
+    #[arg(long, value_name = "HEX")]
+    pub kernel_sha256: Option<String>,
+    /// Initramfs (cpio, optionally compressed).
+    #[arg(long)]
+    pub initrd: Option<String>,
+    #[arg(long, value_name = "HEX")]
+    pub initrd_sha256: Option<String>,
+    /// Root filesystem: a `.cpio*` initramfs or a disk image (attached read-only, snapshot=on).
+    #[arg(long)]
+    pub rootfs: Option<String>,
+    #[arg(long, value_name = "HEX")]
+    pub rootfs_sha256: Option<String>,
+    /// Device tree blob.
+    #[arg(long)]
+    pub dtb: Option<String>,
+    #[arg(long, value_name = "HEX")]
+    pub dtb_sha256: Option<String>,
+    /// Modules as a `.cpio*` archive, appended to the initramfs.
+    #[arg(long)]
+    pub modules: Option<String>,
+    #[arg(long, value_name = "HEX")]
+    pub modules_sha256: Option<String>,
+    /// Extra kernel arguments, after `console=<dev>,115200 panic=-1` (so yours win).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub boot_args: String,
+    /// Guest memory (QEMU -m syntax); default per architecture (512M, 1G for ppc64le).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// vCPUs; default 1.
+    #[arg(long)]
+    pub smp: Option<u32>,
+    /// QEMU machine, overriding the architecture's profile.
+    #[arg(long)]
+    pub machine: Option<String>,
+    /// QEMU CPU model, overriding the architecture's profile.
+    #[arg(long)]
+    pub cpu: Option<String>,
+    #[arg(long, default_value = "auto", value_parser = parse_accel)]
+    pub accel: AccelRequest,
+    /// What counts as a successful boot.
+    #[arg(long, default_value = "auto", value_parser = parse_expect)]
+    pub expect: Expect,
+    /// Total timeout in seconds (artifacts, boot and commands).
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+    /// Seconds from the start of the guest until the expected prompt or power-off.
+    #[arg(long, default_value_t = 300)]
+    pub boot_timeout: u64,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    /// Write the console here instead of stderr.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Cap of the stored console log (bytes, K/M/G suffixes); head and tail are kept.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub console_limit: u64,
+    /// Artifact cache and host KVM verdict [default: $BOOTFARM_CACHE or ~/.cache/bootfarm].
+    #[arg(long, env = "BOOTFARM_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+    /// Directory holding the qemu-system-* binaries [default: PATH].
+    #[arg(long, env = "BOOTFARM_QEMU_DIR")]
+    pub qemu_binary_dir: Option<PathBuf>,
+    /// Issue kinds that fail the run on top of the default policy (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
+    pub fail_on: Vec<IssueKind>,
+    /// Issue kinds that never fail the run (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
+    pub ignore: Vec<IssueKind>,
+    /// A regular expression whose matching console lines fail the run (repeatable).
+    #[arg(long, value_parser = parse_regex)]
+    pub failure_pattern: Vec<regex::Regex>,
+    /// Test names that must report a result (comma-separated); missing ones fail.
+    #[arg(long, value_delimiter = ',')]
+    pub expect_tests: Vec<String>,
+    /// Log in at a `login:` prompt as USER[:PASSWORD].
+    #[arg(long, value_name = "USER[:PASSWORD]", value_parser = parse_login)]
+    pub login: Option<Login>,
+    /// A shell command to run at the prompt (repeatable; each is a test case).
+    #[arg(long = "command", value_name = "CMD")]
+    pub commands: Vec<String>,
+}
+
+fn parse_accel(s: &str) -> Result<AccelRequest, String> {
+    s.parse()
+}
+
+fn parse_expect(s: &str) -> Result<Expect, String> {
+    s.parse()
+}
+
+fn parse_kind(s: &str) -> Result<IssueKind, String> {
+    s.parse()
+}
+
+fn parse_regex(s: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_login(s: &str) -> Result<Login, String> {
+    let (user, password) = match s.split_once(':') {
+        Some((u, p)) => (u, Some(p.to_string())),
+        None => (s, None),
+    };
+    if user.is_empty() {
+        return Err("empty user name".to_string());
+    }
+    Ok(Login {
+        user: user.to_string(),
+        password,
+    })
+}
+
+/// `64M`, `512K`, `1G`, or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("unknown size suffix in {s:?} (use K, M or G)")),
+            };
+            (&s[..i], mult)
+        }
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("not a size: {s:?}"))
+}
+
+impl BootArgs {
+    pub fn to_request(&self) -> BootRequest {
+        let src = |s: &Option<String>, sha: &Option<String>| {
+            s.as_ref().map(|s| ArtifactSource {
+                source: s.clone(),
+                sha256: sha.clone(),
+            })
+        };
+        BootRequest {
+            arch: self.arch,
+            kernel: ArtifactSource {
+                source: self.kernel.clone(),
+                sha256: self.kernel_sha256.clone(),
+            },
+            initrd: src(&self.initrd, &self.initrd_sha256),
+            rootfs: src(&self.rootfs, &self.rootfs_sha256),
+            dtb: src(&self.dtb, &self.dtb_sha256),
+            modules: src(&self.modules, &self.modules_sha256),
+            boot_args: self.boot_args.clone(),
+            machine: self.machine.clone(),
+            cpu: self.cpu.clone(),
+            memory: self.memory.clone(),
+            smp: self.smp,
+            accel: self.accel,
+            expect: self.expect,
+            timeout: Duration::from_secs(self.timeout),
+            boot_timeout: Duration::from_secs(self.boot_timeout),
+            console_limit: self.console_limit,
+            console_out: match &self.log {
+                Some(p) => ConsoleOut::File(p.clone()),
+                None => ConsoleOut::Stderr,
+            },
+            classifier: ClassifierConfig {
+                fail_on: self.fail_on.clone(),
+                ignore: self.ignore.clone(),
+                failure_patterns: self.failure_pattern.clone(),
+                expect_tests: self.expect_tests.clone(),
+                ..ClassifierConfig::default()
+            },
+            login: self.login.clone(),
+            commands: self.commands.clone(),
+            cache_dir: self.cache_dir.clone().or_else(default_cache_dir),
+            qemu_binary_dir: self.qemu_binary_dir.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn the_contract_command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "bootfarm-runner",
+            "boot",
+            "--arch",
+            "arm64",
+            "--kernel",
+            "file:///k",
+            "--initrd",
+            "/i.cpio.gz",
+            "--boot-args",
+            "-- quiet",
+            "--memory",
+            "1G",
+            "--smp",
+            "2",
+            "--accel",
+            "tcg",
+            "--expect",
+            "shell",
+            "--timeout",
+            "60",
+            "--boot-timeout",
+            "30",
+            "--output",
+            "json",
+            "--log",
+            "/tmp/x.log",
+            "--login",
+            "root",
+            "--command",
+            "uname -a",
+            "--command",
+            "true",
+            "--fail-on",
+            "warning,oom",
+            "--failure-pattern",
+            "^FAIL",
+        ])
+        .unwrap();
+        let Command::Boot(b) = cli.command else {
+            panic!("not boot")
+        };
+        let r = b.to_request();
+        assert_eq!(r.arch, Arch::Arm64);
+        assert_eq!(r.initrd.unwrap().source, "/i.cpio.gz");
+        assert_eq!(r.boot_args, "-- quiet");
+        assert_eq!(r.accel, AccelRequest::Tcg);
+        assert_eq!(r.expect, Expect::Shell);
+        assert_eq!(r.boot_timeout, Duration::from_secs(30));
+        assert_eq!(r.commands, ["uname -a", "true"]);
+        assert_eq!(r.login.unwrap().password, None);
+        assert_eq!(r.classifier.fail_on, [IssueKind::Warning, IssueKind::Oom]);
+        assert_eq!(r.console_out, ConsoleOut::File("/tmp/x.log".into()));
+        assert_eq!(b.output, Output::Json);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for bad in [
+            &["boot", "--arch", "mips", "--kernel", "k"][..],
+            &["boot", "--arch", "x86_64"],
+            &[
+                "boot", "--arch", "x86_64", "--kernel", "k", "--expect", "magic",
+            ],
+            &[
+                "boot", "--arch", "x86_64", "--kernel", "k", "--accel", "hvf",
+            ],
+        ] {
+            let err =
+                Cli::try_parse_from(std::iter::once("bootfarm-runner").chain(bad.iter().copied()))
+                    .unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn login_splits_user_and_password() {
+        let l = parse_login("tester:secret").unwrap();
+        assert_eq!(
+            (l.user.as_str(), l.password.as_deref()),
+            ("tester", Some("secret"))
+        );
+        assert!(parse_login(":x").is_err());
+    }
+}
