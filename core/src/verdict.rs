@@ -1,7 +1,7 @@
 //! The verdict: a pure decision from what the console showed and how the run ended.
 
 use crate::console::Classification;
-use crate::result::{Stage, TestOutcome, Verdict};
+use crate::result::{BootResult, ConsoleInfo, Stage, TestOutcome, Verdict, SCHEMA};
 use serde::{Deserialize, Serialize};
 
 /// What the job expects the guest to reach (`--expect`).
@@ -83,21 +83,24 @@ pub fn decide(c: &Classification, expect: Expect, end: End) -> Decision {
     if c.login_incorrect {
         return Decision::new(Verdict::Fail, "login_incorrect", "Login incorrect");
     }
+    if c.login_timed_out {
+        return Decision::new(Verdict::Fail, "login_timed_out", "Login timed out");
+    }
     if let Some(t) = c.tests.iter().find(|t| t.result == TestOutcome::Fail) {
         let name = if t.suite.is_empty() {
             t.name.clone()
         } else {
             format!("{}/{}", t.suite, t.name)
         };
-        return Decision::new(
-            Verdict::Fail,
-            "test_failed",
-            format!("test {name} failed"),
-        );
+        return Decision::new(Verdict::Fail, "test_failed", format!("test {name} failed"));
     }
     match end {
         End::BootTimeout | End::TotalTimeout => {
-            let which = if end == End::BootTimeout { "boot" } else { "total" };
+            let which = if end == End::BootTimeout {
+                "boot"
+            } else {
+                "total"
+            };
             return Decision::new(
                 Verdict::Fail,
                 "timeout",
@@ -143,4 +146,31 @@ pub fn decide(c: &Classification, expect: Expect, end: End) -> Decision {
         )
         .to_lowercase(),
     )
+}
+
+/// The result document for a classified console and its decision. Fields that only a live run
+/// knows (arch, accel, durations, qemu, artifacts) are left empty for the caller to fill.
+pub fn result_from(c: Classification, d: Decision) -> BootResult {
+    BootResult {
+        schema: SCHEMA.to_string(),
+        result: d.verdict,
+        reason: d.reason,
+        summary: d.summary,
+        stage: c.stage,
+        kernel_version: c.kernel_version,
+        arch: None,
+        accel: None,
+        accel_reason: None,
+        durations: Default::default(),
+        issues: c.issues,
+        tests: c.tests,
+        error: None,
+        qemu: None,
+        artifacts: Default::default(),
+        console: ConsoleInfo {
+            bytes: c.bytes,
+            lines: c.lines,
+            truncated: false,
+        },
+    }
 }
