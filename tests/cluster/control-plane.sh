@@ -15,6 +15,8 @@ GO_PACKAGE_VERSION=1.19
 BOOTFARM_CACHE=${BOOTFARM_CACHE:-$HOME/.cache/bootfarm}
 CP_CACHE=$BOOTFARM_CACHE/k8s
 CP_BIN=$CP_CACHE/v$K8S_VERSION/bin
+# Bump when the build recipe changes so cached binaries are rebuilt.
+CP_RECIPE=2
 # Bounds on every wait, in seconds.
 CP_READY_TIMEOUT=${CP_READY_TIMEOUT:-90}
 CP_STOP_TIMEOUT=${CP_STOP_TIMEOUT:-15}
@@ -63,7 +65,7 @@ cp_apt() { APT_CONFIG="$CP_APT/apt.conf" timeout 900 apt-get -q -o APT::Sandbox:
 
 cp_build() {
     local stamp=$CP_BIN/.complete
-    if [[ -f $stamp ]] && [[ -x $CP_BIN/kube-apiserver && -x $CP_BIN/kube-controller-manager && -x $CP_BIN/etcd ]]; then
+    if grep -qx "recipe=$CP_RECIPE" "$stamp" 2>/dev/null && [[ -x $CP_BIN/kube-apiserver && -x $CP_BIN/kube-controller-manager && -x $CP_BIN/etcd ]]; then
         cp_log "reusing cached binaries in $CP_BIN"
         echo "$CP_BIN"
         return 0
@@ -132,10 +134,13 @@ cp_build() {
             --report-filename "$work/openapi-violations.txt" >&2) || { cp_die "openapi-gen failed"; return 1; }
     fi
 
-    local vpkg=k8s.io/kubernetes/vendor/k8s.io/component-base/version
-    local major minor
+    # As hack/lib/version.sh: both version packages (/version is served from client-go's).
+    local major minor vpkg ldflags="-s -w"
     IFS=. read -r major minor _ <<<"$K8S_VERSION"
-    local ldflags="-s -w -X $vpkg.gitVersion=v$K8S_VERSION -X $vpkg.gitMajor=$major -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean"
+    for vpkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+        vpkg=k8s.io/kubernetes/vendor/$vpkg
+        ldflags+=" -X $vpkg.gitVersion=v$K8S_VERSION -X $vpkg.gitMajor=$major -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean"
+    done
     mkdir -p "$CP_BIN"
     local cmd
     for cmd in kube-apiserver kube-controller-manager; do
@@ -145,7 +150,7 @@ cp_build() {
         mv "$CP_BIN/$cmd.tmp" "$CP_BIN/$cmd"
     done
     cp "$work/root/usr/bin/etcd" "$CP_BIN/etcd"
-    echo "built in $((SECONDS - started)) s on $(date -u +%FT%TZ)" >"$stamp"
+    printf 'recipe=%s\nbuilt in %s s on %s\n' "$CP_RECIPE" "$((SECONDS - started))" "$(date -u +%FT%TZ)" >"$stamp"
     cp_log "built in $((SECONDS - started)) s into $CP_BIN"
     echo "$CP_BIN"
 }

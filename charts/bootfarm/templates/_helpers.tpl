@@ -1,0 +1,114 @@
+{{/* Names. */}}
+{{- define "bootfarm.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "bootfarm.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "bootfarm.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels: selectorLabels never change across upgrades. */}}
+{{- define "bootfarm.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "bootfarm.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "bootfarm.labels" -}}
+helm.sh/chart: {{ include "bootfarm.chart" . }}
+{{ include "bootfarm.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: bootfarm
+{{- end }}
+
+{{- define "bootfarm.operatorSelectorLabels" -}}
+{{ include "bootfarm.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* Runner pods are created by the operator with these labels (see reference/runner-pod.yaml). */}}
+{{- define "bootfarm.runnerSelectorLabels" -}}
+{{ include "bootfarm.selectorLabels" . }}
+app.kubernetes.io/component: runner
+{{- end }}
+
+{{- define "bootfarm.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "bootfarm.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "bootfarm.runnerServiceAccountName" -}}
+{{- if .Values.runner.serviceAccount.create }}
+{{- default (printf "%s-runner" (include "bootfarm.fullname" .)) .Values.runner.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.runner.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "bootfarm.operatorImage" -}}
+{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{- end }}
+
+{{- define "bootfarm.runnerImage" -}}
+{{- printf "%s:%s" .Values.runner.image.repository (default .Chart.AppVersion .Values.runner.image.tag) }}
+{{- end }}
+
+{{- define "bootfarm.apiTokensSecret" -}}
+{{- printf "%s-api-tokens" (include "bootfarm.fullname" .) }}
+{{- end }}
+
+{{- define "bootfarm.runnerTokenSecret" -}}
+{{- printf "%s-runner-token" (include "bootfarm.fullname" .) }}
+{{- end }}
+
+{{/* The URL runner pods use to reach the operator (the Service in the release namespace). */}}
+{{- define "bootfarm.serverURL" -}}
+{{- printf "http://%s.%s.svc:%d" (include "bootfarm.fullname" .) .Release.Namespace (int .Values.service.port) }}
+{{- end }}
+
+{{/* Pool names are DNS-1123 labels: x86_64 -> x86-64. */}}
+{{- define "bootfarm.archSlug" -}}
+{{- . | replace "_" "-" | lower }}
+{{- end }}
+
+{{/*
+The operator's permissions, shared by the Role and the ClusterRole. Least privilege for what
+it does: reconcile BootJobs and RunnerPools (status by server-side apply), create and delete
+runner pods, record Events.
+*/}}
+{{- define "bootfarm.operatorRules" -}}
+- apiGroups: [bootfarm.dev]
+  resources: [bootjobs, bootjobs/status, runnerpools, runnerpools/status]
+  verbs: [get, list, watch, patch, update, delete]
+# Runner pods carry blockOwnerDeletion owner references to their RunnerPool (and leases to their
+# BootJob); clusters with OwnerReferencesPermissionEnforcement require update on */finalizers for that.
+- apiGroups: [bootfarm.dev]
+  resources: [bootjobs/finalizers, runnerpools/finalizers]
+  verbs: [update]
+# patch: busy runners get the autoscalers' do-not-evict annotations, idle ones lose them.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, create, delete, patch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
