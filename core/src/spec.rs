@@ -8,6 +8,12 @@ use crate::Arch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod summary;
+mod validate;
+
+pub use summary::summarize;
+pub use validate::{parse_memory, validate, FieldError};
+
 #[cfg(feature = "crd")]
 use kube::CustomResource;
 #[cfg(feature = "crd")]
@@ -118,7 +124,9 @@ pub struct BootJobSpec {
 
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[cfg_attr(feature = "crd", derive(JsonSchema))]
 pub enum JobPhase {
     #[default]

@@ -1,0 +1,644 @@
+//! The embedded store (standalone mode): SQLite in `DATA_DIR/bootfarm.db`.
+//!
+//! Each job is its JSON document plus the columns the queue needs indexed (phase, priority,
+//! queuedAt, pool, arch, lease expiry, TTL deadline). One connection behind a mutex, used on
+//! blocking threads: SQLite serialises writers anyway, and one connection makes every
+//! read-modify-write (claim, complete, expire) a plain transaction with no busy retries.
+//! WAL with `synchronous=NORMAL` keeps a commit to a WAL append (thousands per second) and
+//! loses at most the last transactions on power loss, never consistency.
+
+use super::{
+    Claim, ClaimRequest, CompleteOutcome, Expired, JobCounts, JobFilter, JobStore, LeaseState,
+    QueuedCount, StoreError,
+};
+use crate::queue;
+use async_trait::async_trait;
+use bootfarm_core::result::BootResult;
+use bootfarm_core::spec::{BootJob, JobPhase};
+use bootfarm_core::Arch;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Schema migrations, applied in order once each (recorded in `schema_migrations`).
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE jobs (
+    name          TEXT PRIMARY KEY,
+    phase         TEXT NOT NULL,
+    priority      INTEGER NOT NULL,
+    queued_at     INTEGER,
+    created_at    INTEGER NOT NULL,
+    pool          TEXT,
+    arch          TEXT NOT NULL,
+    runner        TEXT,
+    lease_expires INTEGER,
+    ttl_deadline  INTEGER,
+    doc           TEXT NOT NULL
+);
+CREATE INDEX jobs_queue ON jobs (phase, priority DESC, queued_at, name);
+CREATE INDEX jobs_lease ON jobs (phase, lease_expires);
+CREATE INDEX jobs_ttl ON jobs (ttl_deadline) WHERE ttl_deadline IS NOT NULL;
+CREATE INDEX jobs_created ON jobs (created_at);
+"#];
+
+/// How many names `generateName` tries before giving up (collisions are ~1 in 28 million).
+const NAME_TRIES: usize = 8;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("sqlite: {e}"))
+}
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Backend(format!("stored document: {e}"))
+}
+
+fn micros(ts: Timestamp) -> i64 {
+    ts.as_microsecond()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `data_dir/bootfarm.db` and applies pending migrations.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", data_dir.display())))?;
+        let conn = Connection::open(data_dir.join("bootfarm.db")).map_err(db_err)?;
+        Self::setup(conn, true)
+    }
+
+    /// A private in-memory database (tests, benchmarks).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::setup(Connection::open_in_memory().map_err(db_err)?, false)
+    }
+
+    fn setup(mut conn: Connection, wal: bool) -> Result<Self, StoreError> {
+        if wal {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(db_err)?;
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db_err)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection in a blocking thread.
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task: {e}")))?
+    }
+
+    /// Runs `f` in one transaction, committed when it returns Ok.
+    async fn tx<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(db_err)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Standalone start-up: every Running job is requeued (or ends in Error after maxAttempts).
+    /// Local runners are children of the operator and die with it, so no lease held before a
+    /// restart can still be honoured; waiting for those leases to expire would only delay them.
+    /// A runner that somehow survived posts with a stale lease and is refused.
+    pub async fn requeue_running(&self, now: Timestamp) -> Result<Vec<Expired>, StoreError> {
+        self.tx(move |tx| {
+            let jobs = select_docs(tx, "SELECT doc FROM jobs WHERE phase = 'Running'", [])?;
+            let mut out = Vec::with_capacity(jobs.len());
+            for mut job in jobs {
+                let runner = job.status.as_ref().and_then(|s| s.runner.clone());
+                let requeued = queue::release(&mut job, "the operator restarted", now);
+                put(tx, &job)?;
+                out.push(expired(&job, runner, requeued));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(db_err)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )
+    .map_err(db_err)?;
+    let done: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    if done > MIGRATIONS.len() as i64 {
+        return Err(StoreError::Backend(format!(
+            "database schema version {done} is newer than this operator ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        tx.execute_batch(sql).map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![(i + 1) as i64, Timestamp::now().to_string()],
+        )
+        .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)
+}
+
+fn select_docs<P: rusqlite::Params>(
+    tx: &Connection,
+    sql: &str,
+    params: P,
+) -> Result<Vec<BootJob>, StoreError> {
+    let mut stmt = tx.prepare_cached(sql).map_err(db_err)?;
+    let docs = stmt
+        .query_map(params, |r| r.get::<_, String>(0))
+        .map_err(db_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_err)?;
+    docs.iter()
+        .map(|d| serde_json::from_str(d).map_err(json_err))
+        .collect()
+}
+
+fn get_doc(tx: &Connection, name: &str) -> Result<Option<BootJob>, StoreError> {
+    let doc: Option<String> = tx
+        .prepare_cached("SELECT doc FROM jobs WHERE name = ?1")
+        .map_err(db_err)?
+        .query_row([name], |r| r.get(0))
+        .optional()
+        .map_err(db_err)?;
+    doc.map(|d| serde_json::from_str(&d).map_err(json_err))
+        .transpose()
+}
+
+fn col_time(s: Option<&String>) -> Option<i64> {
+    s.and_then(|s| queue::parse_time(s)).map(micros)
+}
+
+fn bump_resource_version(job: &mut BootJob) {
+    let rv = job
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    job.metadata.resource_version = Some((rv + 1).to_string());
+}
+
+/// Writes the job (insert or replace), its indexed columns derived from the document.
+fn put(tx: &Connection, job: &BootJob) -> Result<(), StoreError> {
+    let mut job = job.clone();
+    bump_resource_version(&mut job);
+    write(tx, &job, "INSERT OR REPLACE")
+}
+
+fn write(tx: &Connection, job: &BootJob, verb: &str) -> Result<(), StoreError> {
+    let status = job.status.clone().unwrap_or_default();
+    let ttl_deadline = match (
+        job.spec.ttl_seconds_after_finished,
+        status.phase.is_finished(),
+    ) {
+        (Some(ttl), true) => col_time(status.completion_time.as_ref())
+            .map(|done| done.saturating_add((ttl as i64).saturating_mul(1_000_000))),
+        _ => None,
+    };
+    let created = job
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| micros(t.0))
+        .unwrap_or(0);
+    let doc = serde_json::to_string(job).map_err(json_err)?;
+    let sql = format!(
+        "{verb} INTO jobs (name, phase, priority, queued_at, created_at, pool, arch, runner, lease_expires, ttl_deadline, doc)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    );
+    tx.prepare_cached(&sql)
+        .map_err(db_err)?
+        .execute(params![
+            job.metadata.name.as_deref().unwrap_or_default(),
+            status.phase.as_str(),
+            job.spec.priority,
+            col_time(status.queued_at.as_ref()),
+            created,
+            job.spec.pool,
+            job.spec.arch.as_str(),
+            status.runner,
+            col_time(status.lease_expires_at.as_ref()),
+            ttl_deadline,
+            doc,
+        ])
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::AlreadyExists(job.metadata.name.clone().unwrap_or_default())
+            }
+            e => db_err(e),
+        })?;
+    Ok(())
+}
+
+fn expired(job: &BootJob, runner: Option<String>, requeued: bool) -> Expired {
+    Expired {
+        name: job.metadata.name.clone().unwrap_or_default(),
+        runner,
+        attempts: job.status.as_ref().map(|s| s.attempts).unwrap_or(0),
+        requeued,
+    }
+}
+
+/// A DNS subdomain, as Kubernetes requires for object names (also safe as a directory name).
+pub fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !name.is_empty()
+        && name.len() <= 253
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+}
+
+/// `generateName` + five random characters from Kubernetes' alphabet (no vowels, no 0/1/3).
+fn generated_name(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let random = uuid::Uuid::new_v4();
+    let suffix: String = random.as_bytes()[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    format!("{prefix}{suffix}")
+}
+
+fn prepare_new(job: &mut BootJob, name: String, now: Timestamp) {
+    job.metadata.name = Some(name);
+    job.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
+    job.metadata.creation_timestamp = Some(Time(now));
+    job.metadata.resource_version = Some("1".into());
+    job.metadata.generation = Some(1);
+    job.metadata.deletion_timestamp = None;
+    job.status = None;
+    queue::enqueue(job, now);
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn create(&self, mut job: BootJob, now: Timestamp) -> Result<BootJob, StoreError> {
+        let given = job.metadata.name.clone().filter(|n| !n.is_empty());
+        let prefix = job.metadata.generate_name.clone().filter(|n| !n.is_empty());
+        match (&given, &prefix) {
+            (Some(n), _) if !valid_name(n) => {
+                return Err(StoreError::Invalid(format!(
+                    "metadata.name {n:?} must be a lowercase DNS subdomain (a-z, 0-9, '-', '.'), at most 253 characters"
+                )))
+            }
+            (None, Some(p)) if p.len() > 247 || !valid_name(&format!("{p}x")) => {
+                return Err(StoreError::Invalid(format!(
+                    "metadata.generateName {p:?} must be a lowercase DNS subdomain prefix"
+                )))
+            }
+            (None, None) => {
+                return Err(StoreError::Invalid(
+                    "metadata.name or metadata.generateName is required".into(),
+                ))
+            }
+            _ => {}
+        }
+        self.tx(move |tx| {
+            let tries = if given.is_some() { 1 } else { NAME_TRIES };
+            for _ in 0..tries {
+                let name = match (&given, &prefix) {
+                    (Some(n), _) => n.clone(),
+                    (None, Some(p)) => generated_name(p),
+                    (None, None) => unreachable_name(),
+                };
+                prepare_new(&mut job, name, now);
+                match write(tx, &job, "INSERT") {
+                    Ok(()) => return Ok(job),
+                    Err(StoreError::AlreadyExists(n)) if given.is_some() => {
+                        return Err(StoreError::AlreadyExists(n))
+                    }
+                    Err(StoreError::AlreadyExists(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(StoreError::Conflict(
+                "could not generate a free name; try again".into(),
+            ))
+        })
+        .await
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<BootJob>, StoreError> {
+        let name = name.to_string();
+        self.with(move |conn| get_doc(conn, &name)).await
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<BootJob>, StoreError> {
+        let filter = filter.clone();
+        self.with(move |conn| {
+            let (sql, phase) = match filter.phase {
+                Some(p) => (
+                    "SELECT doc FROM jobs WHERE phase = ?1 ORDER BY created_at DESC, name DESC",
+                    Some(p.as_str()),
+                ),
+                None => (
+                    "SELECT doc FROM jobs WHERE ?1 IS NULL ORDER BY created_at DESC, name DESC",
+                    None,
+                ),
+            };
+            let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+            let mut rows = stmt.query([phase]).map_err(db_err)?;
+            let limit = filter.limit.unwrap_or(usize::MAX);
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let Some(row) = rows.next().map_err(db_err)? else {
+                    break;
+                };
+                let doc: String = row.get(0).map_err(db_err)?;
+                let job: BootJob = serde_json::from_str(&doc).map_err(json_err)?;
+                if filter.matches(&job) {
+                    out.push(job);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn cancel(&self, name: &str, now: Timestamp) -> Result<Option<BootJob>, StoreError> {
+        let name = name.to_string();
+        self.tx(move |tx| {
+            let Some(mut job) = get_doc(tx, &name)? else {
+                return Ok(None);
+            };
+            if queue::cancel(&mut job, now) {
+                put(tx, &job)?;
+                bump_resource_version(&mut job);
+            }
+            Ok(Some(job))
+        })
+        .await
+    }
+
+    async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.with(move |conn| {
+            let n = conn
+                .execute("DELETE FROM jobs WHERE name = ?1", [name])
+                .map_err(db_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        req: &ClaimRequest,
+        lease_ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Option<Claim>, StoreError> {
+        let req = req.clone();
+        self.tx(move |tx| {
+            let mut sql = String::from(
+                "SELECT doc FROM jobs WHERE phase = 'Queued' AND (pool IS NULL OR pool = ?1)",
+            );
+            if !req.arches.is_empty() {
+                let marks: Vec<String> = (0..req.arches.len())
+                    .map(|i| format!("?{}", i + 2))
+                    .collect();
+                sql.push_str(&format!(" AND arch IN ({})", marks.join(", ")));
+            }
+            sql.push_str(" ORDER BY priority DESC, queued_at, name LIMIT 1");
+            let mut values: Vec<String> = vec![req.pool.clone()];
+            values.extend(req.arches.iter().map(|a| Arch::as_str(*a).to_string()));
+            let Some(mut job) = select_docs(tx, &sql, params_from_iter(values))?.pop() else {
+                return Ok(None);
+            };
+            let lease_id = uuid::Uuid::new_v4().to_string();
+            let expires_at = queue::start_attempt(
+                &mut job,
+                &req.runner_id,
+                &req.pool,
+                &lease_id,
+                lease_ttl,
+                now,
+            );
+            put(tx, &job)?;
+            bump_resource_version(&mut job);
+            let attempt = job.status.as_ref().map(|s| s.attempts).unwrap_or(1);
+            Ok(Some(Claim {
+                job,
+                lease_id,
+                attempt,
+                expires_at,
+            }))
+        })
+        .await
+    }
+
+    async fn heartbeat(
+        &self,
+        name: &str,
+        lease_id: &str,
+        lease_ttl: Duration,
+        now: Timestamp,
+    ) -> Result<LeaseState, StoreError> {
+        let (name, lease_id) = (name.to_string(), lease_id.to_string());
+        self.tx(move |tx| {
+            let Some(mut job) = get_doc(tx, &name)? else {
+                // Deleted: nobody wants the result any more.
+                return Ok(LeaseState::Canceled);
+            };
+            let state = queue::heartbeat(&mut job, &lease_id, lease_ttl, now);
+            if matches!(state, LeaseState::Active { .. }) {
+                put(tx, &job)?;
+            }
+            Ok(state)
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        name: &str,
+        lease_id: &str,
+        result: &BootResult,
+        now: Timestamp,
+    ) -> Result<CompleteOutcome, StoreError> {
+        let (name, lease_id, result) = (name.to_string(), lease_id.to_string(), result.clone());
+        self.tx(move |tx| {
+            let Some(mut job) = get_doc(tx, &name)? else {
+                return Ok(CompleteOutcome::Stale);
+            };
+            if !queue::lease_is_current(&job, &lease_id) {
+                return Ok(CompleteOutcome::Stale);
+            }
+            let recorded = queue::record_result(&mut job, &result, now);
+            put(tx, &job)?;
+            bump_resource_version(&mut job);
+            Ok(match recorded {
+                queue::Recorded::Finished => CompleteOutcome::Finished(job),
+                queue::Recorded::Retrying => CompleteOutcome::Retrying(job),
+            })
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        name: &str,
+        lease_id: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (name, lease_id, reason) = (name.to_string(), lease_id.to_string(), reason.to_string());
+        self.tx(move |tx| {
+            let Some(mut job) = get_doc(tx, &name)? else {
+                return Ok(());
+            };
+            if queue::lease_is_current(&job, &lease_id) {
+                queue::release(&mut job, &reason, now);
+                put(tx, &job)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn expire_leases(&self, now: Timestamp) -> Result<Vec<Expired>, StoreError> {
+        self.tx(move |tx| {
+            let jobs = select_docs(
+                tx,
+                "SELECT doc FROM jobs WHERE phase = 'Running' AND (lease_expires IS NULL OR lease_expires < ?1)",
+                [micros(now)],
+            )?;
+            let mut out = Vec::new();
+            for mut job in jobs {
+                if !queue::lease_expired(&job, now) {
+                    continue;
+                }
+                let runner = job.status.as_ref().and_then(|s| s.runner.clone());
+                let requeued = queue::expire(&mut job, now);
+                put(tx, &job)?;
+                out.push(expired(&job, runner, requeued));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn finished_before(&self, now: Timestamp) -> Result<Vec<String>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name FROM jobs WHERE ttl_deadline <= ?1 ORDER BY ttl_deadline",
+                )
+                .map_err(db_err)?;
+            let names = stmt
+                .query_map([micros(now)], |r| r.get(0))
+                .map_err(db_err)?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(db_err)?;
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<JobCounts, StoreError> {
+        self.with(move |conn| {
+            let mut counts = JobCounts::default();
+            let mut stmt = conn
+                .prepare_cached("SELECT phase, COUNT(*) FROM jobs GROUP BY phase")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db_err)?;
+            for row in rows {
+                let (phase, n) = row.map_err(db_err)?;
+                if let Ok(phase) = phase.parse::<JobPhase>() {
+                    counts.by_phase.insert(phase, n as u64);
+                }
+            }
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT pool, arch, COUNT(*) FROM jobs WHERE phase = 'Queued' GROUP BY pool, arch",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(db_err)?;
+            for row in rows {
+                let (pool, arch, n) = row.map_err(db_err)?;
+                if let Ok(arch) = arch.parse::<Arch>() {
+                    counts.queued.push(QueuedCount {
+                        pool,
+                        arch,
+                        count: n as u64,
+                    });
+                }
+            }
+            let mut stmt = conn
+                .prepare_cached("SELECT name, runner FROM jobs WHERE phase = 'Running'")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                })
+                .map_err(db_err)?;
+            for row in rows {
+                let (name, runner) = row.map_err(db_err)?;
+                counts.running.insert(name, runner.unwrap_or_default());
+            }
+            Ok(counts)
+        })
+        .await
+    }
+}
+
+/// Only reached if the match in `create` is wrong; a visible name beats a panic.
+fn unreachable_name() -> String {
+    generated_name("bootjob-")
+}
+
+#[cfg(test)]
+mod tests;
