@@ -2,11 +2,12 @@
 //!
 //! Layout: `objects/<key>` (read-only data, decompressed when the source was compressed) with
 //! `objects/<key>.json` (its metadata), `locks/<key>.lock` (an `flock` per key) and `tmp/` (work
-//! in progress; renamed into `objects/` only when complete and verified).
+//! in progress; renamed into `objects/` only when complete and verified) and `hashes/` (digests
+//! of local files, reused while the file's inode stamp is unchanged).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,6 +21,7 @@ use tempfile::NamedTempFile;
 
 use super::decompress::{self, Codec, DecompressError};
 use super::fetch::Downloader;
+use super::local;
 use super::source::{self, Source};
 use super::verify::{self, Digests};
 use super::{ArtifactError, Limits};
@@ -48,13 +50,14 @@ pub struct ArtifactCache {
 const OBJECTS: &str = "objects";
 const LOCKS: &str = "locks";
 const TMP: &str = "tmp";
+const HASHES: &str = "hashes";
 /// Leftovers of killed processes older than this are removed at start.
 const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
 const META_FORMAT: u32 = 1;
 
 impl ArtifactCache {
     pub fn new(dir: PathBuf, limits: Limits) -> Result<Self, ArtifactError> {
-        for sub in [OBJECTS, LOCKS, TMP] {
+        for sub in [OBJECTS, LOCKS, TMP, HASHES] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(|e| {
                 ArtifactError::io(format!("creating cache directory {}", path.display()), e)
@@ -121,7 +124,8 @@ impl ArtifactCache {
     ) -> Result<Fetched, ArtifactError> {
         let limit = self.limits.max_size;
         let origin = source.to_string();
-        let probe = blocking(move || probe_local(&origin, &path, limit)).await?;
+        let hashes = self.dir.join(HASHES);
+        let probe = blocking(move || local::probe(&origin, &path, limit, &hashes)).await?;
         let Some(codec) = probe.codec else {
             verify::check(
                 source,
@@ -512,77 +516,6 @@ impl Entry {
         }
         Ok(())
     }
-}
-
-struct LocalProbe {
-    /// Absolute, so QEMU finds it whatever its working directory.
-    path: PathBuf,
-    size: u64,
-    sha256: String,
-    codec: Option<Codec>,
-}
-
-/// Check a local file is a readable regular file within the limit; hash it and sniff its codec.
-fn probe_local(origin: &str, path: &Path, limit: u64) -> Result<LocalProbe, ArtifactError> {
-    let unreadable = |reason: String| ArtifactError::Unreadable {
-        origin: origin.to_string(),
-        reason,
-    };
-    let missing = || ArtifactError::Missing {
-        origin: origin.to_string(),
-    };
-    let md = match fs::metadata(path) {
-        Ok(md) => md,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Err(missing())
-        }
-        Err(e) => return Err(unreadable(e.to_string())),
-    };
-    if md.is_dir() {
-        return Err(unreadable("it is a directory, not a file".into()));
-    }
-    if !md.is_file() {
-        // Opening a FIFO would block forever; devices and sockets are not artifacts either.
-        return Err(unreadable(
-            "not a regular file (a device, FIFO or socket)".into(),
-        ));
-    }
-    if md.len() > limit {
-        return Err(ArtifactError::TooLarge {
-            origin: origin.to_string(),
-            what: "the file",
-            limit,
-        });
-    }
-    let mut file = File::open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => missing(),
-        _ => unreadable(e.to_string()),
-    })?;
-    let header = decompress::read_header(&mut file).map_err(|e| unreadable(e.to_string()))?;
-    let reader = io::Cursor::new(header.clone()).chain(BufReader::with_capacity(1 << 20, file));
-    let (size, sha256) = verify::hash_reader(reader, limit).map_err(|e| {
-        if verify::is_limit_exceeded(&e) {
-            ArtifactError::TooLarge {
-                origin: origin.to_string(),
-                what: "the file",
-                limit,
-            }
-        } else {
-            unreadable(e.to_string())
-        }
-    })?;
-    let path = fs::canonicalize(path).map_err(|e| unreadable(e.to_string()))?;
-    Ok(LocalProbe {
-        path,
-        size,
-        sha256,
-        codec: decompress::detect(&header),
-    })
 }
 
 /// Decompress `input` into a new temporary file in `tmp_dir`; returns it with its size and sha256.

@@ -20,6 +20,12 @@ impl Codec {
             Codec::Zstd => "zstd",
         }
     }
+
+    pub fn from_name(name: &str) -> Option<Codec> {
+        [Codec::Gzip, Codec::Xz, Codec::Zstd]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
 }
 
 /// Bytes needed by [`detect`].

@@ -18,6 +18,7 @@ mod cache;
 mod decompress;
 mod error;
 mod fetch;
+mod local;
 mod source;
 mod verify;
 

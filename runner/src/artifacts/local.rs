@@ -1,0 +1,269 @@
+//! Local files: check they are readable regular files, hash them and sniff their codec. Digests
+//! are remembered per file and reused while its inode stamp (device, inode, size, mtime, ctime)
+//! is unchanged, so a warm start does not reread a large rootfs.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
+
+use super::decompress::{self, Codec};
+use super::verify;
+use super::ArtifactError;
+
+pub struct LocalProbe {
+    /// Absolute, so QEMU finds it whatever its working directory.
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+    pub codec: Option<Codec>,
+}
+
+/// Everything a write to the file changes. ctime cannot be set from user space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(md: &fs::Metadata) -> Self {
+        Stamp {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.len(),
+            mtime: md.mtime(),
+            mtime_nsec: md.mtime_nsec(),
+            ctime: md.ctime(),
+            ctime_nsec: md.ctime_nsec(),
+        }
+    }
+
+    fn ctime_ns(&self) -> i128 {
+        i128::from(self.ctime) * 1_000_000_000 + i128::from(self.ctime_nsec)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Memo {
+    path: PathBuf,
+    stamp: Stamp,
+    sha256: String,
+    codec: Option<String>,
+    /// When hashing started (ns since the epoch).
+    hashed_at_ns: i128,
+}
+
+/// Timestamps come from a coarse clock (a few ms): a write within this margin before hashing
+/// could share the old stamp ("racy" like git's index), so such a memo is not trusted.
+const RACY_MARGIN_NS: i128 = 100_000_000;
+
+impl Memo {
+    /// Pure decision: may this memo stand in for hashing the file with `stamp`?
+    fn trusted_for(&self, path: &Path, stamp: &Stamp) -> bool {
+        self.path == path
+            && &self.stamp == stamp
+            && stamp.ctime_ns() + RACY_MARGIN_NS < self.hashed_at_ns
+    }
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+fn memo_path(memo_dir: &Path, path: &Path) -> PathBuf {
+    let key = hex::encode(Sha256::digest(path.as_os_str().as_encoded_bytes()));
+    memo_dir.join(format!("{key}.json"))
+}
+
+fn read_memo(file: &Path) -> Option<Memo> {
+    serde_json::from_slice(&fs::read(file).ok()?).ok()
+}
+
+/// Best effort: a lost memo only costs a rehash.
+fn write_memo(file: &Path, memo: &Memo) {
+    let write = || -> io::Result<()> {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let mut tmp = NamedTempFile::new_in(dir)?;
+        serde_json::to_writer(&mut tmp, memo)?;
+        tmp.persist(file).map_err(|e| e.error)?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        tracing::debug!(path = %file.display(), error = %e, "Could not store a file digest");
+    }
+}
+
+/// Check `path` is a readable regular file within `limit`; its digest, size and codec.
+pub fn probe(
+    origin: &str,
+    path: &Path,
+    limit: u64,
+    memo_dir: &Path,
+) -> Result<LocalProbe, ArtifactError> {
+    let unreadable = |reason: String| ArtifactError::Unreadable {
+        origin: origin.to_string(),
+        reason,
+    };
+    let missing = || ArtifactError::Missing {
+        origin: origin.to_string(),
+    };
+    let md = match fs::metadata(path) {
+        Ok(md) => md,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Err(missing())
+        }
+        Err(e) => return Err(unreadable(e.to_string())),
+    };
+    if md.is_dir() {
+        return Err(unreadable("it is a directory, not a file".into()));
+    }
+    if !md.is_file() {
+        // Opening a FIFO would block forever; devices and sockets are not artifacts either.
+        return Err(unreadable(
+            "not a regular file (a device, FIFO or socket)".into(),
+        ));
+    }
+    let too_large = || ArtifactError::TooLarge {
+        origin: origin.to_string(),
+        what: "the file",
+        limit,
+    };
+    if md.len() > limit {
+        return Err(too_large());
+    }
+    let mut file = File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => missing(),
+        _ => unreadable(e.to_string()),
+    })?;
+    let canonical = fs::canonicalize(path).map_err(|e| unreadable(e.to_string()))?;
+    // The stamp of the file actually opened, taken before reading it.
+    let stamp = Stamp::of(&file.metadata().map_err(|e| unreadable(e.to_string()))?);
+
+    let memo_file = memo_path(memo_dir, &canonical);
+    if let Some(memo) = read_memo(&memo_file).filter(|m| m.trusted_for(&canonical, &stamp)) {
+        return Ok(LocalProbe {
+            path: canonical,
+            size: stamp.size,
+            sha256: memo.sha256,
+            codec: memo.codec.as_deref().and_then(Codec::from_name),
+        });
+    }
+
+    let hashed_at_ns = now_ns();
+    let header = decompress::read_header(&mut file).map_err(|e| unreadable(e.to_string()))?;
+    let reader = io::Cursor::new(header.clone()).chain(BufReader::with_capacity(1 << 20, file));
+    let (size, sha256) = verify::hash_reader(reader, limit).map_err(|e| {
+        if verify::is_limit_exceeded(&e) {
+            too_large()
+        } else {
+            unreadable(e.to_string())
+        }
+    })?;
+    let codec = decompress::detect(&header);
+    if size == stamp.size {
+        write_memo(
+            &memo_file,
+            &Memo {
+                path: canonical.clone(),
+                stamp,
+                sha256: sha256.clone(),
+                codec: codec.map(|c| c.name().to_string()),
+                hashed_at_ns,
+            },
+        );
+    }
+    Ok(LocalProbe {
+        path: canonical,
+        size,
+        sha256,
+        codec,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn stamp(ctime: i64) -> Stamp {
+        Stamp {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime: ctime,
+            mtime_nsec: 0,
+            ctime,
+            ctime_nsec: 0,
+        }
+    }
+
+    #[test]
+    fn a_memo_is_trusted_only_for_the_same_stamp_and_when_not_racy() {
+        let memo = Memo {
+            path: "/k".into(),
+            stamp: stamp(100),
+            sha256: "x".into(),
+            codec: None,
+            hashed_at_ns: 101 * 1_000_000_000,
+        };
+        assert!(memo.trusted_for(Path::new("/k"), &stamp(100)));
+        assert!(!memo.trusted_for(Path::new("/other"), &stamp(100)));
+        assert!(!memo.trusted_for(Path::new("/k"), &stamp(99)));
+        let racy = Memo {
+            hashed_at_ns: 100 * 1_000_000_000 + 50_000_000,
+            ..memo
+        };
+        assert!(!racy.trusted_for(Path::new("/k"), &stamp(100)));
+    }
+
+    #[test]
+    fn the_memo_is_used_while_the_file_is_unchanged_and_dropped_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let memos = dir.path().join("hashes");
+        fs::create_dir(&memos).unwrap();
+        let path = dir.path().join("rootfs.img");
+        fs::write(&path, b"aaaa").unwrap();
+        std::thread::sleep(Duration::from_millis(150)); // past the racy margin
+
+        let first = probe("rootfs", &path, 100, &memos).unwrap();
+        let memo_file = memo_path(&memos, &first.path);
+        let mut memo = read_memo(&memo_file).expect("memo written");
+        assert_eq!(memo.sha256, first.sha256);
+
+        // Prove the memo is what answers: plant a marker digest in it.
+        memo.sha256 = "planted".into();
+        write_memo(&memo_file, &memo);
+        assert_eq!(
+            probe("rootfs", &path, 100, &memos).unwrap().sha256,
+            "planted"
+        );
+
+        // Same size, new bytes: the stamp changes and the file is hashed again.
+        fs::write(&path, b"bbbb").unwrap();
+        let changed = probe("rootfs", &path, 100, &memos).unwrap();
+        assert_ne!(changed.sha256, "planted");
+        assert_ne!(changed.sha256, first.sha256);
+        assert_eq!(
+            changed.sha256,
+            verify::hash_reader(&b"bbbb"[..], 10).unwrap().1
+        );
+    }
+}
