@@ -206,8 +206,9 @@ if unused:
 assert len(exprs) >= 10, f"only {len(exprs)} queries found"
 for b in bad:
     print("  -", b, file=sys.stderr)
+if bad:
+    sys.exit(1)
 print(f"chart-check: {len(queried)} metrics in {len(exprs)} dashboard queries, all documented")
-sys.exit(1 if bad else 0)
 EOF
 
 # The ConfigMap carries the dashboard byte for byte.
