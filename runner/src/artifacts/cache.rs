@@ -65,7 +65,7 @@ impl ArtifactCache {
         }
         remove_stale_temporaries(&dir.join(TMP));
         Ok(ArtifactCache {
-            downloader: Downloader::new(&limits)?,
+            downloader: Downloader::new(&limits),
             dir,
             limits,
             key_locks: Mutex::new(HashMap::new()),

@@ -2,6 +2,7 @@
 //! exponential backoff on 5xx and connection errors, no retry on 4xx, size limit while streaming.
 
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
@@ -53,22 +54,32 @@ enum Failure {
 }
 
 pub struct Downloader {
-    client: reqwest::Client,
+    /// Built on first use: loading TLS roots costs milliseconds that a warm, cached start
+    /// (no download at all) should not pay.
+    client: OnceLock<Result<reqwest::Client, String>>,
     limits: Limits,
 }
 
 impl Downloader {
-    pub fn new(limits: &Limits) -> Result<Self, ArtifactError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(limits.connect_timeout)
-            .read_timeout(limits.read_timeout)
-            .user_agent(concat!("bootfarm-runner/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ArtifactError::Internal(format!("HTTP client: {}", describe_chain(&e))))?;
-        Ok(Downloader {
-            client,
+    pub fn new(limits: &Limits) -> Self {
+        Downloader {
+            client: OnceLock::new(),
             limits: limits.clone(),
-        })
+        }
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, ArtifactError> {
+        self.client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .connect_timeout(self.limits.connect_timeout)
+                    .read_timeout(self.limits.read_timeout)
+                    .user_agent(concat!("bootfarm-runner/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| describe_chain(&e))
+            })
+            .as_ref()
+            .map_err(|e| ArtifactError::Internal(format!("HTTP client: {e}")))
     }
 
     /// Download `url` into a new temporary file in `tmp_dir`. A failed attempt leaves nothing behind.
@@ -120,6 +131,7 @@ impl Downloader {
         tmp_dir: &Path,
     ) -> Result<(NamedTempFile, u64, String), Failure> {
         let limits = &self.limits;
+        let client = self.client().map_err(Failure::Fatal)?;
         let io_fatal = |what: &str, e: std::io::Error| {
             Failure::Fatal(ArtifactError::io(format!("{what} for {url}"), e))
         };
@@ -127,7 +139,7 @@ impl Downloader {
         // version, so bound it here too.
         let head_wait = limits.connect_timeout + limits.read_timeout;
         let mut response =
-            match tokio::time::timeout(head_wait, self.client.get(url.clone()).send()).await {
+            match tokio::time::timeout(head_wait, client.get(url.clone()).send()).await {
                 Err(_) => {
                     return Err(Failure::Retry(format!(
                         "no response within {:.1} s",
