@@ -145,17 +145,7 @@ fn parse_regex(s: &str) -> Result<regex::Regex, String> {
 }
 
 fn parse_login(s: &str) -> Result<Login, String> {
-    let (user, password) = match s.split_once(':') {
-        Some((u, p)) => (u, Some(p.to_string())),
-        None => (s, None),
-    };
-    if user.is_empty() {
-        return Err("empty user name".to_string());
-    }
-    Ok(Login {
-        user: user.to_string(),
-        password,
-    })
+    s.parse()
 }
 
 /// `64M`, `512K`, `1G`, or plain bytes.

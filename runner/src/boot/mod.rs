@@ -45,12 +45,8 @@ impl ArtifactSource {
     }
 }
 
-/// Credentials for a `login:` prompt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Login {
-    pub user: String,
-    pub password: Option<String>,
-}
+/// Credentials for a `login:` prompt (`USER[:PASSWORD]` parses into one).
+pub use bootfarm_core::console::session::Login;
 
 /// Where the live console goes (besides the hook).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -9,6 +9,7 @@ use crate::console::ConsoleSink;
 use crate::qemu::process::QemuProcess;
 use crate::qemu::profile::{build_args, Profile, QemuConfig};
 use crate::qmp::{GuestEvent, Qmp};
+use bootfarm_core::console::session::{Action, Session, SessionConfig};
 use bootfarm_core::console::{Classification, Classifier, Event};
 use bootfarm_core::result::{ConsoleInfo, Durations, QemuInfo, Stage, Verdict};
 use bootfarm_core::verdict::{decide, End, Expect};
@@ -16,8 +17,8 @@ use bootfarm_core::BootResult;
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncReadExt;
-use tokio::net::unix::OwnedReadHalf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::time::sleep_until;
 
@@ -25,6 +26,8 @@ use tokio::time::sleep_until;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// After we decided, how long QEMU gets to flush the console and exit before SIGKILL.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// A session typing a line waits this long for its echo before sending the rest.
+const SESSION_IDLE: Duration = Duration::from_secs(2);
 
 /// What is known so far, for error results.
 #[derive(Default)]
@@ -123,6 +126,7 @@ async fn drive(
         .tempdir()
         .map_err(|e| InfraError::new("internal", format!("creating a work directory: {e}")))?;
 
+    let qemu_binary = inputs::find_qemu(&profile, req.qemu_binary_dir.as_deref())?;
     let fetched = guarded(
         hooks,
         total_deadline,
@@ -139,7 +143,6 @@ async fn drive(
     } = fetched?;
     known.artifacts = artifacts;
 
-    let qemu_binary = inputs::find_qemu(&profile, req.qemu_binary_dir.as_deref())?;
     let cache_dir = req.cache_dir.clone();
     let choice = guarded(
         hooks,
@@ -258,7 +261,17 @@ async fn drive(
         durations: Durations::default(),
         t0: Instant::now(),
     };
-    let (mut con_read, _con_write) = console.into_split();
+    let (mut con_read, mut con_write) = console.into_split();
+    let mut session = (req.login.is_some() || !req.commands.is_empty()).then(|| {
+        Session::new(
+            SessionConfig {
+                login: req.login.clone(),
+                commands: req.commands.clone(),
+            },
+            &nonce(),
+        )
+    });
+    let mut idle_at = tokio::time::Instant::now() + SESSION_IDLE;
 
     if let Err(e) = qmp.cont().await {
         qemu.kill().await;
@@ -282,8 +295,24 @@ async fn drive(
                 Ok(0) | Err(_) => console_open = false,
                 Ok(n) => {
                     let events = watch.take(&buf[..n]).await;
-                    if let Some(end) = stop_for(&events, req.expect, &mut goal_reached) {
+                    idle_at = tokio::time::Instant::now() + SESSION_IDLE;
+                    let interactive = session.as_ref().is_some_and(Session::is_active);
+                    if let Some(end) = stop_for(&events, req.expect, &mut goal_reached, interactive) {
                         break Ok(end);
+                    }
+                    if let Some(s) = session.as_mut() {
+                        let actions = s.on_output(&buf[..n], &events);
+                        if act(actions, &mut con_write).await {
+                            break Ok(End::PromptReached);
+                        }
+                    }
+                }
+            },
+            _ = sleep_until(idle_at), if session.as_ref().is_some_and(Session::is_active) => {
+                idle_at = tokio::time::Instant::now() + SESSION_IDLE;
+                if let Some(s) = session.as_mut() {
+                    if act(s.on_idle(), &mut con_write).await {
+                        break Ok(End::PromptReached);
                     }
                 }
             },
@@ -369,26 +398,59 @@ async fn drive(
     Ok(r)
 }
 
-/// Whether these console events end the run (and record reaching the goal).
-pub fn stop_for(events: &[Event], expect: Expect, goal_reached: &mut bool) -> Option<End> {
+/// Whether these console events end the run (and record reaching the goal). While an
+/// interactive session has work left, prompts are its business and do not end the run.
+pub fn stop_for(
+    events: &[Event],
+    expect: Expect,
+    goal_reached: &mut bool,
+    interactive: bool,
+) -> Option<End> {
     for ev in events {
-        match ev {
+        let goal = match ev {
             Event::Panic => return Some(End::Panic),
             Event::PowerOff => return Some(End::PowerOff),
-            Event::LoginPrompt if matches!(expect, Expect::Auto | Expect::Login) => {
-                *goal_reached = true;
+            Event::LoginPrompt => matches!(expect, Expect::Auto | Expect::Login),
+            Event::ShellPrompt => matches!(expect, Expect::Auto | Expect::Login | Expect::Shell),
+            _ => false,
+        };
+        if goal {
+            *goal_reached = true;
+            if !interactive {
                 return Some(End::PromptReached);
             }
-            Event::ShellPrompt
-                if matches!(expect, Expect::Auto | Expect::Login | Expect::Shell) =>
-            {
-                *goal_reached = true;
-                return Some(End::PromptReached);
-            }
-            _ => {}
         }
     }
     None
+}
+
+/// Carry out a session's actions; true when the session is finished.
+async fn act(actions: Vec<Action>, con: &mut OwnedWriteHalf) -> bool {
+    let mut finished = false;
+    for a in actions {
+        match a {
+            Action::Send(bytes) => {
+                if let Err(e) = con.write_all(&bytes).await {
+                    tracing::warn!(error = %e, "Writing to the guest console failed");
+                }
+            }
+            Action::Finish => finished = true,
+        }
+    }
+    finished
+}
+
+/// Unique enough per run: markers must not collide with a previous run's output in the log.
+fn nonce() -> String {
+    use sha2::Digest;
+    let seed = format!(
+        "{}-{:?}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+    );
+    hex::encode(sha2::Sha256::digest(seed.as_bytes()))[..12].to_string()
 }
 
 /// The console consumer: stored log, classifier, stage timings.
@@ -442,17 +504,17 @@ mod tests {
     fn prompts_end_the_run_only_when_expected() {
         let mut goal = false;
         assert_eq!(
-            stop_for(&[Event::ShellPrompt], Expect::Auto, &mut goal),
+            stop_for(&[Event::ShellPrompt], Expect::Auto, &mut goal, false),
             Some(End::PromptReached)
         );
         assert!(goal);
         let mut goal = false;
         assert_eq!(
-            stop_for(&[Event::ShellPrompt], Expect::Poweroff, &mut goal),
+            stop_for(&[Event::ShellPrompt], Expect::Poweroff, &mut goal, false),
             None
         );
         assert_eq!(
-            stop_for(&[Event::LoginPrompt], Expect::Shell, &mut goal),
+            stop_for(&[Event::LoginPrompt], Expect::Shell, &mut goal, false),
             None
         );
         assert!(!goal);
@@ -460,12 +522,19 @@ mod tests {
             stop_for(
                 &[Event::Stage(Stage::Kernel), Event::Panic],
                 Expect::Auto,
-                &mut goal
+                &mut goal,
+                false
             ),
             Some(End::Panic)
         );
+        let mut goal = false;
         assert_eq!(
-            stop_for(&[Event::PowerOff], Expect::Shell, &mut goal),
+            stop_for(&[Event::ShellPrompt], Expect::Auto, &mut goal, true),
+            None
+        );
+        assert!(goal, "a session's prompt still counts as reaching the goal");
+        assert_eq!(
+            stop_for(&[Event::PowerOff], Expect::Shell, &mut goal, true),
             Some(End::PowerOff)
         );
     }
