@@ -4,4 +4,5 @@ pub mod files;
 pub mod kube;
 pub mod metrics;
 pub mod queue;
+pub mod scaler;
 pub mod store;
