@@ -1,0 +1,279 @@
+//! Bearer-token authentication with two roles.
+//!
+//! Token files hold one token per line; blank lines and `#` comments are ignored. A line may carry
+//! a role prefix, `user:TOKEN` or `runner:TOKEN`; a line without one takes the file's default role:
+//! `--token-file` defaults to `user`, `--runner-token-file` to `runner`. So the Helm chart can
+//! mount two plain files, and a single hand-written file can hold both kinds.
+//!
+//! With no token configured at all, authentication is off (the standalone default on loopback).
+//! Once any token is configured, every `/api/v1/` route needs a token of its role: a runner token
+//! on a user route (or the reverse) is refused with 403, a missing or unknown token with 401.
+
+use super::error::ApiError;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Runner,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Runner => "runner",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("reading token file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: unknown role {role:?} (expected user: or runner:)")]
+    UnknownRole {
+        path: String,
+        line: usize,
+        role: String,
+    },
+    #[error("{path}:{line}: empty token")]
+    Empty { path: String, line: usize },
+}
+
+/// The accepted tokens. Cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct Tokens {
+    inner: Arc<Vec<(Role, String)>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secrets themselves.
+        f.debug_struct("Tokens")
+            .field("user", &self.count(Role::User))
+            .field("runner", &self.count(Role::Runner))
+            .finish()
+    }
+}
+
+/// Comparing in constant time keeps a remote caller from learning a token byte by byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Tokens {
+    /// No tokens: authentication off.
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    pub fn new(tokens: impl IntoIterator<Item = (Role, String)>) -> Self {
+        Tokens {
+            inner: Arc::new(tokens.into_iter().collect()),
+        }
+    }
+
+    /// Parses a token file's text; `default` is the role of lines without a prefix.
+    pub fn parse(
+        text: &str,
+        default: Role,
+        path: &str,
+    ) -> Result<Vec<(Role, String)>, TokenFileError> {
+        let mut out = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (role, token) = match line.split_once(':') {
+                Some(("user", t)) => (Role::User, t.trim()),
+                Some(("runner", t)) => (Role::Runner, t.trim()),
+                // A prefix-looking word that is not a role is a typo, not part of a token.
+                Some((p, _)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_alphabetic()) => {
+                    return Err(TokenFileError::UnknownRole {
+                        path: path.to_string(),
+                        line: i + 1,
+                        role: p.to_string(),
+                    })
+                }
+                _ => (default, line),
+            };
+            if token.is_empty() {
+                return Err(TokenFileError::Empty {
+                    path: path.to_string(),
+                    line: i + 1,
+                });
+            }
+            out.push((role, token.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Loads user token files (unprefixed lines are user tokens) and runner token files
+    /// (unprefixed lines are runner tokens).
+    pub fn load(
+        user_files: &[impl AsRef<Path>],
+        runner_files: &[impl AsRef<Path>],
+    ) -> Result<Self, TokenFileError> {
+        let mut all = Vec::new();
+        let files = user_files
+            .iter()
+            .map(|p| (p.as_ref(), Role::User))
+            .chain(runner_files.iter().map(|p| (p.as_ref(), Role::Runner)));
+        for (path, default) in files {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
+                path: shown.clone(),
+                source,
+            })?;
+            all.extend(Self::parse(&text, default, &shown)?);
+        }
+        Ok(Self::new(all))
+    }
+
+    /// Adds a fresh random runner token (for runners the operator starts itself, e.g. standalone
+    /// child processes) and returns it.
+    pub fn with_generated_runner_token(&self) -> (Tokens, String) {
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut all = (*self.inner).clone();
+        all.push((Role::Runner, token.clone()));
+        (Tokens::new(all), token)
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.inner.is_empty()
+    }
+
+    pub fn count(&self, role: Role) -> usize {
+        self.inner.iter().filter(|(r, _)| *r == role).count()
+    }
+
+    /// The role a presented token has, if any.
+    fn role_of(&self, token: &str) -> Option<Role> {
+        // Check every entry (no early exit) so timing does not say which one matched.
+        let mut found = None;
+        for (role, t) in self.inner.iter() {
+            if same(t.as_bytes(), token.as_bytes()) && found.is_none() {
+                found = Some(*role);
+            }
+        }
+        found
+    }
+
+    /// Decides whether a request with this `Authorization` header may use a route of `needed` role.
+    pub fn check(&self, authorization: Option<&str>, needed: Role) -> Result<(), ApiError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let Some(header) = authorization else {
+            return Err(ApiError::Unauthorized(
+                "missing bearer token (send `Authorization: Bearer TOKEN`)".into(),
+            ));
+        };
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::Unauthorized("authorization must be `Bearer TOKEN`".into()))?;
+        match self.role_of(token) {
+            None => Err(ApiError::Unauthorized("invalid token".into())),
+            Some(role) if role == needed => Ok(()),
+            Some(role) => Err(ApiError::Forbidden(format!(
+                "a {} token cannot call {} endpoints",
+                role.as_str(),
+                needed.as_str()
+            ))),
+        }
+    }
+}
+
+/// Axum middleware guarding a group of routes for one role.
+pub async fn require(
+    tokens: Tokens,
+    role: Role,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match tokens.check(header, role) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prefixes_comments_and_defaults() {
+        let text = "# farm tokens\nalpha\nrunner:beta\n\nuser: gamma\n";
+        let got = Tokens::parse(text, Role::User, "t").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (Role::User, "alpha".to_string()),
+                (Role::Runner, "beta".to_string()),
+                (Role::User, "gamma".to_string())
+            ]
+        );
+        let runner_file = Tokens::parse("delta\n", Role::Runner, "r").unwrap();
+        assert_eq!(runner_file, vec![(Role::Runner, "delta".to_string())]);
+    }
+
+    #[test]
+    fn a_typo_in_the_role_is_an_error_with_the_line() {
+        let err = Tokens::parse("ok\nrunnr:abc\n", Role::User, "t").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t:2: unknown role \"runnr\" (expected user: or runner:)"
+        );
+    }
+
+    #[test]
+    fn check_matrix() {
+        let t = Tokens::new([(Role::User, "u1".into()), (Role::Runner, "r1".into())]);
+        assert!(t.check(Some("Bearer u1"), Role::User).is_ok());
+        assert!(t.check(Some("Bearer r1"), Role::Runner).is_ok());
+        assert!(matches!(
+            t.check(None, Role::User),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            t.check(Some("Bearer nope"), Role::User),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            t.check(Some("Basic u1"), Role::User),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            t.check(Some("Bearer r1"), Role::User),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            t.check(Some("Bearer u1"), Role::Runner),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(Tokens::disabled().check(None, Role::Runner).is_ok());
+    }
+
+    #[test]
+    fn debug_does_not_print_tokens() {
+        let t = Tokens::new([(Role::User, "s3cret".into())]);
+        assert!(!format!("{t:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,475 @@
+//! Turns a submitted BootJob document (JSON or YAML, as for `kubectl apply`) into a `BootJob`,
+//! or an error that names the offending field. Pure: no store, no I/O.
+//!
+//! YAML aliases are expanded by the parser, so a tiny "billion laughs" document can describe an
+//! enormous tree. Every document is first read into a JSON value under a node budget, which bounds
+//! the work whatever the aliases do; only then is it checked against the schema.
+
+use super::error::ApiError;
+use bootfarm_core::spec::{BootJob, BootJobSpec, API_VERSION};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use std::cell::Cell;
+use std::fmt;
+
+/// Upper bound on nodes (scalars, sequences, maps) in one document, aliases expanded. A real
+/// BootJob has well under a hundred.
+pub const MAX_NODES: usize = 10_000;
+/// Nesting bound; a BootJob is four levels deep.
+const MAX_DEPTH: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+/// The body's format from its Content-Type; anything else is a 415 that lists what is accepted.
+pub fn format_of(content_type: Option<&str>) -> Result<Format, ApiError> {
+    let Some(ct) = content_type else {
+        return Err(ApiError::UnsupportedMediaType(
+            "missing Content-Type: send application/json or application/yaml".into(),
+        ));
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(Format::Json),
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => Ok(Format::Yaml),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "unsupported Content-Type {other:?}: send application/json or application/yaml \
+             (also accepted: application/x-yaml, text/yaml)"
+        ))),
+    }
+}
+
+struct Budget {
+    nodes: Cell<usize>,
+}
+
+impl Budget {
+    fn take<E: de::Error>(&self) -> Result<(), E> {
+        let left = self.nodes.get();
+        if left == 0 {
+            return Err(E::custom(format!(
+                "document too large: more than {MAX_NODES} values (YAML aliases are expanded; \
+                 do not use anchors to repeat large parts)"
+            )));
+        }
+        self.nodes.set(left - 1);
+        Ok(())
+    }
+}
+
+/// Deserializes any self-describing document into a JSON value, spending one unit of budget per node.
+struct Bounded<'b> {
+    budget: &'b Budget,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Bounded<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.depth > MAX_DEPTH {
+            return Err(de::Error::custom(format!(
+                "document nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        self.budget.take::<D::Error>()?;
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Bounded<'_> {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON or YAML value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Bounded {
+            budget: self.budget,
+            depth: self.depth,
+        }
+        .deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Bounded {
+            budget: self.budget,
+            depth: self.depth + 1,
+        })? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key_seed(Bounded {
+            budget: self.budget,
+            depth: self.depth + 1,
+        })? {
+            let key = match key {
+                Value::String(s) => s,
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "map keys must be strings, got {other}"
+                    )))
+                }
+            };
+            let value = map.next_value_seed(Bounded {
+                budget: self.budget,
+                depth: self.depth + 1,
+            })?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Reads the body into a JSON value under the node budget.
+pub fn to_value(format: Format, body: &[u8]) -> Result<Value, ApiError> {
+    let budget = Budget {
+        nodes: Cell::new(MAX_NODES),
+    };
+    let seed = Bounded {
+        budget: &budget,
+        depth: 0,
+    };
+    let parsed = match format {
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            seed.deserialize(&mut de)
+                .and_then(|v| de.end().map(|()| v))
+                .map_err(|e| e.to_string())
+        }
+        Format::Yaml => seed
+            .deserialize(serde_yaml::Deserializer::from_slice(body))
+            .map_err(|e| e.to_string()),
+    };
+    parsed.map_err(|e| {
+        ApiError::bad_request(format!("unreadable {} document: {e}", format_name(format)))
+    })
+}
+
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Json => "JSON",
+        Format::Yaml => "YAML",
+    }
+}
+
+/// The spec's field names as the schema knows them, so typos are refused instead of ignored.
+fn known_spec_fields() -> Vec<String> {
+    let schema = schemars::schema_for!(BootJobSpec);
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Checks a submitted document and builds the BootJob from it. The name comes from
+/// `metadata.name`, or `metadata.generateName` plus a random suffix. Any submitted status is dropped.
+pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
+    let Some(obj) = doc.as_object_mut() else {
+        return Err(ApiError::invalid(
+            "",
+            "the document must be an object (a BootJob)",
+        ));
+    };
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        Some(API_VERSION) => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "apiVersion",
+                format!("apiVersion must be {API_VERSION:?}, got {other:?}"),
+            ))
+        }
+        None => {
+            return Err(ApiError::invalid(
+                "apiVersion",
+                format!("apiVersion is required ({API_VERSION:?})"),
+            ))
+        }
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        Some("BootJob") => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "kind",
+                format!("kind must be \"BootJob\", got {other:?}"),
+            ))
+        }
+        None => return Err(ApiError::invalid("kind", "kind is required (\"BootJob\")")),
+    }
+    obj.remove("status");
+    let meta = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or_else(|| ApiError::invalid("metadata", "metadata must be an object"))?;
+    // Server-owned fields: whatever a client sends there is not ours to keep.
+    for owned in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+        "managedFields",
+    ] {
+        meta.remove(owned);
+    }
+    let name = match (meta.get("name"), meta.get("generateName")) {
+        (Some(Value::String(n)), _) if !n.is_empty() => n.clone(),
+        (Some(v), _) if !v.is_null() && !v.as_str().is_some_and(str::is_empty) => {
+            return Err(ApiError::invalid(
+                "metadata.name",
+                "metadata.name must be a string",
+            ))
+        }
+        (_, Some(Value::String(prefix))) if !prefix.is_empty() => {
+            let suffix: String = uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .chars()
+                .take(5)
+                .collect();
+            format!("{prefix}{suffix}")
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "metadata.name",
+                "metadata.name or metadata.generateName is required",
+            ))
+        }
+    };
+    check_name(&name)?;
+    meta.insert("name".into(), Value::String(name));
+
+    let spec = obj
+        .get("spec")
+        .ok_or_else(|| ApiError::invalid("spec", "spec is required"))?;
+    let Some(spec_obj) = spec.as_object() else {
+        return Err(ApiError::invalid("spec", "spec must be an object"));
+    };
+    let known = known_spec_fields();
+    if !known.is_empty() {
+        if let Some(unknown) = spec_obj.keys().find(|k| !known.contains(k)) {
+            return Err(ApiError::invalid(
+                format!("spec.{unknown}"),
+                format!(
+                    "spec.{unknown}: unknown field (known fields: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+
+    let job: BootJob = serde_path_to_error::deserialize(doc).map_err(|e| {
+        let field = e.path().to_string();
+        let message = if field == "." {
+            e.inner().to_string()
+        } else {
+            format!("{field}: {}", e.inner())
+        };
+        ApiError::invalid(if field == "." { String::new() } else { field }, message)
+    })?;
+    Ok(job)
+}
+
+/// Kubernetes object names: a DNS-1123 subdomain (lowercase alphanumerics, `-` and `.`, at most 253).
+pub fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if name.len() > 253 || !ok_chars || !ok_ends {
+        return Err(ApiError::invalid(
+            "metadata.name",
+            format!(
+                "metadata.name {:?} is not a valid name: lowercase letters, digits, '-' and '.', \
+                 starting and ending with a letter or digit, at most 253 characters",
+                name.chars().take(64).collect::<String>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a submitted body of the given Content-Type into a BootJob.
+pub fn parse_bootjob(content_type: Option<&str>, body: &[u8]) -> Result<BootJob, ApiError> {
+    let format = format_of(content_type)?;
+    let value = to_value(format, body)?;
+    bootjob_from_value(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: bootfarm.dev/v1alpha1
+kind: BootJob
+metadata:
+  name: hello
+  labels: {team: kernel}
+spec:
+  arch: x86_64
+  kernel: {url: "file:///k"}
+  bootArgs: console=ttyS0
+"#;
+
+    fn err_of(r: Result<BootJob, ApiError>) -> (String, Option<String>) {
+        match r.unwrap_err() {
+            ApiError::Invalid { message, field } | ApiError::BadRequest { message, field } => {
+                (message, field)
+            }
+            other => (other.to_string(), None),
+        }
+    }
+
+    #[test]
+    fn yaml_and_json_documents_parse() {
+        let job = parse_bootjob(Some("application/yaml"), GOOD.as_bytes()).unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("hello"));
+        assert_eq!(job.spec.boot_args.as_deref(), Some("console=ttyS0"));
+        let json = serde_json::to_vec(&job).unwrap();
+        let again = parse_bootjob(Some("application/json; charset=utf-8"), &json).unwrap();
+        assert_eq!(again.spec, job.spec);
+    }
+
+    #[test]
+    fn unknown_arch_names_the_field() {
+        let doc = GOOD.replace("arch: x86_64", "arch: mips");
+        let (msg, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
+        assert_eq!(field.as_deref(), Some("spec.arch"));
+        assert!(
+            msg.starts_with("spec.arch: unknown variant `mips`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn negative_timeout_names_the_field() {
+        let doc = GOOD.replace("bootArgs: console=ttyS0", "timeouts: {boot: -5}");
+        let (msg, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
+        assert_eq!(field.as_deref(), Some("spec.timeouts.boot"), "{msg}");
+    }
+
+    #[test]
+    fn missing_kernel_is_reported() {
+        let doc = GOOD.replace("  kernel: {url: \"file:///k\"}\n", "");
+        let (msg, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
+        assert!(msg.contains("missing field `kernel`"), "{msg}");
+        assert_eq!(field.as_deref(), Some("spec"));
+    }
+
+    #[test]
+    fn a_misspelt_field_is_refused() {
+        let doc = GOOD.replace("bootArgs:", "bootArg:");
+        let (msg, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
+        assert_eq!(field.as_deref(), Some("spec.bootArg"), "{msg}");
+    }
+
+    #[test]
+    fn name_or_generate_name_is_required() {
+        let doc = GOOD.replace("  name: hello\n", "");
+        let (_, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
+        assert_eq!(field.as_deref(), Some("metadata.name"));
+        let doc = GOOD.replace("  name: hello\n", "  generateName: boot-\n");
+        let job = parse_bootjob(Some("text/yaml"), doc.as_bytes()).unwrap();
+        let name = job.metadata.name.unwrap();
+        assert!(name.starts_with("boot-") && name.len() == 10, "{name}");
+        let doc = GOOD.replace("name: hello", "name: Hello_World");
+        let (_, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
+        assert_eq!(field.as_deref(), Some("metadata.name"));
+    }
+
+    #[test]
+    fn wrong_kind_or_version_is_refused() {
+        let doc = GOOD.replace("kind: BootJob", "kind: Pod");
+        assert_eq!(
+            err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()))
+                .1
+                .as_deref(),
+            Some("kind")
+        );
+        let doc = GOOD.replace("bootfarm.dev/v1alpha1", "v1");
+        assert_eq!(
+            err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()))
+                .1
+                .as_deref(),
+            Some("apiVersion")
+        );
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(matches!(
+            format_of(Some("text/plain")),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            format_of(None),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
+        assert_eq!(format_of(Some("Application/X-YAML")).unwrap(), Format::Yaml);
+    }
+
+    /// Nine levels of nine aliases: 9^9 nodes if expanded. Must fail fast with a clear message.
+    #[test]
+    fn yaml_bomb_is_bounded() {
+        let bomb = yaml_bomb();
+        let started = std::time::Instant::now();
+        let (msg, _) = err_of(parse_bootjob(Some("application/yaml"), bomb.as_bytes()));
+        assert!(msg.contains("too large"), "{msg}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    pub fn yaml_bomb() -> String {
+        let mut s = String::from(
+            "apiVersion: bootfarm.dev/v1alpha1\nkind: BootJob\nmetadata: {name: bomb}\n",
+        );
+        s.push_str(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (prev, cur) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            let refs = vec![format!("*{prev}"); 9].join(",");
+            s.push_str(&format!("{cur}: &{cur} [{refs}]\n"));
+        }
+        s.push_str("spec: {arch: x86_64, kernel: {url: x}, commands: *i}\n");
+        s
+    }
+}

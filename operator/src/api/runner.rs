@@ -1,0 +1,313 @@
+//! Runner endpoints: claim work under a lease (long-poll), heartbeat, append console output,
+//! complete with the verdict, or release the job after an infrastructure failure.
+
+use super::error::ApiError;
+use super::{read_body, AppState, MAX_RUNNER_BODY};
+use crate::store::{ClaimRequest, CompleteOutcome, LeaseState};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bootfarm_core::result::BootResult;
+use bootfarm_core::spec::{BootJob, JobPhase};
+use bootfarm_core::Arch;
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+/// Claims re-check the store at least this often even without a wake-up: jobs can appear
+/// without passing through this API (kubectl apply, a lease expiring in housekeeping).
+const CLAIM_RECHECK: Duration = Duration::from_secs(1);
+
+/// Parses a JSON body, naming the field on error.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        ApiError::BadRequest {
+            message: format!("{field}: {}", e.inner()),
+            field: (field != ".").then_some(field),
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimBody {
+    runner_id: String,
+    #[serde(default)]
+    pool: Option<String>,
+    #[serde(default)]
+    arches: Vec<Arch>,
+    /// The runner's own bound on the long-poll (e.g. its idle-exit is near); capped by the server's.
+    #[serde(default)]
+    wait_seconds: Option<u64>,
+}
+
+pub async fn claim(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let body: ClaimBody = parse_json(&read_body(body, MAX_RUNNER_BODY).await?)?;
+    if body.runner_id.is_empty() {
+        return Err(ApiError::BadRequest {
+            message: "runnerId must not be empty".into(),
+            field: Some("runnerId".into()),
+        });
+    }
+    let req = ClaimRequest {
+        runner_id: body.runner_id,
+        pool: body.pool.unwrap_or_else(|| "default".into()),
+        arches: body.arches,
+    };
+    let wait = body.wait_seconds.map_or(state.claim_wait, |s| {
+        Duration::from_secs(s).min(state.claim_wait)
+    });
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register for wake-ups before looking, so a submission between the look and the wait
+        // is not missed.
+        let notified = state.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(claim) = state
+            .store
+            .claim(&req, state.lease_ttl, Timestamp::now())
+            .await?
+        {
+            observe_queue_wait(&state, &claim.job);
+            let name = claim.job.metadata.name.clone().unwrap_or_default();
+            tracing::info!(job = %name, runner = %req.runner_id, attempt = claim.attempt, "Job claimed");
+            return Ok(Json(json!({
+                "job": claim.job,
+                "leaseId": claim.lease_id,
+                "attempt": claim.attempt,
+                "leaseTtlSeconds": state.lease_ttl.as_secs().max(1),
+                "leaseExpiresAt": crate::queue::fmt_time(claim.expires_at),
+            }))
+            .into_response());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        let wait = (deadline - now).min(CLAIM_RECHECK);
+        let _ = tokio::time::timeout(wait, notified).await;
+    }
+}
+
+fn seconds_since(rfc3339: Option<&str>) -> Option<f64> {
+    let t = crate::queue::parse_time(rfc3339?)?;
+    let d = Timestamp::now().duration_since(t);
+    Some(d.as_secs_f64().max(0.0))
+}
+
+fn observe_queue_wait(state: &AppState, job: &BootJob) {
+    let queued = job.status.as_ref().and_then(|s| s.queued_at.as_deref());
+    if let Some(wait) = seconds_since(queued) {
+        state
+            .metrics
+            .job_queue_wait_seconds
+            .with_label_values(&[job.spec.arch.as_str()])
+            .observe(wait);
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeaseBody {
+    lease_id: String,
+}
+
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body: LeaseBody = parse_json(&read_body(body, MAX_RUNNER_BODY).await?)?;
+    let answer = state
+        .store
+        .heartbeat(&name, &body.lease_id, state.lease_ttl, Timestamp::now())
+        .await?;
+    Ok(Json(match answer {
+        LeaseState::Active { expires_at } => {
+            json!({"state": "active", "leaseExpiresAt": crate::queue::fmt_time(expires_at)})
+        }
+        LeaseState::Canceled => json!({"state": "canceled"}),
+        LeaseState::Lost => json!({"state": "lost"}),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogQuery {
+    lease_id: String,
+}
+
+pub async fn append_log(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest {
+        message: format!("leaseId query parameter required: {}", e.body_text()),
+        field: Some("leaseId".into()),
+    })?;
+    let bytes = read_body(body, MAX_RUNNER_BODY).await?;
+    let job = state.store.get(&name).await?;
+    // Only the current lease holder writes: a runner whose lease expired must not interleave
+    // its console with the next attempt's. A canceled job still accepts its last chunks.
+    let holder = job.as_ref().is_some_and(|j| {
+        j.status.as_ref().is_some_and(|s| {
+            s.lease_id.as_deref() == Some(q.lease_id.as_str())
+                && matches!(s.phase, JobPhase::Running | JobPhase::Canceled)
+        })
+    });
+    if !holder {
+        return Err(ApiError::Conflict(format!(
+            "lease {} is not the current lease of bootjob {name:?}",
+            q.lease_id
+        )));
+    }
+    state
+        .files
+        .append_log(&name, &bytes)
+        .map_err(|e| ApiError::internal(format!("appending log of {name}: {e}")))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompleteBody {
+    lease_id: String,
+    result: BootResult,
+}
+
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let raw = read_body(body, MAX_RUNNER_BODY).await?;
+    let body: CompleteBody = parse_json(&raw)?;
+    let outcome = state
+        .store
+        .complete(&name, &body.lease_id, &body.result, Timestamp::now())
+        .await?;
+    match outcome {
+        CompleteOutcome::Finished(job) => {
+            // The verdict is recorded in the store; the full document goes next to the log
+            // (written off the async threads: it is fsynced).
+            let files = state.files.clone();
+            let (file_name, result) = (name.clone(), body.result.clone());
+            tokio::task::spawn_blocking(move || files.write_result(&file_name, &result))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|e| ApiError::internal(format!("writing result of {name}: {e}")))?;
+            observe_finished(&state, &job, body.result.result.as_str());
+            tracing::info!(job = %name, result = body.result.result.as_str(), "Job finished");
+            Ok(Json(json!({"state": "finished", "job": job})).into_response())
+        }
+        CompleteOutcome::Retrying(job) => {
+            state
+                .metrics
+                .infra_retries_total
+                .with_label_values(&[pool_of(&job)])
+                .inc();
+            state.work_available();
+            tracing::info!(job = %name, "Infrastructure error; job requeued");
+            Ok(Json(json!({"state": "retrying", "job": job})).into_response())
+        }
+        CompleteOutcome::Stale => Err(ApiError::Conflict(format!(
+            "lease {} of bootjob {name:?} is not current (expired, canceled or already completed); result not recorded",
+            body.lease_id
+        ))),
+    }
+}
+
+fn pool_of(job: &BootJob) -> &str {
+    job.status
+        .as_ref()
+        .and_then(|s| s.pool.as_deref())
+        .or(job.spec.pool.as_deref())
+        .unwrap_or("default")
+}
+
+fn observe_finished(state: &AppState, job: &BootJob, result: &str) {
+    let arch = job.spec.arch.as_str();
+    let m = &state.metrics;
+    m.jobs_finished_total
+        .with_label_values(&[arch, result])
+        .inc();
+    let status = job.status.as_ref();
+    if let Some(d) = seconds_since(status.and_then(|s| s.start_time.as_deref())) {
+        m.job_duration_seconds
+            .with_label_values(&[arch, result])
+            .observe(d);
+    }
+    let created = job
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| Timestamp::now().duration_since(t.0).as_secs_f64().max(0.0))
+        .or_else(|| seconds_since(status.and_then(|s| s.queued_at.as_deref())));
+    if let Some(d) = created {
+        m.time_to_verdict_seconds
+            .with_label_values(&[arch, result])
+            .observe(d);
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReleaseBody {
+    lease_id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub async fn release(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body: ReleaseBody = parse_json(&read_body(body, MAX_RUNNER_BODY).await?)?;
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "released by the runner".into());
+    let before = state.store.get(&name).await?;
+    if !before
+        .as_ref()
+        .is_some_and(|j| crate::queue::lease_is_current(j, &body.lease_id))
+    {
+        return Err(ApiError::Conflict(format!(
+            "lease {} of bootjob {name:?} is not current; nothing released",
+            body.lease_id
+        )));
+    }
+    state
+        .store
+        .release(&name, &body.lease_id, &reason, Timestamp::now())
+        .await?;
+    let job = state.store.get(&name).await?;
+    let phase = job.as_ref().map(crate::queue::phase);
+    if let Some(job) = &job {
+        match phase {
+            Some(JobPhase::Queued) => {
+                state
+                    .metrics
+                    .infra_retries_total
+                    .with_label_values(&[pool_of(job)])
+                    .inc();
+                state.work_available();
+            }
+            Some(JobPhase::Error) => observe_finished(&state, job, "error"),
+            _ => {}
+        }
+    }
+    tracing::info!(job = %name, reason = %reason, "Job released by its runner");
+    Ok(Json(
+        json!({"state": "released", "phase": phase.map(JobPhase::as_str)}),
+    ))
+}
