@@ -59,8 +59,6 @@ for doc in yaml.safe_load_all(open(src)):
         k["metadata"]["generateName"] = "kvm-runner-"
         k["spec"]["volumes"].append(kvm["volume"])
         k["spec"]["containers"][0]["volumeMounts"].append(kvm["volumeMount"])
-        if kvm.get("supplementalGroups"):
-            k["spec"]["securityContext"]["supplementalGroups"] = kvm["supplementalGroups"]
         pods.append(k)
 yaml.safe_dump_all(builtin, open(out + ".builtin.yaml", "w"))
 yaml.safe_dump_all(crs, open(out + ".custom.yaml", "w"))

@@ -93,9 +93,16 @@ it does: reconcile BootJobs and RunnerPools (status by server-side apply), creat
 runner pods, record Events.
 */}}
 {{- define "bootfarm.operatorRules" -}}
+# create: HTTP API submissions are stored as BootJobs; delete: cancel over HTTP and TTL expiry.
 - apiGroups: [bootfarm.dev]
-  resources: [bootjobs, bootjobs/status, runnerpools, runnerpools/status]
-  verbs: [get, list, watch, patch, update, delete]
+  resources: [bootjobs]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [bootfarm.dev]
+  resources: [runnerpools]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [bootfarm.dev]
+  resources: [bootjobs/status, runnerpools/status]
+  verbs: [get, patch, update]
 # Runner pods carry blockOwnerDeletion owner references to their RunnerPool (and leases to their
 # BootJob); clusters with OwnerReferencesPermissionEnforcement require update on */finalizers for that.
 - apiGroups: [bootfarm.dev]
