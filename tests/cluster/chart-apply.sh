@@ -103,7 +103,8 @@ if missing:
     sys.exit(1)
 EOF
 done
-ok "$(ls "$CHART"/examples/*.yaml | wc -l) example BootJobs applied and stored unchanged"
+examples=("$CHART"/examples/*.yaml)
+ok "${#examples[@]} example BootJobs applied and stored unchanged"
 
 if printf 'apiVersion: bootfarm.dev/v1alpha1\nkind: BootJob\nmetadata: {name: bad-arch}\nspec: {arch: mips, kernel: {url: "http://x/k"}}\n' |
     k apply -n farm -f - >/dev/null 2>&1; then

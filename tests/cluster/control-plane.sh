@@ -20,6 +20,8 @@ CP_RECIPE=2
 # Bounds on every wait, in seconds.
 CP_READY_TIMEOUT=${CP_READY_TIMEOUT:-90}
 CP_STOP_TIMEOUT=${CP_STOP_TIMEOUT:-15}
+# Components kill themselves after this long even if `stop` never runs (a crashed test).
+CP_MAX_LIFETIME=${CP_MAX_LIFETIME:-14400}
 
 cp_log() { echo "control-plane: $*" >&2; }
 cp_die() { echo "control-plane: ERROR: $*" >&2; return 1; }
@@ -63,7 +65,12 @@ EOF
 
 cp_apt() { APT_CONFIG="$CP_APT/apt.conf" timeout 900 apt-get -q -o APT::Sandbox::User=root "$@"; }
 
-cp_build() {
+# Runs in a subshell: the Go environment it exports must not leak into a script that sourced us.
+cp_build() (
+    mkdir -p "$CP_CACHE"
+    # One build at a time (a test runner may start one in the background while another waits).
+    exec 9>"$CP_CACHE/build.lock"
+    timeout 3600 flock 9 || { cp_die "timed out waiting for $CP_CACHE/build.lock"; return 1; }
     local stamp=$CP_BIN/.complete
     if grep -qx "recipe=$CP_RECIPE" "$stamp" 2>/dev/null && [[ -x $CP_BIN/kube-apiserver && -x $CP_BIN/kube-controller-manager && -x $CP_BIN/etcd ]]; then
         cp_log "reusing cached binaries in $CP_BIN"
@@ -108,7 +115,7 @@ cp_build() {
     mkdir -p "$gopath/src/k8s.io"
     ln -sfn "$srcdir" "$gopath/src/k8s.io/kubernetes"
     export GOROOT=$work/root/usr/lib/go-$GO_PACKAGE_VERSION
-    export GOPATH=$gopath GO111MODULE=off CGO_ENABLED=0 GOFLAGS= GOCACHE=$work/gocache GOTOOLCHAIN=local
+    export GOPATH=$gopath GO111MODULE=off CGO_ENABLED=0 GOFLAGS='' GOCACHE=$work/gocache GOTOOLCHAIN=local
     export PATH=$GOROOT/bin:$PATH
     [[ -x $GOROOT/bin/go ]] || { cp_die "no go in $GOROOT"; return 1; }
     cp_log "$(go version)"
@@ -153,7 +160,7 @@ cp_build() {
     printf 'recipe=%s\nbuilt in %s s on %s\n' "$CP_RECIPE" "$((SECONDS - started))" "$(date -u +%FT%TZ)" >"$stamp"
     cp_log "built in $((SECONDS - started)) s into $CP_BIN"
     echo "$CP_BIN"
-}
+)
 
 # --- start / stop ------------------------------------------------------------------------------
 
@@ -183,9 +190,9 @@ cp_certs() {
 cp_wait_ready() {
     local dir=$1 port=$2 deadline=$((SECONDS + CP_READY_TIMEOUT))
     while ((SECONDS < deadline)); do
-        local pid
-        for pid in $(cat "$dir"/pids/*.pid 2>/dev/null); do
-            kill -0 "$pid" 2>/dev/null || { cp_die "a component died while starting (see $dir/logs)"; return 1; }
+        local f
+        for f in "$dir"/pids/*.pid; do
+            kill -0 "$(cat "$f")" 2>/dev/null || { cp_die "$(basename "$f" .pid) died while starting (see $dir/logs)"; return 1; }
         done
         if [[ $(curl -sS --max-time 3 --cacert "$dir/pki/ca.crt" -H "Authorization: Bearer $(cat "$dir/admin.token")" \
             "https://127.0.0.1:$port/readyz" 2>/dev/null) == ok ]]; then
@@ -196,11 +203,11 @@ cp_wait_ready() {
     cp_die "apiserver not ready after ${CP_READY_TIMEOUT}s (see $dir/logs)"
 }
 
-# Starts one component in its own process group, recording its pid.
+# Starts one component in its own process group, recording its pid; bounded by CP_MAX_LIFETIME.
 cp_spawn() {
     local dir=$1 name=$2
     shift 2
-    setsid "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
+    setsid timeout -s KILL "$CP_MAX_LIFETIME" "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
     echo $! >"$dir/pids/$name.pid"
 }
 
@@ -209,10 +216,16 @@ cp_start() {
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     [[ -x $CP_BIN/kube-apiserver ]] || { cp_die "no binaries in $CP_BIN: run '$0 build' first"; return 1; }
-    if compgen -G "$dir/pids/*.pid" >/dev/null; then
-        cp_die "$dir already has running components: stop it first"
-        return 1
-    fi
+    local f
+    for f in "$dir"/pids/*.pid; do
+        [[ -f $f ]] || continue
+        if kill -0 "$(cat "$f")" 2>/dev/null; then
+            cp_die "$dir already has a running $(basename "$f" .pid): stop it first"
+            return 1
+        fi
+    done
+    # Always a fresh cluster: new keys would not match old ServiceAccount tokens in etcd.
+    rm -rf "$dir/pids" "$dir/etcd" "$dir/certs" "$dir/pki" "$dir/kubeconfig" "$dir/ports.env"
     mkdir -p "$dir/logs" "$dir/pids" "$dir/etcd" "$dir/certs"
     cp_certs "$dir/pki" || { cp_die "certificate generation failed"; return 1; }
     local token
@@ -224,7 +237,7 @@ cp_start() {
 
     local etcd_port etcd_peer api_port kcm_port
     etcd_port=$(cp_free_port) etcd_peer=$(cp_free_port) api_port=$(cp_free_port) kcm_port=$(cp_free_port)
-    cp_spawn "$dir" etcd timeout -s KILL 86400 "$CP_BIN/etcd" \
+    cp_spawn "$dir" etcd "$CP_BIN/etcd" \
         --name bootfarm-test --data-dir "$dir/etcd" --unsafe-no-fsync \
         --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
         --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
@@ -331,7 +344,11 @@ cp_main() {
     shift || true
     case $cmd in
     build) cp_build ;;
-    start) cp_start "$@" ;;
+    start)
+        # Interrupted mid-start: leave nothing running.
+        trap 'cp_stop "${1:?}"; exit 130' INT TERM
+        cp_start "$@"
+        ;;
     stop) cp_stop "$@" ;;
     env) cp_env "$@" ;;
     *)
