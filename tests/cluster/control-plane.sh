@@ -94,13 +94,15 @@ cp_build() (
     for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$work/root" || return 1; done
 
     local srcdir
-    srcdir=$(find "$work/src" -maxdepth 1 -mindepth 1 -type d -name "$K8S_SRC_PACKAGE-*" | head -n1)
-    if [[ -z $srcdir ]]; then
+    # Markers, not mere existence, say a step finished: an interrupted step is redone from scratch.
+    if [[ ! -f $work/src/.extracted ]]; then
         cp_log "fetching source package $K8S_SRC_PACKAGE"
+        rm -rf "$work/src" "$work/gopath" && mkdir -p "$work/src"
         (cd "$work/src" && cp_apt source --download-only "$K8S_SRC_PACKAGE" >&2) || { cp_die "apt-get source failed"; return 1; }
         (cd "$work/src" && timeout 600 dpkg-source --no-check -x ./*.dsc >&2) || { cp_die "dpkg-source -x failed"; return 1; }
-        srcdir=$(find "$work/src" -maxdepth 1 -mindepth 1 -type d -name "$K8S_SRC_PACKAGE-*" | head -n1)
+        touch "$work/src/.extracted"
     fi
+    srcdir=$(find "$work/src" -maxdepth 1 -mindepth 1 -type d -name "$K8S_SRC_PACKAGE-*" | head -n1)
     [[ -f $srcdir/cmd/kube-apiserver/apiserver.go ]] || { cp_die "no kubernetes tree in $srcdir"; return 1; }
     grep -q "gitVersion.*v$K8S_VERSION\|$K8S_VERSION" "$srcdir/debian/changelog" 2>/dev/null ||
         cp_log "warning: debian/changelog does not mention $K8S_VERSION"
@@ -121,7 +123,7 @@ cp_build() (
     cp_log "$(go version)"
 
     local kdir=$gopath/src/k8s.io/kubernetes
-    if [[ ! -f $kdir/pkg/generated/openapi/zz_generated.openapi.go ]]; then
+    if [[ ! -f $work/.openapi-generated ]]; then
         cp_log "generating pkg/generated/openapi with the vendored openapi-gen"
         (cd "$kdir" && nice -n 10 go build -o "$work/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen >&2) || return 1
         local dirs
@@ -139,6 +141,7 @@ cp_build() (
             -O zz_generated.openapi \
             --go-header-file hack/boilerplate/boilerplate.generatego.txt \
             --report-filename "$work/openapi-violations.txt" >&2) || { cp_die "openapi-gen failed"; return 1; }
+        touch "$work/.openapi-generated"
     fi
 
     # As hack/lib/version.sh: both version packages (/version is served from client-go's).
