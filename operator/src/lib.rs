@@ -5,4 +5,5 @@ pub mod kube;
 pub mod metrics;
 pub mod queue;
 pub mod scaler;
+pub mod standalone;
 pub mod store;

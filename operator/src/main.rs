@@ -13,12 +13,28 @@ struct Cli {
 enum Command {
     /// Print the BootJob and RunnerPool CustomResourceDefinitions as YAML.
     Crdgen(bootfarm_operator::kube::crd::CrdgenArgs),
+    /// Run the whole farm on this machine: SQLite store, HTTP API, local runner processes.
+    Standalone(bootfarm_operator::standalone::StandaloneArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crdgen(args) => bootfarm_operator::kube::crd::crdgen(&args)?,
+        Command::Standalone(args) => {
+            init_tracing();
+            tokio::runtime::Runtime::new()?.block_on(bootfarm_operator::standalone::run(args))?
+        }
     }
     Ok(())
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

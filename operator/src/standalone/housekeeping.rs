@@ -1,0 +1,68 @@
+//! The periodic chores of the embedded store: requeue jobs whose lease ran out (their runner
+//! died or hung) and delete finished jobs, with their files, past `ttlSecondsAfterFinished`.
+
+use super::LOCAL_POOL;
+use crate::api::AppState;
+use crate::files::JobFiles;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const TICK: Duration = Duration::from_secs(1);
+
+pub async fn run(state: AppState, files: JobFiles, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        once(&state, &files).await;
+    }
+}
+
+async fn once(state: &AppState, files: &JobFiles) {
+    let now = jiff::Timestamp::now();
+    match state.store.expire_leases(now).await {
+        Ok(expired) => {
+            let mut requeued = false;
+            for e in &expired {
+                tracing::warn!(job = %e.name, runner = ?e.runner, attempts = e.attempts, requeued = e.requeued, "Lease expired");
+                state
+                    .metrics
+                    .lease_expirations_total
+                    .with_label_values(&[LOCAL_POOL])
+                    .inc();
+                if e.requeued {
+                    requeued = true;
+                    state
+                        .metrics
+                        .infra_retries_total
+                        .with_label_values(&[LOCAL_POOL])
+                        .inc();
+                }
+            }
+            if requeued {
+                state.work_available();
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "Expiring leases failed"),
+    }
+    match state.store.finished_before(now).await {
+        Ok(names) => {
+            for name in names {
+                // Files first: a crash in between leaves a job without files (harmless), never
+                // files without a job (a leak).
+                if let Err(e) = files.remove(&name) {
+                    tracing::warn!(job = %name, error = %e, "Removing job files failed");
+                    continue;
+                }
+                match state.store.delete(&name).await {
+                    Ok(_) => tracing::info!(job = %name, "Deleted finished job past its TTL"),
+                    Err(e) => tracing::warn!(job = %name, error = %e, "Deleting job failed"),
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "Listing expired jobs failed"),
+    }
+}

@@ -1,0 +1,398 @@
+//! Local runner processes as one runner pool, `local`, sized by [`crate::scaler::decide`].
+//!
+//! Each runner is `bootfarm-runner work` in its own process group, with `PR_SET_PDEATHSIG`
+//! so it dies with the operator (even on `kill -9`), and its QEMU dies with it (the runner sets
+//! the same on QEMU). The supervisor sees a runner as busy while a Running job names it, idle
+//! otherwise; stopping one is SIGTERM (the runner aborts any boot and releases its lease), then
+//! SIGKILL to its group after a grace period. A runner that exits by itself with an error is a
+//! failed runner: its job is released at once (an infrastructure retry) and its slot is free.
+
+use crate::api::AppState;
+use crate::scaler::{self, DeleteReason, PoolInput, Runner, RunnerState};
+use bootfarm_core::spec::RunnerPoolSpec;
+use jiff::Timestamp;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The implicit pool of standalone mode: serves every arch.
+pub const LOCAL_POOL: &str = "local";
+
+/// How often the pool is re-sized (also on every submission).
+const TICK: Duration = Duration::from_millis(500);
+/// SIGTERM → SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// A local process that has not even spawned in this time is broken.
+const STARTUP_TIMEOUT_SECONDS: u64 = 60;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub runner_bin: PathBuf,
+    pub server_url: String,
+    pub token_file: Option<PathBuf>,
+    pub log_dir: PathBuf,
+    pub max_runners: u32,
+    pub idle_timeout: Duration,
+}
+
+struct Child {
+    proc: tokio::process::Child,
+    pid: i32,
+    created_at: Timestamp,
+    /// Spawn time, or the last time it was seen busy.
+    idle_since: Timestamp,
+    /// When it was asked to stop.
+    stopping: Option<Instant>,
+}
+
+pub struct LocalPool {
+    cfg: Config,
+    policy: RunnerPoolSpec,
+    children: BTreeMap<String, Child>,
+    /// Distinguishes this operator's runners from a previous run's in job status.
+    id_prefix: String,
+    seq: u64,
+}
+
+impl LocalPool {
+    pub fn new(cfg: Config) -> Self {
+        let policy = RunnerPoolSpec {
+            arches: Vec::new(),
+            min_idle: 0,
+            max_runners: cfg.max_runners,
+            idle_timeout_seconds: cfg.idle_timeout.as_secs(),
+            startup_timeout_seconds: STARTUP_TIMEOUT_SECONDS,
+            scale_up_burst: cfg.max_runners.max(1),
+            kvm: false,
+            template: Default::default(),
+        };
+        let id_prefix = uuid::Uuid::new_v4().simple().to_string()[..4].to_string();
+        LocalPool {
+            cfg,
+            policy,
+            children: BTreeMap::new(),
+            id_prefix,
+            seq: 0,
+        }
+    }
+
+    /// Sizes the pool until `shutdown`, then stops every runner.
+    pub async fn run(mut self, state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.cfg.log_dir)?;
+        let work = state.work.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(TICK) => {}
+                _ = work.notified() => {}
+            }
+            self.tick(&state).await;
+        }
+        self.stop_all().await;
+        Ok(())
+    }
+
+    async fn tick(&mut self, state: &AppState) {
+        let now = Timestamp::now();
+        let failed = self.reap();
+        let counts = match state.store.counts().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "Counting jobs failed; pool left as is");
+                return;
+            }
+        };
+        let busy: BTreeMap<&str, &str> = counts
+            .running
+            .iter()
+            .map(|(job, runner)| (runner.as_str(), job.as_str()))
+            .collect();
+
+        // A dead runner's job is requeued now: it cannot post any more, so its lease is moot.
+        for id in &failed {
+            if let Some(job) = busy.get(id.as_str()) {
+                release_dead_runners_job(state, job, id, now).await;
+            }
+        }
+
+        let mut runners: Vec<Runner> = failed
+            .iter()
+            .map(|id| Runner {
+                id: id.clone(),
+                state: RunnerState::Failed,
+                created_at: now,
+            })
+            .collect();
+        for (id, child) in &mut self.children {
+            let state = if child.stopping.is_some() {
+                RunnerState::Terminating
+            } else if busy.contains_key(id.as_str()) {
+                child.idle_since = now;
+                RunnerState::Busy
+            } else {
+                RunnerState::Idle {
+                    since: child.idle_since,
+                }
+            };
+            runners.push(Runner {
+                id: id.clone(),
+                state,
+                created_at: child.created_at,
+            });
+        }
+        let policies = [(LOCAL_POOL, &self.policy)];
+        let queued_by_pool = scaler::queued_by_pool(&counts.queued, &policies);
+        let queued = queued_by_pool
+            .get(&Some(LOCAL_POOL.to_string()))
+            .copied()
+            .unwrap_or(0);
+        let decision = scaler::decide(
+            &PoolInput {
+                name: LOCAL_POOL,
+                policy: &self.policy,
+                queued,
+                runners: &runners,
+            },
+            now,
+        );
+        record_metrics(state, &runners, &decision, &counts.queued);
+
+        for (id, reason) in &decision.delete {
+            if *reason == DeleteReason::Failed {
+                continue; // already gone
+            }
+            if let Some(child) = self.children.get_mut(id) {
+                tracing::info!(runner = %id, reason = reason.as_str(), "Stopping runner");
+                signal_group(child.pid, Signal::SIGTERM);
+                child.stopping = Some(Instant::now());
+            }
+        }
+        for child in self.children.values() {
+            if child.stopping.is_some_and(|t| t.elapsed() >= STOP_GRACE) {
+                signal_group(child.pid, Signal::SIGKILL);
+            }
+        }
+        for _ in 0..decision.create {
+            if let Err(e) = self.spawn(now) {
+                tracing::error!(error = %e, bin = %self.cfg.runner_bin.display(), "Starting a runner failed");
+                break;
+            }
+        }
+    }
+
+    /// Collects exited runners; returns those that died without being asked to.
+    fn reap(&mut self) -> BTreeSet<String> {
+        let mut exited: Vec<(String, Option<ExitStatus>)> = Vec::new();
+        for (id, child) in &mut self.children {
+            match child.proc.try_wait() {
+                Ok(Some(status)) => exited.push((id.clone(), Some(status))),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(runner = %id, error = %e, "Cannot wait for runner");
+                    exited.push((id.clone(), None));
+                }
+            }
+        }
+        let mut failed = BTreeSet::new();
+        for (id, status) in exited {
+            let Some(child) = self.children.remove(&id) else {
+                continue;
+            };
+            // Anything left in its group (a helper it started) goes with it.
+            signal_group(child.pid, Signal::SIGKILL);
+            let clean = status.is_some_and(|s| s.success());
+            if child.stopping.is_some() || clean {
+                tracing::info!(runner = %id, status = ?status, "Runner exited");
+            } else {
+                tracing::warn!(runner = %id, status = ?status, "Runner died");
+                failed.insert(id);
+            }
+        }
+        failed
+    }
+
+    #[allow(unsafe_code)]
+    fn spawn(&mut self, now: Timestamp) -> std::io::Result<()> {
+        self.seq += 1;
+        let id = format!("local-{}-{}", self.id_prefix, self.seq);
+        let log_path = self.cfg.log_dir.join(format!("{id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let mut cmd = tokio::process::Command::new(&self.cfg.runner_bin);
+        cmd.arg("work")
+            .args(["--server", &self.cfg.server_url])
+            .args(["--pool", LOCAL_POOL])
+            .args(["--runner-id", &id])
+            // A safety net only: the supervisor stops idle runners itself, well before this.
+            .args([
+                "--idle-exit",
+                &(self.cfg.idle_timeout.as_secs() * 2 + 60).to_string(),
+            ]);
+        if let Some(token) = &self.cfg.token_file {
+            cmd.arg("--token-file").arg(token);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(true);
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: runs in the forked child before exec and calls only async-signal-safe
+        // functions (prctl, getppid, raise), allocating nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The operator may have died between fork and prctl.
+                if libc::getppid() != parent {
+                    libc::raise(libc::SIGKILL);
+                }
+                Ok(())
+            });
+        }
+        let proc = cmd.spawn()?;
+        let pid = proc
+            .id()
+            .map(|p| p as i32)
+            .ok_or_else(|| std::io::Error::other("runner exited before its pid was known"))?;
+        tracing::info!(runner = %id, pid, log = %log_path.display(), "Started runner");
+        self.children.insert(
+            id,
+            Child {
+                proc,
+                pid,
+                created_at: now,
+                idle_since: now,
+                stopping: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// SIGTERM to all (each releases its lease), then SIGKILL after the grace period.
+    async fn stop_all(&mut self) {
+        if self.children.is_empty() {
+            return;
+        }
+        tracing::info!(runners = self.children.len(), "Stopping all runners");
+        for child in self.children.values_mut() {
+            signal_group(child.pid, Signal::SIGTERM);
+            child.stopping.get_or_insert_with(Instant::now);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            self.children
+                .retain(|_, c| matches!(c.proc.try_wait(), Ok(None)));
+            if self.children.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (id, child) in &mut self.children {
+            tracing::warn!(runner = %id, "Runner ignored SIGTERM; killing it");
+            signal_group(child.pid, Signal::SIGKILL);
+            let _ = child.proc.wait().await;
+        }
+        self.children.clear();
+    }
+}
+
+fn signal_group(pid: i32, signal: Signal) {
+    // ESRCH (already gone) is the common, harmless case.
+    let _ = killpg(Pid::from_raw(pid), signal);
+}
+
+async fn release_dead_runners_job(state: &AppState, job: &str, runner: &str, now: Timestamp) {
+    let lease = match state.store.get(job).await {
+        Ok(Some(j)) => j.status.and_then(|s| s.lease_id),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(job, error = %e, "Reading a dead runner's job failed; its lease will expire");
+            None
+        }
+    };
+    let Some(lease) = lease else {
+        return;
+    };
+    let reason = format!("runner {runner} died");
+    match state.store.release(job, &lease, &reason, now).await {
+        Ok(()) => {
+            tracing::warn!(job, runner, "Released the job of a dead runner");
+            state
+                .metrics
+                .infra_retries_total
+                .with_label_values(&[LOCAL_POOL])
+                .inc();
+            state.work_available();
+        }
+        Err(e) => {
+            tracing::warn!(job, error = %e, "Releasing a dead runner's job failed; its lease will expire")
+        }
+    }
+}
+
+fn record_metrics(
+    state: &AppState,
+    runners: &[Runner],
+    decision: &scaler::PoolDecision,
+    queued: &[crate::store::QueuedCount],
+) {
+    let m = &state.metrics;
+    let mut by_state: BTreeMap<&str, u32> = [
+        ("pending", 0),
+        ("starting", 0),
+        ("idle", 0),
+        ("busy", 0),
+        ("failed", 0),
+        ("terminating", 0),
+    ]
+    .into_iter()
+    .collect();
+    for r in runners {
+        let key = match r.state {
+            RunnerState::Pending => "pending",
+            RunnerState::Starting => "starting",
+            RunnerState::Idle { .. } => "idle",
+            RunnerState::Busy => "busy",
+            RunnerState::Failed => "failed",
+            RunnerState::Terminating => "terminating",
+        };
+        *by_state.entry(key).or_default() += 1;
+    }
+    for (s, n) in by_state {
+        m.runners
+            .with_label_values(&[LOCAL_POOL, s])
+            .set(f64::from(n));
+    }
+    m.runners_desired
+        .with_label_values(&[LOCAL_POOL])
+        .set(f64::from(decision.desired));
+    if decision.create > 0 {
+        m.scale_decisions_total
+            .with_label_values(&[LOCAL_POOL, "up"])
+            .inc();
+    }
+    if decision
+        .delete
+        .iter()
+        .any(|(_, why)| *why != DeleteReason::Failed)
+    {
+        m.scale_decisions_total
+            .with_label_values(&[LOCAL_POOL, "down"])
+            .inc();
+    }
+    m.queue_depth.reset();
+    for q in queued {
+        m.queue_depth
+            .with_label_values(&[LOCAL_POOL, q.arch.as_str()])
+            .add(q.count as f64);
+    }
+}
