@@ -37,7 +37,9 @@ impl Verdict {
 }
 
 /// How far the guest got, in boot order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// The kernel never printed.
@@ -134,7 +136,10 @@ impl IssueKind {
 
     /// The default policy: these fail a run; warning, hung_task and oom are only recorded.
     pub fn fails_by_default(self) -> bool {
-        !matches!(self, IssueKind::Warning | IssueKind::HungTask | IssueKind::Oom)
+        !matches!(
+            self,
+            IssueKind::Warning | IssueKind::HungTask | IssueKind::Oom
+        )
     }
 }
 
@@ -146,7 +151,10 @@ impl std::str::FromStr for IssueKind {
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = IssueKind::ALL.iter().map(|k| k.as_str()).collect();
-                format!("unknown issue kind {s:?} (expected one of: {})", names.join(", "))
+                format!(
+                    "unknown issue kind {s:?} (expected one of: {})",
+                    names.join(", ")
+                )
             })
     }
 }

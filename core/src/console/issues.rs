@@ -27,9 +27,13 @@ pub fn trigger(text: &str) -> Option<Trigger> {
     let k = |k| Some(Trigger::Kind(k));
     if t.contains("Kernel panic - not syncing") {
         // The closing `---[ end Kernel panic - not syncing: ... ]---` repeats it.
-        return if t.starts_with("---[ end") { None } else { k(Panic) };
+        return if t.starts_with("---[ end") {
+            None
+        } else {
+            k(Panic)
+        };
     }
-    if t.contains("[ cut here ]") {
+    if t.contains("[ cut here ]") || t.starts_with("8<--- cut here") {
         return Some(Trigger::CutHere);
     }
     if t.contains("BUG: KASAN:") {
@@ -131,7 +135,10 @@ pub fn ends_report(kind: IssueKind, cut_here: bool, framed: bool, text: &str) ->
     !cut_here
         && matches!(
             kind,
-            IssueKind::SoftLockup | IssueKind::HardLockup | IssueKind::HungTask | IssueKind::RcuStall
+            IssueKind::SoftLockup
+                | IssueKind::HardLockup
+                | IssueKind::HungTask
+                | IssueKind::RcuStall
         )
         && t == "</TASK>"
 }
@@ -220,6 +227,10 @@ pub fn normalise(text: &str) -> String {
             s = &s[..i];
         }
     }
+    // File paths differ between build trees (out-of-tree modules build in temporary
+    // directories): keep only the file name.
+    let owned = strip_dirs(s);
+    let s = owned.as_str();
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
@@ -255,6 +266,17 @@ pub fn normalise(text: &str) -> String {
         i = end;
     }
     out.trim().to_string()
+}
+
+/// `at /tmp/x/y/foo.c:12` -> `at foo.c:12`.
+fn strip_dirs(s: &str) -> String {
+    s.split(' ')
+        .map(|w| match w.rfind('/') {
+            Some(i) if w.contains('.') && !w.contains("+0x") && i + 1 < w.len() => &w[i + 1..],
+            _ => w,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn utf8_len(first: u8) -> usize {
@@ -295,12 +317,24 @@ mod tests {
             kind("watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [insmod:91]"),
             Some(SoftLockup)
         );
-        assert_eq!(kind("BUG: KASAN: slab-out-of-bounds in f+0x1/0x2"), Some(Kasan));
+        assert_eq!(
+            kind("BUG: KASAN: slab-out-of-bounds in f+0x1/0x2"),
+            Some(Kasan)
+        );
         assert_eq!(kind("BUG: scheduling while atomic: x/1/0x2"), Some(Bug));
         assert_eq!(kind("kernel BUG at drivers/x.c:12!"), Some(Bug));
-        assert_eq!(kind("BUG: kernel NULL pointer dereference, address: 0"), Some(Oops));
-        assert_eq!(kind("Kernel panic - not syncing: Fatal exception"), Some(Panic));
-        assert_eq!(kind("---[ end Kernel panic - not syncing: Fatal exception ]---"), None);
+        assert_eq!(
+            kind("BUG: kernel NULL pointer dereference, address: 0"),
+            Some(Oops)
+        );
+        assert_eq!(
+            kind("Kernel panic - not syncing: Fatal exception"),
+            Some(Panic)
+        );
+        assert_eq!(
+            kind("---[ end Kernel panic - not syncing: Fatal exception ]---"),
+            None
+        );
         assert_eq!(
             kind("INFO: task cat:77 blocked for more than 3 seconds."),
             Some(HungTask)
@@ -309,7 +343,10 @@ mod tests {
             kind("rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"),
             Some(RcuStall)
         );
-        assert_eq!(trigger("------------[ cut here ]------------"), Some(Trigger::CutHere));
+        assert_eq!(
+            trigger("------------[ cut here ]------------"),
+            Some(Trigger::CutHere)
+        );
     }
 
     #[test]
@@ -336,14 +373,25 @@ mod tests {
             "CPU: PID: Comm: sh"
         );
         assert_eq!(normalise("addr ffff888003a1b000 end"), "addr end");
+        assert_eq!(
+            normalise("kernel BUG at /root/.cache/work.uFF4Cx/module/trigger.c:52!"),
+            normalise("kernel BUG at /root/.cache/work.Ab9xQ1/module/trigger.c:53!")
+        );
+        assert_eq!(normalise("at drivers/base/core.c:12 f"), "at core.c: f");
     }
 
     #[test]
     fn frames_skip_helpers_and_unreliable_entries() {
         assert_eq!(frame_function(" dump_stack_lvl+0x44/0x5c"), None);
         assert_eq!(frame_function(" ? __warn+0x7d/0xc0"), None);
-        assert_eq!(frame_function(" trigger_init+0x15/0x1000 [trigger]"), Some("trigger_init"));
-        assert_eq!(frame_function(" sysrq_handle_crash+0x24/0x30"), Some("sysrq_handle_crash"));
+        assert_eq!(
+            frame_function(" trigger_init+0x15/0x1000 [trigger]"),
+            Some("trigger_init")
+        );
+        assert_eq!(
+            frame_function(" sysrq_handle_crash+0x24/0x30"),
+            Some("sysrq_handle_crash")
+        );
         assert_eq!(
             frame_function("[<c05a0b5c>] (sysrq_handle_crash) from [<c05a1234>] (x+0x1/0x2)"),
             Some("sysrq_handle_crash")

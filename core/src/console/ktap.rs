@@ -96,7 +96,9 @@ impl Ktap {
         if rest.starts_with("Bail out!") {
             let reason = rest["Bail out!".len()..].trim().to_string();
             let level = &mut self.levels[i];
-            level.cases.push(case("bail out", TestOutcome::Fail, Some(reason)));
+            level
+                .cases
+                .push(case("bail out", TestOutcome::Fail, Some(reason)));
             self.close_all(out);
             return true;
         }
@@ -157,7 +159,8 @@ impl Ktap {
             });
             return;
         }
-        if extra.bytes().all(|b| b == b' ' || b == b'\t' || b == b'#') && self.levels.len() < MAX_DEPTH
+        if extra.bytes().all(|b| b == b' ' || b == b'\t' || b == b'#')
+            && self.levels.len() < MAX_DEPTH
         {
             // KUnit may print `# Subtest:` before the child's version line.
             if let Some(child) = self.levels.get(i + 1) {
@@ -328,7 +331,11 @@ fn outcome(ok: bool, directive: Option<&str>) -> (TestOutcome, Option<String>) {
     let Some(d) = directive.filter(|d| !d.is_empty()) else {
         return (base, None);
     };
-    let word = d.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+    let word = d
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
     let outcome = match word.as_str() {
         "SKIP" => TestOutcome::Skip,
         "TODO" if !ok => TestOutcome::Skip,
@@ -401,7 +408,10 @@ mod tests {
                 s("example", "example_timeout", Fail),
             ]
         );
-        assert_eq!(out[1].reason.as_deref(), Some("SKIP this test should be skipped"));
+        assert_eq!(
+            out[1].reason.as_deref(),
+            Some("SKIP this test should be skipped")
+        );
     }
 
     #[test]
@@ -422,7 +432,11 @@ mod tests {
         assert_eq!(
             brief(&out),
             vec![
-                s("selftests: timers: posix_timers", "Check itimer virtual", Pass),
+                s(
+                    "selftests: timers: posix_timers",
+                    "Check itimer virtual",
+                    Pass
+                ),
                 s("selftests: timers: posix_timers", "Check itimer prof", Pass),
                 s("", "selftests: timers: nanosleep", Skip),
                 s("", "ktap: missing results (2 of 3)", Fail),
@@ -433,7 +447,10 @@ mod tests {
     #[test]
     fn prefix_before_the_version_line_is_stripped() {
         let out = run(&["foo: KTAP version 1", "foo: 1..1", "foo: ok 1 a", "ok 2 b"]);
-        assert_eq!(brief(&out), vec![("".into(), "a".into(), TestOutcome::Pass)]);
+        assert_eq!(
+            brief(&out),
+            vec![("".into(), "a".into(), TestOutcome::Pass)]
+        );
     }
 
     #[test]
@@ -445,10 +462,17 @@ mod tests {
             "    1..3",
             "    ok 1 a",
         ]);
-        let names: Vec<String> = out.iter().map(|t| format!("{}|{}", t.suite, t.name)).collect();
+        let names: Vec<String> = out
+            .iter()
+            .map(|t| format!("{}|{}", t.suite, t.name))
+            .collect();
         assert_eq!(
             names,
-            vec!["s|a", "s|s: missing results (1 of 3)", "|ktap: missing results (0 of 1)"]
+            vec![
+                "s|a",
+                "s|s: missing results (1 of 3)",
+                "|ktap: missing results (0 of 1)"
+            ]
         );
     }
 }

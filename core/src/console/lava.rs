@@ -104,8 +104,10 @@ mod tests {
 
     #[test]
     fn keys_in_any_order() {
-        let a = parse("<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=lat RESULT=pass UNITS=ms MEASUREMENT=1.5>");
-        let b = parse("x <LAVA_SIGNAL_TESTCASE MEASUREMENT=1.5 UNITS=ms RESULT=pass TEST_CASE_ID=lat>");
+        let a =
+            parse("<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=lat RESULT=pass UNITS=ms MEASUREMENT=1.5>");
+        let b =
+            parse("x <LAVA_SIGNAL_TESTCASE MEASUREMENT=1.5 UNITS=ms RESULT=pass TEST_CASE_ID=lat>");
         assert_eq!(a, b);
         let Some(Signal::TestCase(c)) = a else {
             panic!("not a case")
@@ -129,10 +131,15 @@ mod tests {
             parse("<LAVA_SIGNAL_TESTSET START net>"),
             Some(Signal::TestSetStart("net".into()))
         );
-        assert_eq!(parse("<LAVA_SIGNAL_TESTSET STOP>"), Some(Signal::TestSetStop));
+        assert_eq!(
+            parse("<LAVA_SIGNAL_TESTSET STOP>"),
+            Some(Signal::TestSetStop)
+        );
         assert_eq!(
             parse("<LAVA_SIGNAL_STARTRUN 0_smoke 1234-abcd>"),
-            Some(Signal::StartRun { run: "0_smoke".into() })
+            Some(Signal::StartRun {
+                run: "0_smoke".into()
+            })
         );
         assert_eq!(parse("<LAVA_SIGNAL_TESTCASE RESULT=pass>"), None);
     }

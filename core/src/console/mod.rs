@@ -200,6 +200,8 @@ pub struct Classifier {
     state: Classification,
     partial: Vec<u8>,
     pending_cr: bool,
+    newlines: u64,
+    ends_with_newline: bool,
     /// The pending partial line was already reported as a prompt.
     partial_prompt: bool,
     fragment: Option<Fragment>,
@@ -227,6 +229,8 @@ impl Classifier {
             state: Classification::default(),
             partial: Vec::new(),
             pending_cr: false,
+            newlines: 0,
+            ends_with_newline: false,
             partial_prompt: false,
             fragment: None,
             report: None,
@@ -244,14 +248,20 @@ impl Classifier {
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Event> {
         let mut events = Vec::new();
         self.state.bytes += bytes.len() as u64;
+        if let Some(&last) = bytes.last() {
+            self.ends_with_newline = last == b'\n';
+        }
         let mut rest = bytes;
         while !rest.is_empty() {
             if self.pending_cr {
                 // `\r\n`, `\r\r\n`: one line end.
-                if rest[0] == b'\n' || rest[0] == b'\r' {
-                    if rest[0] == b'\n' {
-                        self.pending_cr = false;
-                    }
+                if rest[0] == b'\n' {
+                    self.newlines += 1;
+                    self.pending_cr = false;
+                    rest = &rest[1..];
+                    continue;
+                }
+                if rest[0] == b'\r' {
                     rest = &rest[1..];
                     continue;
                 }
@@ -259,17 +269,22 @@ impl Classifier {
             }
             match memchr::memchr2(b'\n', b'\r', rest) {
                 Some(p) => {
+                    let line_no = self.newlines + 1;
                     if self.partial.is_empty() {
                         let seg = &rest[..p.min(MAX_LINE)];
-                        self.complete_line(seg, &mut events);
+                        self.complete_line(seg, line_no, &mut events);
                     } else {
                         let mut line = std::mem::take(&mut self.partial);
                         push_capped(&mut line, &rest[..p]);
-                        self.complete_line(&line, &mut events);
+                        self.complete_line(&line, line_no, &mut events);
                         line.clear();
                         self.partial = line;
                     }
-                    self.pending_cr = rest[p] == b'\r';
+                    if rest[p] == b'\n' {
+                        self.newlines += 1;
+                    } else {
+                        self.pending_cr = true;
+                    }
                     rest = &rest[p + 1..];
                 }
                 None => {
@@ -294,8 +309,10 @@ impl Classifier {
         let mut ev = Vec::new();
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
-            self.complete_line(&line, &mut ev);
+            self.complete_line(&line, self.newlines + 1, &mut ev);
         }
+        self.state.lines =
+            self.newlines + u64::from(self.state.bytes > 0 && !self.ends_with_newline);
         if let Some(f) = self.fragment.take() {
             self.user_line(&f.text, f.line, f.prompt_reported, &mut ev);
         }
@@ -366,9 +383,10 @@ impl Classifier {
         }
     }
 
-    fn complete_line(&mut self, raw: &[u8], events: &mut Vec<Event>) {
-        self.state.lines += 1;
-        let line_no = self.state.lines;
+    /// One segment ended by a line end; `line_no` counts `\n` as editors and `grep -n` do
+    /// (a bare `\r` splits segments but keeps the line number).
+    fn complete_line(&mut self, raw: &[u8], line_no: u64, events: &mut Vec<Event>) {
+        self.state.lines = line_no;
         let reported = std::mem::take(&mut self.partial_prompt);
         let decoded = normalize::decode(raw);
         let s = normalize::strip(&decoded);
@@ -382,7 +400,11 @@ impl Classifier {
             Some(f) => {
                 let mut t = f.text;
                 t.push_str(issues::truncate(s.text, MAX_LINE.saturating_sub(t.len())));
-                (std::borrow::Cow::Owned(t), f.line, reported || f.prompt_reported)
+                (
+                    std::borrow::Cow::Owned(t),
+                    f.line,
+                    reported || f.prompt_reported,
+                )
             }
             None => (std::borrow::Cow::Borrowed(s.text), line_no, reported),
         };
@@ -571,13 +593,7 @@ impl Classifier {
 
     // ---- kernel reports ----
 
-    fn issue_line(
-        &mut self,
-        text: &str,
-        line_no: u64,
-        hit: bool,
-        events: &mut Vec<Event>,
-    ) {
+    fn issue_line(&mut self, text: &str, line_no: u64, hit: bool, events: &mut Vec<Event>) {
         let trig = if hit { issues::trigger(text) } else { None };
         if let Some(r) = &mut self.report {
             match trig {
@@ -670,7 +686,7 @@ impl Classifier {
                 kind,
                 line: r.line,
                 summary: r.summary.clone(),
-                excerpt: r.excerpt.clone(),
+                excerpt: r.excerpt.trim_end_matches('\n').to_string(),
                 fingerprint: issues::fingerprint(kind, &r.summary, None),
                 phase,
                 fatal,
@@ -698,7 +714,7 @@ impl Classifier {
         let Some(issue) = r.index.and_then(|i| self.state.issues.get_mut(i)) else {
             return;
         };
-        issue.excerpt = r.excerpt;
+        issue.excerpt = r.excerpt.trim_end_matches('\n').to_string();
         issue.summary = r.summary;
         // A panic stops the run at once: its fingerprint must not depend on lines after it.
         let frame = if r.kind == IssueKind::Panic {
@@ -932,4 +948,3 @@ fn append_excerpt(r: &mut Report, text: &str) {
         r.excerpt_lines = issues::EXCERPT_MAX_LINES;
     }
 }
-

@@ -61,7 +61,11 @@ fn skip_escape(raw: &[u8], start: usize) -> usize {
                     return i + 1;
                 }
                 if b == 0x1b {
-                    return if raw.get(i + 1) == Some(&b'\\') { i + 2 } else { i };
+                    return if raw.get(i + 1) == Some(&b'\\') {
+                        i + 2
+                    } else {
+                        i
+                    };
                 }
                 i += 1;
             }
@@ -112,7 +116,11 @@ fn syslog_prefix(s: &str) -> Option<&str> {
     if b.first() != Some(&b'<') {
         return None;
     }
-    let digits = b[1..].iter().take(4).take_while(|c| c.is_ascii_digit()).count();
+    let digits = b[1..]
+        .iter()
+        .take(4)
+        .take_while(|c| c.is_ascii_digit())
+        .count();
     if digits == 0 || b.get(1 + digits) != Some(&b'>') {
         return None;
     }

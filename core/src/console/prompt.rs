@@ -79,7 +79,15 @@ mod tests {
 
     #[test]
     fn shell_prompts() {
-        for p in ["/ # ", "~ # ", "root@host:/# ", "root@bootfarm:~# ", "user@h:~$ ", "$ ", "# "] {
+        for p in [
+            "/ # ",
+            "~ # ",
+            "root@host:/# ",
+            "root@bootfarm:~# ",
+            "user@h:~$ ",
+            "$ ",
+            "# ",
+        ] {
             assert_eq!(partial(p), Some(Prompt::Shell), "{p:?}");
         }
         assert_eq!(full("/ # uname -a"), Some(Prompt::Shell));
@@ -93,7 +101,10 @@ mod tests {
         assert_eq!(partial("bootfarm login: "), Some(Prompt::Login));
         assert_eq!(full("bootfarm login: root"), Some(Prompt::Login));
         assert_eq!(partial("Password: "), Some(Prompt::Password));
-        assert_eq!(full("Last login: Sat Nov 28 12:00:00 UTC 2026 on ttyS0"), None);
+        assert_eq!(
+            full("Last login: Sat Nov 28 12:00:00 UTC 2026 on ttyS0"),
+            None
+        );
     }
 
     #[test]

@@ -56,7 +56,9 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     /// Waiting for a shell prompt to run command `next`.
-    WaitPrompt { next: usize },
+    WaitPrompt {
+        next: usize,
+    },
     /// Typing command `index`: `sent` bytes of `line` are out, the last chunk awaits its echo.
     Typing {
         index: usize,
@@ -65,7 +67,9 @@ enum State {
         chunk_start: usize,
     },
     /// The command line was entered; waiting for its end marker.
-    Running { index: usize },
+    Running {
+        index: usize,
+    },
     Done,
 }
 
@@ -127,7 +131,8 @@ impl Session {
             return actions;
         }
         if matches!(self.state, State::Typing { .. }) {
-            self.echo.extend(bytes.iter().filter(|&&b| b != b'\r' && b != b'\n'));
+            self.echo
+                .extend(bytes.iter().filter(|&&b| b != b'\r' && b != b'\n'));
             if self.echo.len() > ECHO_MAX {
                 let cut = self.echo.len() - ECHO_MAX;
                 self.echo.drain(..cut);
@@ -310,7 +315,10 @@ mod tests {
             let mut line = Vec::new();
             loop {
                 if pending.is_empty() {
-                    panic!("session stopped typing: {:?}", String::from_utf8_lossy(&line));
+                    panic!(
+                        "session stopped typing: {:?}",
+                        String::from_utf8_lossy(&line)
+                    );
                 }
                 if let Some(nl) = pending.iter().position(|&b| b == b'\n') {
                     line.extend_from_slice(&pending[..nl]);
@@ -359,13 +367,25 @@ mod tests {
         let t: Vec<_> = c
             .tests
             .iter()
-            .map(|t| (t.suite.as_str(), t.name.as_str(), t.result, t.output.as_deref()))
+            .map(|t| {
+                (
+                    t.suite.as_str(),
+                    t.name.as_str(),
+                    t.result,
+                    t.output.as_deref(),
+                )
+            })
             .collect();
         use crate::result::TestOutcome::*;
         assert_eq!(
             t,
             vec![
-                ("commands", "uname -a", Pass, Some("Linux (none) 6.1.0 x86_64\n")),
+                (
+                    "commands",
+                    "uname -a",
+                    Pass,
+                    Some("Linux (none) 6.1.0 x86_64\n")
+                ),
                 ("commands", "false", Fail, Some("")),
             ]
         );
@@ -419,7 +439,10 @@ mod tests {
         let _ = g.print(b"bootfarm login: ");
         let _ = g.print(b"tester\r\nPassword: ");
         let typed = g.print(b"\r\nLogin incorrect\r\nbootfarm login: ");
-        assert!(typed.is_empty(), "no retry after Login incorrect: {typed:?}");
+        assert!(
+            typed.is_empty(),
+            "no retry after Login incorrect: {typed:?}"
+        );
         assert!(g.finished);
         assert_eq!(g.session.failure(), Some("Login incorrect"));
         assert!(g.classifier.finish().login_incorrect);
