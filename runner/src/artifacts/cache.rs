@@ -11,7 +11,7 @@ use std::io::{self, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bootfarm_core::result::ArtifactInfo;
 use reqwest::Url;
@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
 use super::decompress::{self, Codec, DecompressError};
-use super::fetch::Downloader;
+use super::fetch::{Downloader, Outcome, Validators};
 use super::local;
 use super::source::{self, Source};
 use super::verify::{self, Digests};
@@ -196,63 +196,84 @@ impl ArtifactCache {
         let key = url_key(&url, expected);
         let _guard = self.lock_key(&key).await?;
         let entry = self.entry(&key);
-        let meta = match self.valid_entry(&entry).await? {
-            Some(meta) => {
+        let cached = self.valid_entry(&entry).await?;
+        let current = match &cached {
+            Some(meta) if !needs_revalidation(meta, expected, unix_now()) => {
                 tracing::debug!(name, %url, "Cache hit");
-                meta
+                return url_fetched(name, source, &entry, meta, expected);
             }
-            None => {
-                let downloaded = self.downloader.download(&url, &self.dir.join(TMP)).await?;
-                let tmp_dir = self.dir.join(TMP);
-                let limit = self.limits.max_size;
-                let origin = source.to_string();
-                let (content, meta) = blocking(move || {
-                    let (fetched_size, fetched_sha256) = (downloaded.size, downloaded.sha256);
-                    let reopen = |f: &NamedTempFile| {
-                        f.reopen()
-                            .map_err(|e| ArtifactError::io("reopening a download", e))
-                    };
-                    let header = decompress::read_header(reopen(&downloaded.file)?)
-                        .map_err(|e| ArtifactError::io("reading a download", e))?;
-                    match decompress::detect(&header) {
-                        None => {
-                            let meta = EntryMeta::plain(&origin, &fetched_sha256, fetched_size);
-                            Ok((downloaded.file, meta))
-                        }
-                        Some(codec) => {
-                            let input = reopen(&downloaded.file)?;
-                            let (content, size, sha256) =
-                                decompress_to_temp(&origin, codec, input, &tmp_dir, limit)?;
-                            let meta = EntryMeta::new(
-                                &origin,
-                                &fetched_sha256,
-                                fetched_size,
-                                codec,
-                                &sha256,
-                                size,
-                            );
-                            Ok((content, meta))
-                        }
-                    }
+            Some(meta) => Some(meta.validators()),
+            None => None,
+        };
+        let tmp_dir = self.dir.join(TMP);
+        let outcome = self
+            .downloader
+            .download(&url, &tmp_dir, current.as_ref())
+            .await;
+        let downloaded = match (outcome, cached) {
+            (Ok(Outcome::Downloaded(d)), _) => d,
+            (Ok(Outcome::NotModified), Some(mut meta)) => {
+                tracing::debug!(name, %url, "Cache entry still current");
+                meta.validated_at = unix_now();
+                let (e, m) = (entry.clone(), meta.clone());
+                blocking(move || {
+                    e.write_meta(&m)
+                        .map_err(|err| ArtifactError::io("updating cache metadata", err))
                 })
                 .await?;
-                // Verify before the rename: a mismatch leaves nothing in the cache.
-                verify::check(source, expected, &meta.digests())?;
-                let entry = entry.clone();
-                blocking(move || entry.commit(content, meta)).await?
+                return url_fetched(name, source, &entry, &meta, expected);
             }
+            (Err(err), Some(meta)) => {
+                tracing::warn!(name, %url, error = %err, "Could not revalidate, using the cached copy");
+                return url_fetched(name, source, &entry, &meta, expected);
+            }
+            (Ok(Outcome::NotModified), None) => {
+                return Err(ArtifactError::Internal(format!(
+                    "HTTP 304 for {url} without a conditional request"
+                )))
+            }
+            (Err(err), None) => return Err(err),
         };
-        verify::check(source, expected, &meta.digests())?;
-        Ok(Fetched {
-            name: name.to_string(),
-            path: entry.data,
-            info: ArtifactInfo {
-                source: source.to_string(),
-                sha256: meta.fetched_sha256.clone(),
-                size: meta.fetched_size,
-            },
-            decompressed: meta.codec.is_some(),
+        let limit = self.limits.max_size;
+        let origin = source.to_string();
+        let (content, mut meta) = blocking(move || {
+            let (fetched_size, fetched_sha256) = (downloaded.size, downloaded.sha256);
+            let reopen = |f: &NamedTempFile| {
+                f.reopen()
+                    .map_err(|e| ArtifactError::io("reopening a download", e))
+            };
+            let header = decompress::read_header(reopen(&downloaded.file)?)
+                .map_err(|e| ArtifactError::io("reading a download", e))?;
+            match decompress::detect(&header) {
+                None => {
+                    let meta = EntryMeta::plain(&origin, &fetched_sha256, fetched_size);
+                    Ok((downloaded.file, meta))
+                }
+                Some(codec) => {
+                    let input = reopen(&downloaded.file)?;
+                    let (content, size, sha256) =
+                        decompress_to_temp(&origin, codec, input, &tmp_dir, limit)?;
+                    let meta = EntryMeta::new(
+                        &origin,
+                        &fetched_sha256,
+                        fetched_size,
+                        codec,
+                        &sha256,
+                        size,
+                    );
+                    Ok((content, meta))
+                }
+            }
         })
+        .await?;
+        meta.etag = downloaded.validators.etag;
+        meta.last_modified = downloaded.validators.last_modified;
+        meta.validated_at = unix_now();
+        // Verify before the rename: a mismatch leaves nothing in the cache.
+        verify::check(source, expected, &meta.digests())?;
+        let e = entry.clone();
+        let meta = blocking(move || e.commit(content, meta)).await?;
+        url_fetched(name, source, &entry, &meta, expected)
     }
 
     fn entry(&self, key: &str) -> Entry {
@@ -350,6 +371,44 @@ fn url_key(url: &Url, expected: Option<&str>) -> String {
     format!("url-{}", hex::encode(h.finalize()))
 }
 
+fn url_fetched(
+    name: &str,
+    source: &str,
+    entry: &Entry,
+    meta: &EntryMeta,
+    expected: Option<&str>,
+) -> Result<Fetched, ArtifactError> {
+    verify::check(source, expected, &meta.digests())?;
+    Ok(Fetched {
+        name: name.to_string(),
+        path: entry.data.clone(),
+        info: ArtifactInfo {
+            source: source.to_string(),
+            sha256: meta.fetched_sha256.clone(),
+            size: meta.fetched_size,
+        },
+        decompressed: meta.codec.is_some(),
+    })
+}
+
+/// A download confirmed current this recently is used without asking the server again, so a
+/// burst of boots costs one request.
+const REVALIDATE_AFTER_SECS: i64 = 300;
+
+/// Pure decision: ask the server whether a cached download changed? Never when a sha256 pins the
+/// content, nor when the server gave nothing to ask with (no ETag or Last-Modified).
+fn needs_revalidation(meta: &EntryMeta, expected: Option<&str>, now: i64) -> bool {
+    expected.is_none()
+        && !meta.validators().is_empty()
+        && now.saturating_sub(meta.validated_at) >= REVALIDATE_AFTER_SECS
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct EntryMeta {
     format: u32,
@@ -363,6 +422,13 @@ struct EntryMeta {
     /// mtime of the data file when written: unchanged size and mtime mean no rehash is needed.
     mtime: i64,
     mtime_nsec: i64,
+    /// HTTP validators of a download, and when the server last confirmed it (Unix seconds).
+    #[serde(default)]
+    etag: Option<String>,
+    #[serde(default)]
+    last_modified: Option<String>,
+    #[serde(default)]
+    validated_at: i64,
 }
 
 impl EntryMeta {
@@ -384,6 +450,9 @@ impl EntryMeta {
             content_size,
             mtime: 0,
             mtime_nsec: 0,
+            etag: None,
+            last_modified: None,
+            validated_at: 0,
         }
     }
 
@@ -391,6 +460,13 @@ impl EntryMeta {
         EntryMeta {
             codec: None,
             ..EntryMeta::new(source, sha256, size, Codec::Gzip, sha256, size)
+        }
+    }
+
+    fn validators(&self) -> Validators {
+        Validators {
+            etag: self.etag.clone(),
+            last_modified: self.last_modified.clone(),
         }
     }
 
@@ -573,4 +649,49 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ArtifactError::Internal(format!("blocking task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(etag: Option<&str>, validated_at: i64) -> EntryMeta {
+        EntryMeta {
+            etag: etag.map(str::to_string),
+            validated_at,
+            ..EntryMeta::plain("http://h/k", "aa", 1)
+        }
+    }
+
+    #[test]
+    fn only_old_unpinned_downloads_with_validators_are_revalidated() {
+        let now = 10_000;
+        let old = now - REVALIDATE_AFTER_SECS;
+        assert!(needs_revalidation(&meta(Some("\"x\""), old), None, now));
+        assert!(!needs_revalidation(
+            &meta(Some("\"x\""), now - 1),
+            None,
+            now
+        ));
+        assert!(!needs_revalidation(
+            &meta(Some("\"x\""), old),
+            Some("aa"),
+            now
+        ));
+        assert!(!needs_revalidation(&meta(None, old), None, now));
+        let dated = EntryMeta {
+            last_modified: Some("Sat, 28 Nov 2026 12:00:00 GMT".into()),
+            ..meta(None, old)
+        };
+        assert!(needs_revalidation(&dated, None, now));
+    }
+
+    #[test]
+    fn url_keys_depend_on_url_and_expected_digest() {
+        let a = Url::parse("http://h/a").unwrap();
+        let b = Url::parse("http://h/b").unwrap();
+        assert_ne!(url_key(&a, None), url_key(&b, None));
+        assert_ne!(url_key(&a, None), url_key(&a, Some("aa")));
+        assert_eq!(url_key(&a, Some("aa")), url_key(&a, Some("aa")));
+    }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use reqwest::{StatusCode, Url};
+use reqwest::{header, StatusCode, Url};
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 use tokio::io::AsyncWriteExt;
@@ -46,6 +46,26 @@ pub struct Downloaded {
     pub file: NamedTempFile,
     pub size: u64,
     pub sha256: String,
+    pub validators: Validators,
+}
+
+/// HTTP validators of a copy, to ask the server whether it changed (a conditional GET).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+pub enum Outcome {
+    Downloaded(Downloaded),
+    /// The server confirmed the copy described by the validators is current (HTTP 304).
+    NotModified,
 }
 
 enum Failure {
@@ -82,10 +102,18 @@ impl Downloader {
             .map_err(|e| ArtifactError::Internal(format!("HTTP client: {e}")))
     }
 
-    /// Download `url` into a new temporary file in `tmp_dir`. A failed attempt leaves nothing behind.
-    pub async fn download(&self, url: &Url, tmp_dir: &Path) -> Result<Downloaded, ArtifactError> {
+    /// Download `url` into a new temporary file in `tmp_dir`. A failed attempt leaves nothing
+    /// behind. With `current`, ask only for a newer copy than the one it describes, once (the
+    /// caller still has that copy if the server cannot be reached).
+    pub async fn download(
+        &self,
+        url: &Url,
+        tmp_dir: &Path,
+        current: Option<&Validators>,
+    ) -> Result<Outcome, ArtifactError> {
         let total = self.limits.total_timeout;
-        match tokio::time::timeout(total, self.download_with_retries(url, tmp_dir)).await {
+        let work = self.download_with_retries(url, tmp_dir, current);
+        match tokio::time::timeout(total, work).await {
             Ok(result) => result,
             Err(_) => Err(ArtifactError::DownloadTimeout {
                 url: url.to_string(),
@@ -98,15 +126,21 @@ impl Downloader {
         &self,
         url: &Url,
         tmp_dir: &Path,
-    ) -> Result<Downloaded, ArtifactError> {
-        let max_attempts = self.limits.retries.saturating_add(1);
+        current: Option<&Validators>,
+    ) -> Result<Outcome, ArtifactError> {
+        let max_attempts = match current {
+            Some(_) => 1,
+            None => self.limits.retries.saturating_add(1),
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.attempt(url, tmp_dir).await {
-                Ok((file, size, sha256)) => {
-                    tracing::debug!(%url, size, attempt, "Downloaded");
-                    return Ok(Downloaded { file, size, sha256 });
+            match self.attempt(url, tmp_dir, current).await {
+                Ok(outcome) => {
+                    if let Outcome::Downloaded(d) = &outcome {
+                        tracing::debug!(%url, size = d.size, attempt, "Downloaded");
+                    }
+                    return Ok(outcome);
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(reason)) if attempt >= max_attempts => {
@@ -129,7 +163,8 @@ impl Downloader {
         &self,
         url: &Url,
         tmp_dir: &Path,
-    ) -> Result<(NamedTempFile, u64, String), Failure> {
+        current: Option<&Validators>,
+    ) -> Result<Outcome, Failure> {
         let limits = &self.limits;
         let client = self.client().map_err(Failure::Fatal)?;
         let io_fatal = |what: &str, e: std::io::Error| {
@@ -138,24 +173,46 @@ impl Downloader {
         // reqwest's read timeout does not cover waiting for the response head on every
         // version, so bound it here too.
         let head_wait = limits.connect_timeout + limits.read_timeout;
-        let mut response =
-            match tokio::time::timeout(head_wait, client.get(url.clone()).send()).await {
-                Err(_) => {
-                    return Err(Failure::Retry(format!(
-                        "no response within {:.1} s",
-                        head_wait.as_secs_f64()
-                    )))
-                }
-                Ok(Err(e)) if e.is_builder() => {
-                    return Err(Failure::Fatal(ArtifactError::Unsupported {
-                        origin: url.to_string(),
-                        reason: describe_chain(&e),
-                    }))
-                }
-                Ok(Err(e)) => return Err(Failure::Retry(describe_chain(&e))),
-                Ok(Ok(r)) => r,
-            };
+        let mut request = client.get(url.clone());
+        if let Some(v) = current {
+            if let Some(etag) = &v.etag {
+                request = request.header(header::IF_NONE_MATCH, etag);
+            }
+            if let Some(date) = &v.last_modified {
+                request = request.header(header::IF_MODIFIED_SINCE, date);
+            }
+        }
+        let mut response = match tokio::time::timeout(head_wait, request.send()).await {
+            Err(_) => {
+                return Err(Failure::Retry(format!(
+                    "no response within {:.1} s",
+                    head_wait.as_secs_f64()
+                )))
+            }
+            Ok(Err(e)) if e.is_builder() => {
+                return Err(Failure::Fatal(ArtifactError::Unsupported {
+                    origin: url.to_string(),
+                    reason: describe_chain(&e),
+                }))
+            }
+            Ok(Err(e)) => return Err(Failure::Retry(describe_chain(&e))),
+            Ok(Ok(r)) => r,
+        };
         let status = response.status();
+        if current.is_some() && status == StatusCode::NOT_MODIFIED {
+            return Ok(Outcome::NotModified);
+        }
+        let header_text = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &header::HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let validators = Validators {
+            etag: header_text(header::ETAG),
+            last_modified: header_text(header::LAST_MODIFIED),
+        };
         match classify_status(status) {
             StatusAction::Accept => {}
             StatusAction::Retry => return Err(Failure::Retry(format!("HTTP {status}"))),
@@ -234,7 +291,12 @@ impl Downloader {
             .sync_all()
             .await
             .map_err(|e| io_fatal("syncing the download", e))?;
-        Ok((tmp, size, hex::encode(hasher.finalize())))
+        Ok(Outcome::Downloaded(Downloaded {
+            file: tmp,
+            size,
+            sha256: hex::encode(hasher.finalize()),
+            validators,
+        }))
     }
 }
 

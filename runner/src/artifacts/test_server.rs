@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -25,6 +25,8 @@ pub enum Reply {
     Chunked(Vec<u8>),
     /// Wait, then the bytes: lets concurrent requests overlap.
     Slow(Duration, Vec<u8>),
+    /// The bytes with this ETag; 304 Not Modified when the client already has it.
+    Tagged(String, Vec<u8>),
 }
 
 #[derive(Default)]
@@ -80,7 +82,7 @@ impl Drop for TestServer {
     }
 }
 
-async fn handle(State(script): State<Arc<Script>>, uri: Uri) -> Response {
+async fn handle(State(script): State<Arc<Script>>, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().to_string();
     let hit = {
         let mut hits = script.hits.lock().unwrap();
@@ -124,6 +126,16 @@ async fn handle(State(script): State<Arc<Script>>, uri: Uri) -> Response {
                 .map(|c| Ok(Bytes::copy_from_slice(c)))
                 .collect();
             Body::from_stream(futures::stream::iter(chunks)).into_response()
+        }
+        Some(Reply::Tagged(etag, b)) => {
+            if headers
+                .get(header::IF_NONE_MATCH)
+                .is_some_and(|v| v == etag.as_str())
+            {
+                StatusCode::NOT_MODIFIED.into_response()
+            } else {
+                ([(header::ETAG, etag)], b).into_response()
+            }
         }
         Some(Reply::Slow(delay, b)) => {
             tokio::time::sleep(delay).await;

@@ -626,3 +626,90 @@ async fn unsupported_sources_and_bad_digests_are_refused_before_any_io() {
     assert_eq!(err.kind(), "checksum_mismatch");
     assert!(err.to_string().contains("not-a-digest"), "{err}");
 }
+
+/// Pretend every cached download was last confirmed long ago.
+fn age_downloads(cache: &ArtifactCache) {
+    for name in files_in(cache, "objects") {
+        if name.ends_with(".json") {
+            let path = cache.dir().join("objects").join(name);
+            let mut meta: serde_json::Value =
+                serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+            meta["validated_at"] = 0.into();
+            fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cached_download_is_revalidated_with_its_etag_once_it_is_old() {
+    let server = TestServer::start().await;
+    let (v1, v2) = (sample(1000), sample(2000));
+    let url = server.route(
+        "/latest/bzImage",
+        Reply::Tagged("\"v1\"".into(), v1.clone()),
+    );
+    let (_dir, cache) = cache_with(limits());
+    let fetch = || cache.fetch("kernel", &url, None);
+
+    assert_eq!(fs::read(fetch().await.unwrap().path).unwrap(), v1);
+    fetch().await.unwrap();
+    assert_eq!(
+        server.hits("/latest/bzImage"),
+        1,
+        "recently confirmed: no request"
+    );
+
+    age_downloads(&cache);
+    assert_eq!(fs::read(fetch().await.unwrap().path).unwrap(), v1);
+    assert_eq!(
+        server.hits("/latest/bzImage"),
+        2,
+        "one conditional request, answered 304"
+    );
+
+    server.route(
+        "/latest/bzImage",
+        Reply::Tagged("\"v2\"".into(), v2.clone()),
+    );
+    fetch().await.unwrap();
+    assert_eq!(
+        server.hits("/latest/bzImage"),
+        2,
+        "confirmed by the 304 just now"
+    );
+    age_downloads(&cache);
+    let fetched = fetch().await.unwrap();
+    assert_eq!(server.hits("/latest/bzImage"), 3);
+    assert_eq!(
+        fs::read(&fetched.path).unwrap(),
+        v2,
+        "the new content replaced the old"
+    );
+    assert_eq!(fetched.info.sha256, sha(&v2));
+
+    // The server breaks: the cached copy is still used, after a single attempt (no retries).
+    server.route("/latest/bzImage", Reply::Status(503));
+    age_downloads(&cache);
+    assert_eq!(fs::read(fetch().await.unwrap().path).unwrap(), v2);
+    assert_eq!(server.hits("/latest/bzImage"), 4);
+}
+
+#[tokio::test]
+async fn a_download_pinned_by_sha256_is_never_revalidated() {
+    let server = TestServer::start().await;
+    let data = sample(1000);
+    let url = server.route("/k", Reply::Tagged("\"v1\"".into(), data.clone()));
+    let (_dir, cache) = cache_with(limits());
+
+    cache
+        .fetch("kernel", &url, Some(&sha(&data)))
+        .await
+        .unwrap();
+    age_downloads(&cache);
+    cache
+        .fetch("kernel", &url, Some(&sha(&data)))
+        .await
+        .unwrap();
+
+    assert_eq!(server.hits("/k"), 1);
+}
