@@ -1,0 +1,585 @@
+//! Real boots under QEMU (TCG) through the `bootfarm-runner boot` binary, against the fixtures
+//! built by `scripts/fixtures` (env `BOOTFARM_FIXTURES`, default `$BOOTFARM_CACHE/fixtures` or
+//! `~/.cache/bootfarm/fixtures`). Boots are serialised: the machines are small and TCG boots
+//! contending for cores would only measure contention.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const RUNNER: &str = env!("CARGO_BIN_EXE_bootfarm-runner");
+/// Generous: a TCG boot here takes 3-7 s, CI machines may be slower.
+const BOOT_TIMEOUT: &str = "120";
+
+static ONE_BOOT_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("BOOTFARM_FIXTURES")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("BOOTFARM_CACHE").map(|c| PathBuf::from(c).join("fixtures")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bootfarm/fixtures"))
+        })?;
+    if dir.join("x86_64/kernel").exists() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "\n\n*** SKIPPING real-boot test: no fixtures in {} (run scripts/fixtures) ***\n",
+            dir.display()
+        );
+        None
+    }
+}
+
+macro_rules! fixtures_or_skip {
+    () => {
+        match fixtures() {
+            Some(f) => f,
+            None => return,
+        }
+    };
+}
+
+fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("runner-test-cache")
+}
+
+struct Run {
+    code: i32,
+    json: Value,
+    elapsed: Duration,
+    log: String,
+}
+
+/// Run `bootfarm-runner boot ARGS --output json`, killing it if it outlives `limit`.
+fn boot(args: &[&str], limit: Duration) -> Run {
+    let _one = ONE_BOOT_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let started = Instant::now();
+    let child = Command::new(RUNNER)
+        .arg("boot")
+        .args(args)
+        .args(["--output", "json", "--log"])
+        .arg(log.path())
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, stdout) = wait_bounded(child, limit);
+    let elapsed = started.elapsed();
+    let json: Value = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}): {}",
+            String::from_utf8_lossy(&stdout)
+        )
+    });
+    let log = String::from_utf8_lossy(&std::fs::read(log.path()).unwrap()).into_owned();
+    Run {
+        code,
+        json,
+        elapsed,
+        log,
+    }
+}
+
+fn wait_bounded(mut child: Child, limit: Duration) -> (i32, Vec<u8>) {
+    use std::io::Read;
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        out.read_to_end(&mut v).unwrap();
+        v
+    });
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code().unwrap_or(-1), reader.join().unwrap());
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("bootfarm-runner still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn f(dir: &Path, rel: &str) -> String {
+    dir.join(rel).display().to_string()
+}
+
+fn kernel_version(dir: &Path, arch: &str) -> String {
+    std::fs::read_to_string(dir.join(arch).join("kernel-version"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn assert_pass(run: &Run, stage: &str) {
+    assert_eq!(run.code, 0, "{:#}\n--- console ---\n{}", run.json, run.log);
+    assert_eq!(run.json["result"], "pass");
+    assert_eq!(run.json["stage"], stage, "{:#}", run.json);
+    assert_eq!(run.json["schema"], "bootfarm.result/v1");
+}
+
+fn boot_to(arch: &str, initrd: &str, stage: &str) -> Run {
+    let dir = fixtures().unwrap();
+    let run = boot(
+        &[
+            "--arch",
+            arch,
+            "--kernel",
+            &f(&dir, &format!("{arch}/kernel")),
+            "--initrd",
+            &f(&dir, &format!("{arch}/{initrd}")),
+            "--accel",
+            "tcg",
+            "--boot-timeout",
+            BOOT_TIMEOUT,
+        ],
+        Duration::from_secs(200),
+    );
+    assert_pass(&run, stage);
+    assert_eq!(run.json["arch"], arch);
+    assert_eq!(run.json["accel"], "tcg");
+    assert_eq!(
+        run.json["kernel_version"].as_str(),
+        Some(kernel_version(&dir, arch).as_str())
+    );
+    let d = &run.json["durations"];
+    let kernel = d["to_kernel"].as_f64().unwrap();
+    let user = d["to_userspace"].as_f64().unwrap();
+    let total = d["total"].as_f64().unwrap();
+    assert!(0.0 < kernel && kernel <= user && user <= total, "{d}");
+    run
+}
+
+#[test]
+fn x86_64_boots_to_userspace_and_powers_off() {
+    let dir = fixtures_or_skip!();
+    let run = boot_to("x86_64", "initrd-poweroff.cpio.gz", "userspace");
+    assert_eq!(run.json["reason"], "poweroff");
+    assert!(run.log.contains("bootfarm: userspace up"), "{}", run.log);
+    let argv: Vec<&str> = run.json["qemu"]["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(argv[0].ends_with("qemu-system-x86_64"), "{argv:?}");
+    assert!(argv.contains(&"-S"));
+    assert!(run.json["qemu"]["version"]
+        .as_str()
+        .unwrap()
+        .starts_with(|c: char| c.is_ascii_digit()));
+    let kernel = &run.json["artifacts"]["kernel"];
+    assert_eq!(kernel["source"], f(&dir, "x86_64/kernel"));
+    assert_eq!(kernel["sha256"].as_str().unwrap().len(), 64);
+    assert!(run.json["artifacts"]["initrd"]["size"].as_u64().unwrap() > 0);
+    assert!(run.json["console"]["bytes"].as_u64().unwrap() > 1000);
+}
+
+#[test]
+fn arm64_boots_to_a_shell() {
+    let _ = fixtures_or_skip!();
+    let run = boot_to("arm64", "initrd-shell.cpio.gz", "shell");
+    assert_eq!(run.json["reason"], "prompt");
+    assert!(run.json["durations"]["to_prompt"].as_f64().is_some());
+}
+
+#[test]
+fn riscv64_boots_to_a_shell() {
+    let _ = fixtures_or_skip!();
+    boot_to("riscv64", "initrd-shell.cpio.gz", "shell");
+}
+
+#[test]
+fn arm64_powers_off() {
+    let _ = fixtures_or_skip!();
+    let run = boot_to("arm64", "initrd-poweroff.cpio.gz", "userspace");
+    assert_eq!(run.json["reason"], "poweroff");
+}
+
+#[test]
+fn login_and_commands_become_test_cases() {
+    let dir = fixtures_or_skip!();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &f(&dir, "x86_64/kernel"),
+            "--initrd",
+            &f(&dir, "x86_64/initrd-login.cpio.gz"),
+            "--accel",
+            "tcg",
+            "--boot-timeout",
+            BOOT_TIMEOUT,
+            "--login",
+            "tester:secret",
+            "--command",
+            "uname -r",
+            "--command",
+            "test -e /nonexistent",
+        ],
+        Duration::from_secs(200),
+    );
+    assert_eq!(run.code, 1, "{:#}\n{}", run.json, run.log);
+    assert_eq!(run.json["stage"], "shell");
+    assert_eq!(run.json["reason"], "test_failed");
+    let tests = run.json["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 2, "{tests:?}");
+    assert_eq!(tests[0]["result"], "pass");
+    assert_eq!(tests[1]["result"], "fail");
+    assert!(run.log.contains(&kernel_version(&dir, "x86_64")));
+}
+
+#[test]
+fn a_panic_fails_at_once_not_at_the_timeout() {
+    let dir = fixtures_or_skip!();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &f(&dir, "x86_64/kernel"),
+            "--initrd",
+            &f(&dir, "x86_64/initrd-panic.cpio.gz"),
+            "--accel",
+            "tcg",
+            "--boot-timeout",
+            BOOT_TIMEOUT,
+        ],
+        Duration::from_secs(200),
+    );
+    assert_eq!(run.code, 1, "{:#}", run.json);
+    assert_eq!(run.json["result"], "fail");
+    assert_eq!(run.json["reason"], "panic");
+    assert_eq!(run.json["stage"], "userspace");
+    assert_eq!(run.json["issues"][0]["kind"], "panic");
+    // The verdict came from the panic: well before the boot timeout.
+    let total = run.json["durations"]["total"].as_f64().unwrap();
+    let user = run.json["durations"]["to_userspace"].as_f64().unwrap();
+    assert!(
+        total - user < 5.0,
+        "stopped {total} s in, userspace at {user} s"
+    );
+}
+
+#[test]
+fn a_silent_guest_fails_with_timeout_at_the_boot_timeout() {
+    let dir = fixtures_or_skip!();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &f(&dir, "x86_64/kernel"),
+            "--initrd",
+            &f(&dir, "x86_64/initrd-silent.cpio.gz"),
+            "--accel",
+            "tcg",
+            "--boot-timeout",
+            "20",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 1, "{:#}", run.json);
+    assert_eq!(run.json["reason"], "timeout");
+    assert_eq!(run.json["stage"], "userspace");
+    let total = run.json["durations"]["total"].as_f64().unwrap();
+    assert!((20.0..25.0).contains(&total), "{total}");
+}
+
+#[test]
+fn random_bytes_as_a_kernel_fail_at_stage_none_by_the_boot_timeout() {
+    let dir = fixtures_or_skip!();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &f(&dir, "garbage.bin"),
+            "--accel",
+            "tcg",
+            "--boot-timeout",
+            "8",
+        ],
+        Duration::from_secs(40),
+    );
+    assert_eq!(run.code, 1, "{:#}", run.json);
+    assert_eq!(run.json["result"], "fail");
+    assert_eq!(run.json["stage"], "none");
+    assert!(run.elapsed < Duration::from_secs(20), "{:?}", run.elapsed);
+}
+
+#[test]
+fn an_arm64_kernel_booted_as_x86_64_fails_at_stage_none() {
+    let dir = fixtures_or_skip!();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &f(&dir, "arm64/kernel"),
+            "--initrd",
+            &f(&dir, "arm64/initrd-poweroff.cpio.gz"),
+            "--accel",
+            "tcg",
+            "--boot-timeout",
+            "8",
+        ],
+        Duration::from_secs(40),
+    );
+    assert_eq!(run.code, 1, "{:#}", run.json);
+    assert_eq!(run.json["result"], "fail");
+    assert_eq!(run.json["stage"], "none");
+}
+
+#[test]
+fn an_unknown_arch_is_a_usage_error() {
+    let out = Command::new(RUNNER)
+        .args(["boot", "--arch", "mips", "--kernel", "/k"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mips"));
+}
+
+#[test]
+fn a_nonexistent_kernel_is_an_artifact_error() {
+    let run = boot(
+        &["--arch", "x86_64", "--kernel", "/nonexistent/bzImage"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.code, 3);
+    assert_eq!(run.json["result"], "error");
+    assert_eq!(run.json["error"]["kind"], "artifact_missing");
+    assert_eq!(run.json["stage"], "none");
+}
+
+#[test]
+fn missing_qemu_names_the_debian_package() {
+    let empty = tempfile::tempdir().unwrap();
+    for (arch, package) in [
+        ("x86_64", "qemu-system-x86"),
+        ("arm64", "qemu-system-arm"),
+        ("riscv64", "qemu-system-misc"),
+        ("ppc64le", "qemu-system-ppc"),
+    ] {
+        let out = Command::new(RUNNER)
+            .args(["boot", "--arch", arch, "--kernel", "/k", "--output", "json"])
+            .env("BOOTFARM_QEMU_DIR", empty.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["error"]["kind"], "qemu_missing");
+        let msg = json["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(package), "{msg}");
+    }
+}
+
+#[test]
+fn kvm_on_request_passes_or_is_an_error_never_a_hang() {
+    let dir = fixtures_or_skip!();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &f(&dir, "x86_64/kernel"),
+            "--initrd",
+            &f(&dir, "x86_64/initrd-poweroff.cpio.gz"),
+            "--accel",
+            "kvm",
+            "--boot-timeout",
+            "60",
+        ],
+        Duration::from_secs(100),
+    );
+    match run.code {
+        0 => assert_eq!(run.json["accel"], "kvm"),
+        3 => {
+            assert_eq!(
+                run.json["error"]["kind"], "kvm_unavailable",
+                "{:#}",
+                run.json
+            );
+            assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+        }
+        other => panic!("exit {other}: {:#}", run.json),
+    }
+}
+
+#[test]
+fn accel_auto_says_which_accelerator_and_why() {
+    let dir = fixtures_or_skip!();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &f(&dir, "x86_64/kernel"),
+            "--initrd",
+            &f(&dir, "x86_64/initrd-poweroff.cpio.gz"),
+            "--boot-timeout",
+            BOOT_TIMEOUT,
+        ],
+        Duration::from_secs(200),
+    );
+    assert_pass(&run, "userspace");
+    let accel = run.json["accel"].as_str().unwrap();
+    let why = run.json["accel_reason"].as_str().unwrap();
+    assert!(
+        accel == "kvm" || why.contains("fell back to tcg"),
+        "{accel}: {why}"
+    );
+    // The verdict is cached for the host: a foreign-arch guest never probes, an x86 one reuses it.
+    let cached = cache_dir().join("host/kvm-qemu-system-x86_64.json");
+    if Path::new("/dev/kvm").exists() && std::env::consts::ARCH == "x86_64" {
+        assert!(cached.exists(), "{}", cached.display());
+    }
+}
+
+#[test]
+fn a_flooding_guest_gets_a_bounded_log() {
+    let dir = fixtures_or_skip!();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &f(&dir, "x86_64/kernel"),
+            "--initrd",
+            &f(&dir, "x86_64/initrd-flood.cpio.gz"),
+            "--accel",
+            "tcg",
+            "--boot-timeout",
+            "15",
+            "--console-limit",
+            "64K",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 1, "{:#}", run.json);
+    assert_eq!(run.json["reason"], "timeout");
+    let console = &run.json["console"];
+    assert_eq!(console["truncated"], true, "{console}");
+    assert!(console["bytes"].as_u64().unwrap() > 128 * 1024, "{console}");
+    // Head + tail + two one-line markers.
+    assert!(run.log.len() <= 64 * 1024 + 512, "{}", run.log.len());
+    assert!(run.log.contains("Linux version"), "the head is kept");
+    assert!(run.log.contains("bytes omitted"), "the cut is marked");
+    let omitted = run.log.rfind("bytes omitted").unwrap();
+    let tail = &run.log[omitted..];
+    assert!(tail.len() > 16 * 1024, "the tail is kept: {} bytes", tail.len());
+    assert!(tail.contains("bootfarm: flood"), "the tail is the flood");
+}
+
+/// QEMU children of `pid` (any of its threads).
+fn qemu_children(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                kids.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    kids.retain(|k| {
+        std::fs::read_to_string(format!("/proc/{k}/comm"))
+            .map(|c| c.starts_with("qemu-system"))
+            .unwrap_or(false)
+    });
+    kids
+}
+
+/// Gone, or a zombie waiting to be reaped (dead either way).
+fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Start a boot of the silent guest and return the runner and its QEMU once QEMU runs.
+fn start_silent_boot(dir: &Path) -> (Child, u32) {
+    let child = Command::new(RUNNER)
+        .args([
+            "boot", "--arch", "x86_64", "--accel", "tcg", "--output", "json",
+        ])
+        .args(["--kernel", &f(dir, "x86_64/kernel")])
+        .args(["--initrd", &f(dir, "x86_64/initrd-silent.cpio.gz")])
+        .args(["--log", "/dev/null", "--boot-timeout", "120"])
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut qemu = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            qemu = qemu_children(child.id()).first().copied();
+            qemu.is_some()
+        }),
+        "QEMU never started"
+    );
+    (child, qemu.unwrap())
+}
+
+#[test]
+fn sigterm_during_a_boot_is_an_interrupted_error_and_leaves_no_qemu() {
+    let dir = fixtures_or_skip!();
+    let _one = ONE_BOOT_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (child, qemu) = start_silent_boot(&dir);
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let (code, stdout) = wait_bounded(child, Duration::from_secs(15));
+    assert_eq!(code, 3);
+    let json: Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(json["result"], "error");
+    assert_eq!(json["error"]["kind"], "interrupted");
+    assert!(is_dead(qemu), "QEMU {qemu} survived SIGTERM of the runner");
+}
+
+#[test]
+fn sigkill_of_the_runner_takes_qemu_with_it() {
+    let dir = fixtures_or_skip!();
+    let _one = ONE_BOOT_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (mut child, qemu) = start_silent_boot(&dir);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || is_dead(qemu)),
+        "QEMU {qemu} outlived the SIGKILLed runner"
+    );
+}
