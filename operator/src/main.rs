@@ -15,6 +15,8 @@ enum Command {
     Crdgen(bootfarm_operator::kube::crd::CrdgenArgs),
     /// Run the whole farm on this machine: SQLite store, HTTP API, local runner processes.
     Standalone(bootfarm_operator::standalone::StandaloneArgs),
+    /// Run in Kubernetes: BootJob and RunnerPool controllers, runner pods, and the HTTP API.
+    Run(bootfarm_operator::kube::run::RunArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -24,6 +26,12 @@ fn main() -> anyhow::Result<()> {
         Command::Standalone(args) => {
             init_tracing();
             tokio::runtime::Runtime::new()?.block_on(bootfarm_operator::standalone::run(args))?
+        }
+        Command::Run(args) => {
+            init_tracing();
+            tokio::runtime::Runtime::new()?
+                .block_on(bootfarm_operator::kube::run::run(args))
+                .map_err(|e| anyhow::anyhow!(e))?
         }
     }
     Ok(())

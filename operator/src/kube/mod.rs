@@ -1,4 +1,10 @@
 //! Kubernetes mode: CRDs, the BootJob and RunnerPool controllers, runner pods, and the
 //! BootJob-backed job store behind the HTTP API.
 
+pub mod bootjob;
+pub mod context;
 pub mod crd;
+pub mod pool;
+pub mod run;
+pub mod runners;
+pub mod store;

@@ -1,0 +1,69 @@
+//! What the BootJob and RunnerPool reconcilers share, and their error type.
+
+use super::runners::{PodSettings, RunnerActivity};
+use super::store::KubeJobStore;
+use crate::files::JobFiles;
+use crate::metrics::Metrics;
+use crate::store::StoreError;
+use bootfarm_core::spec::{BootJob, RunnerPool};
+use jiff::Timestamp;
+use kube::runtime::reflector::Store;
+use kube::Client;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::Notify;
+
+pub struct Context {
+    pub client: Client,
+    pub store: KubeJobStore,
+    pub files: JobFiles,
+    pub metrics: Arc<Metrics>,
+    pub pods: PodSettings,
+    pub activity: Arc<RunnerActivity>,
+    /// Woken when a job may have become claimable (long-polling claims re-check at once).
+    pub work: Arc<Notify>,
+    /// The BootJob and RunnerPool caches the pool reconciler reads (set once synced).
+    pub jobs: Arc<OnceLock<Store<BootJob>>>,
+    pub pools: Arc<OnceLock<Store<RunnerPool>>>,
+    /// When this operator started: runners not seen since are "starting", not "stuck".
+    pub started: Timestamp,
+}
+
+impl Context {
+    pub fn job_snapshot(&self) -> Vec<Arc<BootJob>> {
+        self.jobs.get().map(|s| s.state()).unwrap_or_default()
+    }
+
+    pub fn pool_snapshot(&self) -> Vec<Arc<RunnerPool>> {
+        self.pools.get().map(|s| s.state()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("job store: {0}")]
+    Store(#[from] StoreError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("cleaning up the files of {name}: {message}")]
+    Cleanup { name: String, message: String },
+    #[error("{0} has no namespace")]
+    NoNamespace(String),
+    #[error("the caches have not synced yet")]
+    NotSynced,
+}
+
+impl Error {
+    /// A short, fixed label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Store(_) => "store",
+            Error::Finalizer(_) => "finalizer",
+            Error::Cleanup { .. } => "cleanup",
+            Error::NoNamespace(_) => "no_namespace",
+            Error::NotSynced => "not_synced",
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The RunnerPool reconciler: count the pool's queue and runner pods, ask the pure scaler what
+//! to do, then create and delete pods, keep busy runners safe from autoscalers, and report the
+//! counts in the pool's status.
+
+use super::context::{Context, Error};
+use super::runners::{self, RunnerView, POOL_LABEL};
+use super::store::FIELD_MANAGER;
+use crate::queue;
+use crate::scaler::{self, PoolDecision, PoolInput, RunnerState};
+use bootfarm_core::spec::{BootJob, JobPhase, RunnerPool, RunnerPoolSpec, RunnerPoolStatus};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Re-check cadence: fast while the pool is changing, slow when it is at rest.
+const BUSY_RECHECK: Duration = Duration::from_secs(2);
+const RUNNING_RECHECK: Duration = Duration::from_secs(5);
+const IDLE_RECHECK: Duration = Duration::from_secs(30);
+
+/// The pool a queued job counts against: its `spec.pool`, else the first pool (by name) that
+/// serves its arch. Shared with the scaler's rule so demand lands in exactly one pool.
+pub fn assigned_pool<'a>(job: &BootJob, pools: &'a [Arc<RunnerPool>]) -> Option<&'a str> {
+    let mut named: Vec<(&str, &RunnerPoolSpec)> = pools
+        .iter()
+        .filter_map(|p| Some((p.metadata.name.as_deref()?, &p.spec)))
+        .collect();
+    named.sort_by_key(|(n, _)| *n);
+    scaler::choose_pool(job.spec.pool.as_deref(), job.spec.arch, &named)
+}
+
+/// What the pool reconciler computes before touching anything (pure).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolPlan {
+    pub views: Vec<RunnerView>,
+    pub decision: PoolDecision,
+    pub queued: u64,
+}
+
+pub fn plan(
+    pool: &RunnerPool,
+    pools: &[Arc<RunnerPool>],
+    jobs: &[Arc<BootJob>],
+    pods: &[Pod],
+    ctx_seen: impl Fn(&str) -> Option<runners::Seen>,
+    started: Timestamp,
+    now: Timestamp,
+) -> PoolPlan {
+    let name = pool.name_any();
+    let mut queued = 0;
+    let mut busy: HashSet<&str> = HashSet::new();
+    for job in jobs {
+        match queue::phase(job) {
+            JobPhase::Queued if job.metadata.deletion_timestamp.is_none() => {
+                if assigned_pool(job, pools) == Some(name.as_str()) {
+                    queued += 1;
+                }
+            }
+            JobPhase::Running => {
+                if let Some(r) = job.status.as_ref().and_then(|s| s.runner.as_deref()) {
+                    busy.insert(r);
+                }
+            }
+            _ => {}
+        }
+    }
+    let views: Vec<RunnerView> = pods
+        .iter()
+        .map(|p| {
+            let n = p.name_any();
+            runners::classify(p, busy.contains(n.as_str()), ctx_seen(&n), started, now)
+        })
+        .collect();
+    let runners: Vec<scaler::Runner> = views.iter().map(|v| v.runner.clone()).collect();
+    let decision = scaler::decide(
+        &PoolInput {
+            name: &name,
+            policy: &pool.spec,
+            queued,
+            runners: &runners,
+        },
+        now,
+    );
+    PoolPlan {
+        views,
+        decision,
+        queued,
+    }
+}
+
+pub fn status_of(plan: &PoolPlan) -> RunnerPoolStatus {
+    let count = |f: fn(&RunnerState) -> bool| {
+        plan.views.iter().filter(|v| f(&v.runner.state)).count() as u32
+    };
+    RunnerPoolStatus {
+        desired: plan.decision.desired,
+        pending: count(|s| matches!(s, RunnerState::Pending | RunnerState::Starting)),
+        idle: count(|s| matches!(s, RunnerState::Idle { .. })),
+        busy: count(|s| matches!(s, RunnerState::Busy)),
+        queued: plan.queued as u32,
+    }
+}
+
+pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if pool.metadata.deletion_timestamp.is_some() {
+        // Its pods go with it (owner references).
+        return Ok(Action::await_change());
+    }
+    let (Some(jobs), Some(_)) = (ctx.jobs.get(), ctx.pools.get()) else {
+        return Err(Error::NotSynced);
+    };
+    let ns = pool
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(pool.name_any()))?;
+    let name = pool.name_any();
+    let now = Timestamp::now();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods: Vec<Pod> = pods_api
+        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| runners::owned_by(p, &pool))
+        .collect();
+    let plan = plan(
+        &pool,
+        &ctx.pool_snapshot(),
+        &jobs.state(),
+        &pods,
+        |n| ctx.activity.get(n),
+        ctx.started,
+        now,
+    );
+    let d = &plan.decision;
+    if d.create > 0 || !d.delete.is_empty() {
+        tracing::info!(pool = %name, queued = plan.queued, desired = d.desired, supply = d.supply, create = d.create, delete = d.delete.len(), "Scaling runner pool");
+    }
+
+    for _ in 0..d.create {
+        let pod = runners::build_pod(&pool, &runners::runner_name(&name), &ctx.pods);
+        pods_api.create(&PostParams::default(), &pod).await?;
+        ctx.metrics
+            .scale_decisions_total
+            .with_label_values(&[name.as_str(), "up"])
+            .inc();
+    }
+    for (victim, reason) in &d.delete {
+        let uid = plan
+            .views
+            .iter()
+            .find(|v| &v.runner.id == victim)
+            .and_then(|v| v.uid.clone());
+        tracing::info!(pool = %name, pod = %victim, reason = reason.as_str(), "Deleting runner pod");
+        delete_pod(&pods_api, victim, uid).await?;
+        ctx.metrics
+            .scale_decisions_total
+            .with_label_values(&[name.as_str(), "down"])
+            .inc();
+    }
+
+    // Busy runners must not be evicted by node autoscalers; idle ones may be.
+    for (view, pod) in plan.views.iter().zip(&pods) {
+        let busy = match view.runner.state {
+            RunnerState::Busy => true,
+            RunnerState::Idle { .. } => false,
+            _ => continue,
+        };
+        if !runners::eviction_annotations_match(pod, busy) {
+            let patch = runners::eviction_patch(busy, now);
+            pods_api
+                .patch(
+                    &view.runner.id,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+        }
+    }
+
+    let status = status_of(&plan);
+    record_metrics(&ctx, &name, &plan);
+    if pool.status.as_ref() != Some(&status) {
+        let patch = json!({
+            "apiVersion": bootfarm_core::spec::API_VERSION,
+            "kind": "RunnerPool",
+            "status": status,
+        });
+        Api::<RunnerPool>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+    }
+    ctx.activity
+        .retain(|n| !n.starts_with(&name) || pods.iter().any(|p| p.name_any() == n));
+
+    let changing = plan.queued > 0
+        || d.create > 0
+        || !d.delete.is_empty()
+        || plan.views.iter().any(|v| {
+            matches!(
+                v.runner.state,
+                RunnerState::Pending | RunnerState::Starting | RunnerState::Terminating
+            )
+        });
+    Ok(Action::requeue(if changing {
+        BUSY_RECHECK
+    } else if plan.views.is_empty() {
+        IDLE_RECHECK
+    } else {
+        RUNNING_RECHECK
+    }))
+}
+
+fn record_metrics(ctx: &Context, pool: &str, plan: &PoolPlan) {
+    let s = status_of(plan);
+    let m = &ctx.metrics;
+    m.runners_desired
+        .with_label_values(&[pool])
+        .set(f64::from(s.desired));
+    for (state, n) in [
+        ("pending", s.pending),
+        ("idle", s.idle),
+        ("busy", s.busy),
+        (
+            "failed",
+            plan.views
+                .iter()
+                .filter(|v| v.runner.state == RunnerState::Failed)
+                .count() as u32,
+        ),
+        (
+            "terminating",
+            plan.views
+                .iter()
+                .filter(|v| v.runner.state == RunnerState::Terminating)
+                .count() as u32,
+        ),
+    ] {
+        m.runners
+            .with_label_values(&[pool, state])
+            .set(f64::from(n));
+    }
+}
+
+/// Deletes a runner pod only if it is still the pod we decided about (same uid).
+async fn delete_pod(api: &Api<Pod>, name: &str, uid: Option<String>) -> Result<(), kube::Error> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn error_policy(pool: Arc<RunnerPool>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(pool = %pool.name_any(), kind = error.kind(), error = %error, "RunnerPool reconcile failed");
+    Action::requeue(Duration::from_secs(3))
+}

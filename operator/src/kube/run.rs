@@ -1,0 +1,198 @@
+//! `bootfarm-operator run`: the controllers and the HTTP API over BootJob objects.
+
+use super::context::Context;
+use super::runners::{PodSettings, RunnerActivity, COMPONENT_LABEL, COMPONENT_RUNNER};
+use super::store::KubeJobStore;
+use super::{bootjob, pool};
+use crate::api::auth::Tokens;
+use crate::api::{router, AppState};
+use crate::files::JobFiles;
+use crate::metrics::Metrics;
+use bootfarm_core::spec::{BootJob, RunnerPool};
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::Client;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Kubernetes mode: BootJobs and RunnerPools in a namespace, runner pods, and the HTTP API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Namespace to watch [default: the kubeconfig's, or the pod's own in a cluster].
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of the HTTP API.
+    #[arg(long, env = "BOOTFARM_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Where job logs and result documents are kept (a persistent volume in a cluster).
+    #[arg(long, env = "BOOTFARM_DATA_DIR", default_value = "/var/lib/bootfarm")]
+    pub data_dir: PathBuf,
+    /// User API tokens, one per line (`runner:` prefixed lines are runner tokens). Repeatable.
+    /// Without any token file the API needs no authentication.
+    #[arg(
+        long = "token-file",
+        env = "BOOTFARM_TOKEN_FILE",
+        value_delimiter = ','
+    )]
+    pub token_files: Vec<PathBuf>,
+    /// Runner tokens, one per line (what runner pods present). Repeatable.
+    #[arg(
+        long = "runner-token-file",
+        env = "BOOTFARM_RUNNER_TOKEN_FILE",
+        value_delimiter = ','
+    )]
+    pub runner_token_files: Vec<PathBuf>,
+    /// Seconds a work lease lasts without a heartbeat before the job is retried.
+    #[arg(long, env = "BOOTFARM_LEASE_TTL", default_value_t = 60)]
+    pub lease_ttl: u64,
+    /// The runner pod template (a Pod in YAML; `kvm.yaml` beside it adds the KVM device).
+    /// Default: a built-in non-root pod.
+    #[arg(long, env = "BOOTFARM_RUNNER_POD_TEMPLATE")]
+    pub runner_pod_template: Option<PathBuf>,
+    /// The URL runner pods reach this API at [default: http://bootfarm.<namespace>.svc:8080].
+    #[arg(long, env = "BOOTFARM_SERVER_URL")]
+    pub server_url: Option<String>,
+    /// The runner image for pools whose template names none.
+    #[arg(
+        long,
+        env = "BOOTFARM_RUNNER_IMAGE",
+        default_value = "bootfarm/runner:latest"
+    )]
+    pub runner_image: String,
+    /// The Secret with the runner token (key `token`), for the built-in pod template.
+    #[arg(
+        long,
+        env = "BOOTFARM_RUNNER_TOKEN_SECRET",
+        default_value = "bootfarm-runner-token"
+    )]
+    pub runner_token_secret: String,
+}
+
+/// Sets `cell` once `store` has synced, and tells `then`.
+fn when_synced<K>(
+    store: Store<K>,
+    cell: Arc<OnceLock<Store<K>>>,
+    then: impl FnOnce(Store<K>) + Send + 'static,
+) where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            let _ = cell.set(store.clone());
+            then(store);
+        }
+    });
+}
+
+pub async fn run(args: RunArgs) -> Result<(), BoxError> {
+    let client = Client::try_default().await?;
+    let ns = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let jobs: Api<BootJob> = Api::namespaced(client.clone(), &ns);
+    let pools: Api<RunnerPool> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    if let Err(e) = jobs.list(&ListParams::default().limit(1)).await {
+        return Err(format!(
+            "cannot list BootJobs in namespace {ns} ({e}): are the CRDs installed \
+             (`bootfarm-operator crdgen | kubectl apply -f -`) and the RBAC bound?"
+        )
+        .into());
+    }
+
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+    let files = JobFiles::new(&args.data_dir);
+    let (metrics, _registry) = Metrics::new();
+    let metrics = Arc::new(metrics);
+    let activity = Arc::new(RunnerActivity::default());
+    let store = KubeJobStore::new(jobs.clone(), pods.clone(), activity.clone());
+    let server_url = args
+        .server_url
+        .clone()
+        .unwrap_or_else(|| format!("http://bootfarm.{ns}.svc:8080"));
+    let pod_settings = match &args.runner_pod_template {
+        Some(path) => PodSettings::from_template_file(path, &server_url, &args.runner_image)?,
+        None => PodSettings::builtin(&server_url, &args.runner_image, &args.runner_token_secret),
+    };
+    let tokens = Tokens::load(&args.token_files, &args.runner_token_files)?;
+    let work = Arc::new(Notify::new());
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        store: store.clone(),
+        files: files.clone(),
+        metrics: metrics.clone(),
+        pods: pod_settings,
+        activity,
+        work: work.clone(),
+        jobs: Arc::default(),
+        pools: Arc::default(),
+        started: Timestamp::now(),
+    });
+
+    let job_controller = Controller::new(jobs.clone(), watcher::Config::default());
+    let s = store.clone();
+    when_synced(job_controller.store(), ctx.jobs.clone(), move |c| {
+        s.use_job_cache(c)
+    });
+    let pool_controller = Controller::new(pools, watcher::Config::default());
+    let pool_store = pool_controller.store();
+    let s = store.clone();
+    when_synced(pool_store.clone(), ctx.pools.clone(), move |c| {
+        s.use_pool_cache(c)
+    });
+    // Any job change can move any pool's queue; pools are few, so wake them all.
+    let all_pools = pool_store.clone();
+    let pool_controller = pool_controller
+        .owns(
+            pods,
+            watcher::Config::default().labels(&format!("{COMPONENT_LABEL}={COMPONENT_RUNNER}")),
+        )
+        .watches(jobs, watcher::Config::default(), move |_job: BootJob| {
+            all_pools
+                .state()
+                .iter()
+                .map(|p| ObjectRef::from_obj(&**p))
+                .collect::<Vec<_>>()
+        });
+
+    let jobs_run = job_controller
+        .shutdown_on_signal()
+        .run(bootjob::reconcile, bootjob::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+    let pools_run = pool_controller
+        .shutdown_on_signal()
+        .run(pool::reconcile, pool::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let mut state = AppState::new(Arc::new(store), files, metrics);
+    state.tokens = tokens;
+    state.lease_ttl = Duration::from_secs(args.lease_ttl.max(1));
+    state.work = work;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("listening on {}: {e}", args.listen))?;
+    tracing::info!(namespace = %ns, listen = %args.listen, server_url = %server_url, "bootfarm operator running");
+    let serve = axum::serve(listener, router(state)).with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+
+    tokio::select! {
+        r = serve => r.map_err(|e| format!("HTTP server: {e}"))?,
+        _ = jobs_run => tracing::info!("BootJob controller stopped"),
+        _ = pools_run => tracing::info!("RunnerPool controller stopped"),
+    }
+    Ok(())
+}

@@ -1,0 +1,455 @@
+//! Runner pods as data: what state a pod is in, what a new one looks like, and the annotations
+//! that keep cluster autoscalers off busy runners. Pure functions, no client.
+
+use crate::scaler::{Runner, RunnerState};
+use bootfarm_core::spec::RunnerPool;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, HostPathVolumeSource, Pod, PodSecurityContext, PodSpec, SecurityContext,
+    Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+/// Every runner pod carries its pool's name in this label.
+pub const POOL_LABEL: &str = "bootfarm.dev/pool";
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub const COMPONENT_RUNNER: &str = "runner";
+pub const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+/// When the runner last finished (or gave back) a job: idle timeouts count from here, and it
+/// survives an operator restart.
+pub const IDLE_SINCE: &str = "bootfarm.dev/idle-since";
+/// The container in the pod template that runs `bootfarm-runner work`.
+pub const RUNNER_CONTAINER: &str = "runner";
+
+/// A JSON merge patch marking a runner pod busy (not evictable) or idle (evictable).
+pub fn eviction_patch(busy: bool, now: Timestamp) -> Value {
+    if busy {
+        json!({"metadata": {"annotations": {
+            SAFE_TO_EVICT: "false",
+            DO_NOT_DISRUPT: "true",
+        }}})
+    } else {
+        json!({"metadata": {"annotations": {
+            SAFE_TO_EVICT: "true",
+            DO_NOT_DISRUPT: null,
+            IDLE_SINCE: crate::queue::fmt_time(now),
+        }}})
+    }
+}
+
+/// Whether the pod's annotations already say `busy` (so no patch is needed).
+pub fn eviction_annotations_match(pod: &Pod, busy: bool) -> bool {
+    let a = pod.annotations();
+    if busy {
+        a.get(SAFE_TO_EVICT).map(String::as_str) == Some("false")
+            && a.get(DO_NOT_DISRUPT).map(String::as_str) == Some("true")
+    } else {
+        a.get(SAFE_TO_EVICT).map(String::as_str) == Some("true") && !a.contains_key(DO_NOT_DISRUPT)
+    }
+}
+
+/// What the operator has seen of each runner over HTTP (in memory: after a restart runners
+/// count as starting until they poll again, which they do within one long-poll).
+#[derive(Debug, Default)]
+pub struct RunnerActivity {
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub first_poll: Timestamp,
+    /// When it last became idle (first poll, or the end of its last job).
+    pub idle_since: Timestamp,
+}
+
+impl RunnerActivity {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Seen>) -> R) -> R {
+        // A poisoned lock only means a panic elsewhere mid-update; the map is still usable.
+        let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    pub fn polled(&self, runner: &str, now: Timestamp) {
+        self.with(|m| {
+            m.entry(runner.to_string()).or_insert(Seen {
+                first_poll: now,
+                idle_since: now,
+            });
+        });
+    }
+
+    pub fn busy(&self, runner: &str, now: Timestamp) {
+        self.polled(runner, now);
+    }
+
+    pub fn idle(&self, runner: &str, now: Timestamp) {
+        self.with(|m| {
+            let e = m.entry(runner.to_string()).or_insert(Seen {
+                first_poll: now,
+                idle_since: now,
+            });
+            e.idle_since = now;
+        });
+    }
+
+    pub fn get(&self, runner: &str) -> Option<Seen> {
+        self.with(|m| m.get(runner).copied())
+    }
+
+    /// Forget runners whose pods are gone.
+    pub fn retain(&self, alive: impl Fn(&str) -> bool) {
+        self.with(|m| m.retain(|k, _| alive(k)));
+    }
+}
+
+/// One runner pod as the pool reconciler sees it: the scaler's view plus the pod's uid (the
+/// precondition of its deletion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerView {
+    pub runner: Runner,
+    pub uid: Option<String>,
+}
+
+/// Classifies a runner pod from its phase, whether it holds a lease, and what the HTTP API saw.
+pub fn classify(
+    pod: &Pod,
+    busy: bool,
+    seen: Option<Seen>,
+    operator_started: Timestamp,
+    now: Timestamp,
+) -> RunnerView {
+    let created = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(now);
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let (state, created_at) = if pod.metadata.deletion_timestamp.is_some() {
+        (RunnerState::Terminating, created)
+    } else if matches!(phase, Some("Failed") | Some("Succeeded")) {
+        // A runner never exits on its own while wanted: either way the pod is spent.
+        (RunnerState::Failed, created)
+    } else if busy {
+        (RunnerState::Busy, created)
+    } else if phase != Some("Running") {
+        (RunnerState::Pending, created)
+    } else if let Some(seen) = seen {
+        // The annotation outlives an operator restart; the in-memory record may be fresher.
+        let annotated = pod
+            .annotations()
+            .get(IDLE_SINCE)
+            .and_then(|s| crate::queue::parse_time(s));
+        let since = annotated.map_or(seen.idle_since, |a| a.max(seen.idle_since));
+        (RunnerState::Idle { since }, created)
+    } else {
+        // Running but not polled since this operator started: starting, its startup clock from
+        // the later of its creation and our start (a restart must not make old pods look stuck).
+        (RunnerState::Starting, created.max(operator_started))
+    };
+    RunnerView {
+        runner: Runner {
+            id: pod.name_any(),
+            state,
+            created_at,
+        },
+        uid: pod.metadata.uid.clone(),
+    }
+}
+
+/// How runner pods are built: the base pod (the chart's template, or the built-in default) and
+/// how they reach the operator.
+#[derive(Debug, Clone)]
+pub struct PodSettings {
+    pub base: Pod,
+    /// `--server` for `bootfarm-runner work`.
+    pub server_url: String,
+    /// The runner image when the pool's template names none.
+    pub default_image: String,
+    /// The volume and mount added for `kvm: true` pools.
+    pub kvm_volume: Volume,
+    pub kvm_mount: VolumeMount,
+}
+
+impl PodSettings {
+    /// The built-in base pod: non-root, read-only root, no privileges, no ServiceAccount token,
+    /// the runner token from a Secret.
+    pub fn builtin(server_url: &str, image: &str, token_secret: &str) -> PodSettings {
+        let base: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"labels": {COMPONENT_LABEL: COMPONENT_RUNNER, "app.kubernetes.io/part-of": "bootfarm"}},
+            "spec": {
+                "automountServiceAccountToken": false,
+                "enableServiceLinks": false,
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 30,
+                "securityContext": {
+                    "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"}
+                },
+                "containers": [{
+                    "name": RUNNER_CONTAINER,
+                    "image": image,
+                    "args": ["work", "--server", server_url, "--pool", "POOL",
+                             "--token-file", "/etc/bootfarm/runner-token/token"],
+                    "env": [
+                        {"name": "BOOTFARM_CACHE", "value": "/var/cache/bootfarm"},
+                        {"name": "TMPDIR", "value": "/tmp"},
+                        {"name": "HOME", "value": "/tmp"}
+                    ],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                        "runAsNonRoot": true, "privileged": false, "capabilities": {"drop": ["ALL"]}
+                    },
+                    "volumeMounts": [
+                        {"name": "runner-token", "mountPath": "/etc/bootfarm/runner-token", "readOnly": true},
+                        {"name": "tmp", "mountPath": "/tmp"},
+                        {"name": "cache", "mountPath": "/var/cache/bootfarm"}
+                    ]
+                }],
+                "volumes": [
+                    {"name": "runner-token", "secret": {"secretName": token_secret, "defaultMode": 288}},
+                    {"name": "tmp", "emptyDir": {}},
+                    {"name": "cache", "emptyDir": {}}
+                ]
+            }
+        }))
+        .expect("the built-in runner pod is a valid Pod");
+        PodSettings {
+            base,
+            server_url: server_url.to_string(),
+            default_image: image.to_string(),
+            kvm_volume: kvm_volume(),
+            kvm_mount: kvm_mount(),
+        }
+    }
+
+    /// The chart's template: `pod.yaml` (a Pod) and optionally `kvm.yaml` ({volume, volumeMount})
+    /// from the same directory.
+    pub fn from_template_file(
+        path: &std::path::Path,
+        server_url: &str,
+        default_image: &str,
+    ) -> Result<PodSettings, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base: Pod =
+            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (mut kvm_volume, mut kvm_mount) = (kvm_volume(), kvm_mount());
+        if let Some(dir) = path.parent() {
+            let kvm = dir.join("kvm.yaml");
+            if let Ok(text) = std::fs::read_to_string(&kvm) {
+                #[derive(serde::Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct Kvm {
+                    volume: Volume,
+                    volume_mount: VolumeMount,
+                }
+                let k: Kvm =
+                    serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", kvm.display()))?;
+                kvm_volume = k.volume;
+                kvm_mount = k.volume_mount;
+            }
+        }
+        if !base
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.containers.iter().any(|c| c.name == RUNNER_CONTAINER))
+        {
+            return Err(format!(
+                "{}: no container named {RUNNER_CONTAINER:?}",
+                path.display()
+            ));
+        }
+        Ok(PodSettings {
+            base,
+            server_url: server_url.to_string(),
+            default_image: default_image.to_string(),
+            kvm_volume,
+            kvm_mount,
+        })
+    }
+}
+
+fn kvm_volume() -> Volume {
+    Volume {
+        name: "kvm".into(),
+        host_path: Some(HostPathVolumeSource {
+            path: "/dev/kvm".into(),
+            type_: Some("CharDevice".into()),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn kvm_mount() -> VolumeMount {
+    VolumeMount {
+        name: "kvm".into(),
+        mount_path: "/dev/kvm".into(),
+        ..VolumeMount::default()
+    }
+}
+
+/// `<pool>-<5 random [a-z0-9]>`, the pod name and the runner's id, within the 63-byte label limit.
+pub fn runner_name(pool: &str) -> String {
+    let suffix: String = uuid::Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .take(5)
+        .collect();
+    let prefix: String = pool.chars().take(63 - 6).collect();
+    format!("{}-{suffix}", prefix.trim_end_matches('-'))
+}
+
+/// Replaces the value after `flag` in `args`, or appends `flag value`.
+fn set_arg(args: &mut Vec<String>, flag: &str, value: &str) {
+    if let Some(i) = args.iter().position(|a| a == flag) {
+        if i + 1 < args.len() {
+            args[i + 1] = value.to_string();
+            return;
+        }
+        args.truncate(i);
+    }
+    args.push(flag.to_string());
+    args.push(value.to_string());
+}
+
+/// A new runner pod for `pool`, named `name`: the base pod plus the pool's template, labels,
+/// owner reference and arguments.
+pub fn build_pod(pool: &RunnerPool, name: &str, settings: &PodSettings) -> Pod {
+    let pool_name = pool.name_any();
+    let mut pod = settings.base.clone();
+    let tpl = &pool.spec.template;
+
+    let meta = &mut pod.metadata;
+    *meta = ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: pool.namespace(),
+        labels: meta.labels.take(),
+        annotations: meta.annotations.take(),
+        ..ObjectMeta::default()
+    };
+    let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+    labels.insert(POOL_LABEL.into(), pool_name.clone());
+    labels.insert(COMPONENT_LABEL.into(), COMPONENT_RUNNER.into());
+    let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(SAFE_TO_EVICT.into(), "true".into());
+    meta.owner_references = pool.controller_owner_ref(&()).map(|mut o: OwnerReference| {
+        // Pods must go when their pool does; they need not block the pool's deletion.
+        o.block_owner_deletion = Some(false);
+        vec![o]
+    });
+
+    let spec = pod.spec.get_or_insert_with(PodSpec::default);
+    spec.restart_policy = Some("Never".into());
+    if spec.security_context.is_none() {
+        spec.security_context = Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            ..PodSecurityContext::default()
+        });
+    }
+    if !tpl.node_selector.is_empty() {
+        spec.node_selector
+            .get_or_insert_with(BTreeMap::new)
+            .extend(tpl.node_selector.clone());
+    }
+    let tolerations: Vec<Toleration> = tpl
+        .tolerations
+        .iter()
+        .filter_map(|t| serde_json::from_value(t.clone()).ok())
+        .collect();
+    if !tolerations.is_empty() {
+        spec.tolerations
+            .get_or_insert_with(Vec::new)
+            .extend(tolerations);
+    }
+    if pool.spec.kvm {
+        let volumes = spec.volumes.get_or_insert_with(Vec::new);
+        if !volumes.iter().any(|v| v.name == settings.kvm_volume.name) {
+            volumes.push(settings.kvm_volume.clone());
+        }
+    }
+
+    if !spec.containers.iter().any(|c| c.name == RUNNER_CONTAINER) {
+        spec.containers.push(Container {
+            name: RUNNER_CONTAINER.into(),
+            ..Container::default()
+        });
+    }
+    for c in spec
+        .containers
+        .iter_mut()
+        .filter(|c| c.name == RUNNER_CONTAINER)
+    {
+        c.image = Some(
+            tpl.image
+                .clone()
+                .or_else(|| c.image.clone())
+                .unwrap_or_else(|| settings.default_image.clone()),
+        );
+        if let Some(p) = &tpl.image_pull_policy {
+            c.image_pull_policy = Some(p.clone());
+        }
+        if let Some(r) = &tpl.resources {
+            if let Ok(r) = serde_json::from_value(r.clone()) {
+                c.resources = Some(r);
+            }
+        }
+        let args = c.args.get_or_insert_with(Vec::new);
+        if args.first().map(String::as_str) != Some("work") {
+            args.insert(0, "work".into());
+        }
+        set_arg(args, "--server", &settings.server_url);
+        set_arg(args, "--pool", &pool_name);
+        set_arg(args, "--runner-id", name);
+        let arches = pool
+            .spec
+            .arches
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        if !arches.is_empty() {
+            set_arg(args, "--arches", &arches);
+        }
+        let env = c.env.get_or_insert_with(Vec::new);
+        for (k, v) in &tpl.extra_env {
+            env.retain(|e| &e.name != k);
+            env.push(EnvVar {
+                name: k.clone(),
+                value: Some(v.clone()),
+                ..EnvVar::default()
+            });
+        }
+        let sc = c
+            .security_context
+            .get_or_insert_with(SecurityContext::default);
+        sc.run_as_non_root = Some(true);
+        sc.allow_privilege_escalation = Some(false);
+        sc.privileged = Some(false);
+        if pool.spec.kvm {
+            let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
+            if !mounts.iter().any(|m| m.name == settings.kvm_mount.name) {
+                mounts.push(settings.kvm_mount.clone());
+            }
+        }
+    }
+    pod
+}
+
+/// Whether a pod is one of `pool`'s runners (label and owner), so foreign pods are never deleted.
+pub fn owned_by(pod: &Pod, pool: &RunnerPool) -> bool {
+    let uid = pool.meta().uid.as_deref();
+    pod.labels().get(POOL_LABEL) == pool.metadata.name.as_ref()
+        && pod
+            .owner_references()
+            .iter()
+            .any(|o| Some(o.uid.as_str()) == uid)
+}

@@ -1,0 +1,536 @@
+//! `KubeJobStore`: the [`JobStore`] contract over BootJob objects. All queue state lives in
+//! the BootJobs' `status`; there is no other database.
+//!
+//! Every transition is one of the pure functions in [`crate::queue`], written with a
+//! `replace_status` that carries the object's `metadata.resourceVersion`: the API server refuses
+//! it with 409 Conflict when anyone else wrote first. A claim that loses moves on to the next
+//! candidate, so a job is never handed out twice; other writers re-read and retry.
+
+use super::runners::{self, RunnerActivity};
+use crate::queue;
+use crate::store::{
+    Claim, ClaimRequest, CompleteOutcome, Expired, JobCounts, JobFilter, JobStore, LeaseState,
+    QueuedCount, StoreError,
+};
+use async_trait::async_trait;
+use bootfarm_core::result::BootResult;
+use bootfarm_core::spec::{BootJob, JobPhase, RunnerPool};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use kube::runtime::reflector::Store;
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The field manager of every status write by the operator.
+pub const FIELD_MANAGER: &str = "bootfarm-operator";
+/// Re-reads after a 409 before a non-claim transition gives up (each retry re-reads the object).
+const CONFLICT_RETRIES: usize = 5;
+/// Candidates a single claim tries before answering "no work" (the runner asks again soon).
+const CLAIM_CANDIDATES: usize = 8;
+
+#[derive(Clone)]
+pub struct KubeJobStore {
+    jobs: Api<BootJob>,
+    pods: Api<Pod>,
+    /// The controller's BootJob cache, once synced: claims pick candidates here without a LIST
+    /// per poll. Stale entries are harmless (their resourceVersion makes the claim write fail).
+    cache: Arc<OnceLock<Store<BootJob>>>,
+    /// The RunnerPools, once synced: a runner that names no arches serves its pool's arches.
+    pools: Arc<OnceLock<Store<RunnerPool>>>,
+    activity: Arc<RunnerActivity>,
+}
+
+fn backend(e: kube::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+impl KubeJobStore {
+    pub fn new(jobs: Api<BootJob>, pods: Api<Pod>, activity: Arc<RunnerActivity>) -> Self {
+        KubeJobStore {
+            jobs,
+            pods,
+            cache: Arc::default(),
+            pools: Arc::default(),
+            activity,
+        }
+    }
+
+    /// From now on take claim candidates and counts from this synced reflector store.
+    pub fn use_job_cache(&self, cache: Store<BootJob>) {
+        let _ = self.cache.set(cache);
+    }
+
+    /// From now on complete runners' arches from this synced RunnerPool store.
+    pub fn use_pool_cache(&self, pools: Store<RunnerPool>) {
+        let _ = self.pools.set(pools);
+    }
+
+    fn cached_jobs(&self) -> Option<Vec<BootJob>> {
+        self.cache
+            .get()
+            .map(|c| c.state().iter().map(|j| (**j).clone()).collect())
+    }
+
+    pub fn activity(&self) -> &Arc<RunnerActivity> {
+        &self.activity
+    }
+
+    async fn all_jobs(&self) -> Result<Vec<BootJob>, StoreError> {
+        let list = self
+            .jobs
+            .list(&ListParams::default())
+            .await
+            .map_err(backend)?;
+        Ok(list.items)
+    }
+
+    /// Jobs to pick claims from: the cache when it is synced, else a LIST.
+    async fn candidates_source(&self) -> Result<Vec<BootJob>, StoreError> {
+        match self.cached_jobs() {
+            Some(jobs) => Ok(jobs),
+            None => self.all_jobs().await,
+        }
+    }
+
+    /// Writes `job.status` with its resourceVersion as the precondition.
+    async fn write_status(&self, job: &BootJob) -> Result<BootJob, kube::Error> {
+        let mut body = job.clone();
+        // Omitted managedFields are kept by the server; sending them back is pointless.
+        body.metadata.managed_fields = None;
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        self.jobs.replace_status(&job.name_any(), &pp, &body).await
+    }
+
+    /// GET → pure transition → conditional write, retried on conflict. `f` returns `None` to
+    /// write nothing and answer `Ok(None)` with the job as read.
+    async fn transition<T>(
+        &self,
+        name: &str,
+        mut f: impl FnMut(&mut BootJob) -> Option<T>,
+    ) -> Result<Option<(T, BootJob)>, StoreError> {
+        for _ in 0..CONFLICT_RETRIES {
+            let Some(mut job) = self.jobs.get_opt(name).await.map_err(backend)? else {
+                return Ok(None);
+            };
+            let Some(out) = f(&mut job) else {
+                return Ok(None);
+            };
+            match self.write_status(&job).await {
+                Ok(stored) => return Ok(Some((out, stored))),
+                Err(e) if is_status(&e, 409) => continue,
+                Err(e) if is_status(&e, 404) => return Ok(None),
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "bootjob {name:?} kept changing under {CONFLICT_RETRIES} attempts"
+        )))
+    }
+
+    /// Marks a runner pod busy or idle for cluster autoscalers (best effort: a runner that is
+    /// not a pod, or a pod already gone, is fine).
+    async fn annotate_runner(&self, runner: &str, busy: bool, now: Timestamp) {
+        let patch = runners::eviction_patch(busy, now);
+        let pp = kube::api::PatchParams::default();
+        match self
+            .pods
+            .patch(runner, &pp, &kube::api::Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => tracing::warn!(runner, error = %e, "Annotating runner pod failed"),
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for KubeJobStore {
+    async fn create(&self, mut job: BootJob, now: Timestamp) -> Result<BootJob, StoreError> {
+        job.status = None;
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        let mut stored = match self.jobs.create(&pp, &job).await {
+            Ok(j) => j,
+            Err(e) if is_status(&e, 409) => {
+                return Err(StoreError::AlreadyExists(job.name_any()));
+            }
+            Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
+                return Err(StoreError::Invalid(s.message));
+            }
+            Err(e) => return Err(backend(e)),
+        };
+        // The controller would enqueue it too; doing it here makes the 201 answer say Queued.
+        queue::enqueue(&mut stored, now);
+        match self.write_status(&stored).await {
+            Ok(j) => Ok(j),
+            // The controller got there first: answer with what is stored.
+            Err(e) if is_status(&e, 409) => {
+                self.jobs.get(&stored.name_any()).await.map_err(backend)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<BootJob>, StoreError> {
+        if !valid_name(name) {
+            return Ok(None);
+        }
+        self.jobs.get_opt(name).await.map_err(backend)
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<BootJob>, StoreError> {
+        let selector = filter
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let lp = if selector.is_empty() {
+            ListParams::default()
+        } else {
+            ListParams::default().labels(&selector)
+        };
+        let list = self.jobs.list(&lp).await.map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 400 => StoreError::Invalid(s.message),
+            e => backend(e),
+        })?;
+        let mut jobs: Vec<BootJob> = list
+            .items
+            .into_iter()
+            .filter(|j| filter.matches(j))
+            .collect();
+        jobs.sort_by(|a, b| {
+            b.metadata
+                .creation_timestamp
+                .cmp(&a.metadata.creation_timestamp)
+                .then_with(|| b.name_any().cmp(&a.name_any()))
+        });
+        if let Some(limit) = filter.limit {
+            jobs.truncate(limit);
+        }
+        Ok(jobs)
+    }
+
+    async fn cancel(&self, name: &str, now: Timestamp) -> Result<Option<BootJob>, StoreError> {
+        if !valid_name(name) {
+            return Ok(None);
+        }
+        let changed = self
+            .transition(name, |job| queue::cancel(job, now).then_some(()))
+            .await?;
+        match changed {
+            Some(((), job)) => Ok(Some(job)),
+            // Finished already (returned unchanged) or absent.
+            None => self.get(name).await,
+        }
+    }
+
+    async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        if !valid_name(name) {
+            return Ok(false);
+        }
+        match self.jobs.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn claim(
+        &self,
+        req: &ClaimRequest,
+        lease_ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Option<Claim>, StoreError> {
+        self.activity.polled(&req.runner_id, now);
+        let req = &self.complete_arches(req);
+        let mut candidates: Vec<BootJob> = self
+            .candidates_source()
+            .await?
+            .into_iter()
+            .filter(|j| {
+                queue::phase(j) == JobPhase::Queued
+                    && j.metadata.deletion_timestamp.is_none()
+                    && req.serves(j)
+            })
+            .collect();
+        candidates.sort_by_key(queue::claim_order);
+        for mut job in candidates.into_iter().take(CLAIM_CANDIDATES) {
+            let lease_id = uuid::Uuid::new_v4().to_string();
+            let expires_at = queue::start_attempt(
+                &mut job,
+                &req.runner_id,
+                &req.pool,
+                &lease_id,
+                lease_ttl,
+                now,
+            );
+            match self.write_status(&job).await {
+                Ok(stored) => {
+                    let attempt = stored.status.as_ref().map(|s| s.attempts).unwrap_or(1);
+                    self.activity.busy(&req.runner_id, now);
+                    self.annotate_runner(&req.runner_id, true, now).await;
+                    tracing::debug!(job = %stored.name_any(), runner = %req.runner_id, "Claim won");
+                    return Ok(Some(Claim {
+                        job: stored,
+                        lease_id,
+                        attempt,
+                        expires_at,
+                    }));
+                }
+                // Someone else changed it first (another claim, a cancel, a delete): next one.
+                Err(e) if is_status(&e, 409) || is_status(&e, 404) => {
+                    tracing::debug!(job = %job.name_any(), runner = %req.runner_id, "Claim lost a race; trying the next job");
+                    continue;
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    async fn heartbeat(
+        &self,
+        name: &str,
+        lease_id: &str,
+        lease_ttl: Duration,
+        now: Timestamp,
+    ) -> Result<LeaseState, StoreError> {
+        if !valid_name(name) {
+            return Ok(LeaseState::Canceled);
+        }
+        let mut answer = None;
+        let written = self
+            .transition(name, |job| {
+                let state = queue::heartbeat(job, lease_id, lease_ttl, now);
+                answer = Some(state);
+                matches!(state, LeaseState::Active { .. }).then_some(state)
+            })
+            .await?;
+        if let Some((state, job)) = written {
+            if let Some(runner) = job.status.as_ref().and_then(|s| s.runner.as_deref()) {
+                self.activity.busy(runner, now);
+            }
+            return Ok(state);
+        }
+        // Deleted BootJobs are canceled: the runner stops its boot.
+        Ok(answer.unwrap_or(LeaseState::Canceled))
+    }
+
+    async fn complete(
+        &self,
+        name: &str,
+        lease_id: &str,
+        result: &BootResult,
+        now: Timestamp,
+    ) -> Result<CompleteOutcome, StoreError> {
+        if !valid_name(name) {
+            return Ok(CompleteOutcome::Stale);
+        }
+        let mut runner = None;
+        let written = self
+            .transition(name, |job| {
+                if !queue::lease_is_current(job, lease_id) {
+                    return None;
+                }
+                runner = job.status.as_ref().and_then(|s| s.runner.clone());
+                Some(queue::record_result(job, result, now))
+            })
+            .await?;
+        let Some((recorded, job)) = written else {
+            return Ok(CompleteOutcome::Stale);
+        };
+        if let Some(runner) = runner {
+            self.activity.idle(&runner, now);
+            self.annotate_runner(&runner, false, now).await;
+        }
+        Ok(match recorded {
+            queue::Recorded::Finished => CompleteOutcome::Finished(job),
+            queue::Recorded::Retrying => CompleteOutcome::Retrying(job),
+        })
+    }
+
+    async fn release(
+        &self,
+        name: &str,
+        lease_id: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        if !valid_name(name) {
+            return Ok(());
+        }
+        let mut runner = None;
+        let written = self
+            .transition(name, |job| {
+                if !queue::lease_is_current(job, lease_id) {
+                    return None;
+                }
+                runner = job.status.as_ref().and_then(|s| s.runner.clone());
+                Some(queue::release(job, reason, now))
+            })
+            .await?;
+        if let (Some(_), Some(runner)) = (written, runner) {
+            self.activity.idle(&runner, now);
+            self.annotate_runner(&runner, false, now).await;
+        }
+        Ok(())
+    }
+
+    async fn expire_leases(&self, now: Timestamp) -> Result<Vec<Expired>, StoreError> {
+        let mut out = Vec::new();
+        for job in self.all_jobs().await? {
+            if !queue::lease_expired(&job, now) {
+                continue;
+            }
+            if let Some(e) = self.expire_one(&job.name_any(), now).await? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn finished_before(&self, now: Timestamp) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .all_jobs()
+            .await?
+            .iter()
+            .filter(|j| queue::ttl_expired(j, now))
+            .map(|j| j.name_any())
+            .collect())
+    }
+
+    async fn counts(&self) -> Result<JobCounts, StoreError> {
+        let jobs = match self.cached_jobs() {
+            Some(jobs) => jobs,
+            None => self.all_jobs().await?,
+        };
+        Ok(count_jobs(&jobs))
+    }
+}
+
+impl KubeJobStore {
+    /// A runner that names no arches serves those of its pool (when the pool is known), so it
+    /// does not take work another pool was scaled up for.
+    fn complete_arches(&self, req: &ClaimRequest) -> ClaimRequest {
+        let mut req = req.clone();
+        if req.arches.is_empty() {
+            if let Some(pool) = self
+                .pools
+                .get()
+                .and_then(|p| p.find(|p| p.metadata.name.as_deref() == Some(req.pool.as_str())))
+            {
+                req.arches = pool.spec.arches.clone();
+            }
+        }
+        req
+    }
+
+    /// Requeues (or ends in Error) one job whose lease ran out, re-checked on a fresh read.
+    pub async fn expire_one(
+        &self,
+        name: &str,
+        now: Timestamp,
+    ) -> Result<Option<Expired>, StoreError> {
+        let mut runner = None;
+        let written = self
+            .transition(name, |job| {
+                if !queue::lease_expired(job, now) {
+                    return None;
+                }
+                runner = job.status.as_ref().and_then(|s| s.runner.clone());
+                Some(queue::expire(job, now))
+            })
+            .await?;
+        let Some((requeued, job)) = written else {
+            return Ok(None);
+        };
+        tracing::info!(job = name, runner = ?runner, requeued, "Lease expired");
+        if let Some(r) = &runner {
+            self.activity.idle(r, now);
+        }
+        Ok(Some(Expired {
+            name: name.to_string(),
+            runner,
+            attempts: job.status.as_ref().map(|s| s.attempts).unwrap_or(0),
+            requeued,
+        }))
+    }
+}
+
+/// Kubernetes object names; anything else cannot exist, so there is nothing to ask the server.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Jobs by phase, queued by (pool, arch), running by runner.
+pub fn count_jobs(jobs: &[BootJob]) -> JobCounts {
+    let mut by_phase = BTreeMap::new();
+    let mut queued: BTreeMap<(Option<String>, bootfarm_core::Arch), u64> = BTreeMap::new();
+    let mut running = BTreeMap::new();
+    for job in jobs {
+        let phase = queue::phase(job);
+        *by_phase.entry(phase).or_insert(0) += 1;
+        match phase {
+            JobPhase::Queued => {
+                *queued
+                    .entry((job.spec.pool.clone(), job.spec.arch))
+                    .or_insert(0) += 1;
+            }
+            JobPhase::Running => {
+                if let Some(r) = job.status.as_ref().and_then(|s| s.runner.clone()) {
+                    running.insert(job.name_any(), r);
+                }
+            }
+            _ => {}
+        }
+    }
+    JobCounts {
+        by_phase,
+        queued: queued
+            .into_iter()
+            .map(|((pool, arch), count)| QueuedCount { pool, arch, count })
+            .collect(),
+        running,
+    }
+}
+
+/// Deletes `name` only if it is still the object with `uid` (a re-created job of the same
+/// name is not ours to delete).
+pub async fn delete_job_with_uid(
+    jobs: &Api<BootJob>,
+    name: &str,
+    uid: Option<String>,
+) -> Result<(), kube::Error> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match jobs.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
