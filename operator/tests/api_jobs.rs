@@ -1,0 +1,274 @@
+//! User endpoints end to end through the router: submit, get, list, cancel, log, result.
+
+mod api_support;
+
+use api_support::*;
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use bootfarm_core::result::Verdict;
+use serde_json::json;
+
+#[tokio::test]
+async fn submit_stores_a_queued_job_and_returns_it() {
+    let app = app();
+    let r = app.submit_yaml(&job_yaml("first")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.headers["location"], "/api/v1/bootjobs/first");
+    let v = r.json();
+    assert_eq!(v["apiVersion"], "bootfarm.dev/v1alpha1");
+    assert_eq!(v["kind"], "BootJob");
+    assert_eq!(v["metadata"]["name"], "first");
+    assert_eq!(v["status"]["phase"], "Queued");
+    assert_eq!(v["spec"]["bootArgs"], "console=ttyS0");
+
+    let got = app.get("/api/v1/bootjobs/first").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.json()["spec"], v["spec"]);
+}
+
+#[tokio::test]
+async fn json_submission_and_generate_name_work() {
+    let app = app();
+    let doc = json!({
+        "apiVersion": "bootfarm.dev/v1alpha1",
+        "kind": "BootJob",
+        "metadata": {"generateName": "smoke-"},
+        "spec": {"arch": "arm64", "kernel": {"url": "file:///k"}}
+    });
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/bootjobs",
+            Some(USER),
+            Some("application/json"),
+            doc.to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let name = r.json()["metadata"]["name"].as_str().unwrap().to_string();
+    assert!(
+        name.starts_with("smoke-") && name.len() > "smoke-".len(),
+        "{name}"
+    );
+    assert_eq!(app.names().await, vec![name]);
+}
+
+#[tokio::test]
+async fn list_filters_by_phase_and_label() {
+    let app = app();
+    app.submit_yaml(&job_yaml("a")).await;
+    app.submit_yaml(&job_yaml("b").replace("team: kernel", "team: other"))
+        .await;
+    app.submit_yaml(&job_yaml("c")).await;
+    let r = app
+        .call(
+            Method::DELETE,
+            "/api/v1/bootjobs/c",
+            Some(USER),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    let names = |r: Resp| -> Vec<String> {
+        let mut v: Vec<String> = r.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(app.get("/api/v1/bootjobs?phase=Queued").await),
+        ["a", "b"]
+    );
+    assert_eq!(
+        names(app.get("/api/v1/bootjobs?phase=Canceled").await),
+        ["c"]
+    );
+    assert_eq!(
+        names(
+            app.get("/api/v1/bootjobs?labelSelector=team%3Dkernel")
+                .await
+        ),
+        ["a", "c"]
+    );
+    assert_eq!(
+        names(
+            app.get("/api/v1/bootjobs?phase=Queued&labelSelector=team=kernel")
+                .await
+        ),
+        ["a"]
+    );
+    let bad = app.get("/api/v1/bootjobs?phase=Sleeping").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.field().as_deref(), Some("phase"));
+    let bad = app.get("/api/v1/bootjobs?labelSelector=novalue").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.field().as_deref(), Some("labelSelector"));
+}
+
+#[tokio::test]
+async fn unknown_jobs_and_routes_are_json_404s() {
+    let app = app();
+    for uri in [
+        "/api/v1/bootjobs/nope",
+        "/api/v1/bootjobs/nope/log",
+        "/api/v1/bootjobs/nope/result",
+        "/api/v1/nothing-here",
+    ] {
+        let r = app.get(uri).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(!r.message().is_empty(), "{uri}: {}", r.text());
+    }
+    let r = app
+        .call(
+            Method::DELETE,
+            "/api/v1/bootjobs/nope",
+            Some(USER),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn cancel_returns_the_canceled_job_and_stops_a_running_one() {
+    let app = app();
+    app.submit_yaml(&job_yaml("busy")).await;
+    let (name, lease) = app.claim("r1").await.unwrap();
+    let r = app
+        .call(
+            Method::DELETE,
+            "/api/v1/bootjobs/busy",
+            Some(USER),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["status"]["phase"], "Canceled");
+    let hb = app
+        .runner_post(&format!("jobs/{name}/heartbeat"), json!({"leaseId": lease}))
+        .await;
+    assert_eq!(hb.json()["state"], "canceled");
+    // Canceling again is harmless and answers the same object.
+    let again = app
+        .call(
+            Method::DELETE,
+            "/api/v1/bootjobs/busy",
+            Some(USER),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json()["status"]["phase"], "Canceled");
+}
+
+#[tokio::test]
+async fn log_and_result_appear_as_the_runner_posts_them() {
+    let app = app();
+    app.submit_yaml(&job_yaml("logged")).await;
+    let (name, lease) = app.claim("r1").await.unwrap();
+    let empty = app.get("/api/v1/bootjobs/logged/log").await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert_eq!(empty.text(), "");
+    assert!(empty.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let no_result = app.get("/api/v1/bootjobs/logged/result").await;
+    assert_eq!(no_result.status, StatusCode::NOT_FOUND);
+    assert!(
+        no_result.message().contains("no result yet"),
+        "{}",
+        no_result.text()
+    );
+
+    for chunk in ["Linux version 6.1\n", "bootfarm: userspace up\n"] {
+        let r = app
+            .call(
+                Method::POST,
+                &format!("/api/v1/runner/jobs/{name}/log?leaseId={lease}"),
+                Some(RUNNER),
+                Some("application/octet-stream"),
+                chunk.to_string(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    }
+    assert_eq!(
+        app.get("/api/v1/bootjobs/logged/log").await.text(),
+        "Linux version 6.1\nbootfarm: userspace up\n"
+    );
+    let done = app
+        .runner_post(
+            &format!("jobs/{name}/complete"),
+            json!({"leaseId": lease, "result": result(Verdict::Pass)}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    assert_eq!(app.phase("logged").await, "Succeeded");
+    let res = app.get("/api/v1/bootjobs/logged/result").await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.json()["result"], "pass");
+    assert_eq!(res.json()["schema"], "bootfarm.result/v1");
+    let job = app.get("/api/v1/bootjobs/logged").await.json();
+    assert_eq!(job["status"]["result"]["result"], "pass");
+}
+
+#[tokio::test]
+async fn follow_streams_new_bytes_until_the_job_finishes() {
+    let app = app();
+    app.submit_yaml(&job_yaml("followed")).await;
+    let (name, lease) = app.claim("r1").await.unwrap();
+    let append = |text: &'static str| {
+        let (app_router, name, lease) = (app.router.clone(), name.clone(), lease.clone());
+        async move {
+            use tower::ServiceExt;
+            let req = axum::http::Request::post(format!(
+                "/api/v1/runner/jobs/{name}/log?leaseId={lease}"
+            ))
+            .body(Body::from(text))
+            .unwrap();
+            let r = app_router.oneshot(req).await.unwrap();
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        }
+    };
+    append("early\n").await;
+    let follower = {
+        let router = app.router.clone();
+        tokio::spawn(async move {
+            use http_body_util::BodyExt;
+            use tower::ServiceExt;
+            let req = axum::http::Request::get("/api/v1/bootjobs/followed/log?follow=true")
+                .body(Body::empty())
+                .unwrap();
+            let resp = router.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.into_body().collect().await.unwrap().to_bytes()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!follower.is_finished(), "follow ended while the job runs");
+    append("late\n").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let done = app
+        .runner_post(
+            &format!("jobs/{name}/complete"),
+            json!({"leaseId": lease, "result": result(Verdict::Fail)}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK);
+    let body = tokio::time::timeout(std::time::Duration::from_secs(5), follower)
+        .await
+        .expect("follow ends once the job is finished")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&body), "early\nlate\n");
+    assert_eq!(app.phase("followed").await, "Failed");
+}

@@ -1,0 +1,212 @@
+//! Shared by the `api_*` tests: the real router over a SQLite store and job files in a tempdir,
+//! driven with `oneshot` (no socket).
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use bootfarm_core::result::{BootResult, Verdict};
+use bootfarm_operator::api::auth::{Role, Tokens};
+use bootfarm_operator::api::{router, AppState};
+use bootfarm_operator::files::JobFiles;
+use bootfarm_operator::metrics::Metrics;
+use bootfarm_operator::store::sqlite::SqliteStore;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+pub const USER: &str = "user-token-1";
+pub const RUNNER: &str = "runner-token-1";
+
+pub struct App {
+    pub router: Router,
+    pub state: AppState,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The `error.message` of an error response.
+    pub fn message(&self) -> String {
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+    pub fn field(&self) -> Option<String> {
+        self.json()["error"]["field"].as_str().map(str::to_string)
+    }
+}
+
+/// An app with authentication off.
+pub fn app() -> App {
+    build(Tokens::disabled())
+}
+
+/// An app with one user and one runner token.
+pub fn app_with_tokens() -> App {
+    build(Tokens::new([
+        (Role::User, USER.to_string()),
+        (Role::Runner, RUNNER.to_string()),
+    ]))
+}
+
+fn build(tokens: Tokens) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let files = JobFiles::new(dir.path());
+    let (metrics, _registry) = Metrics::new();
+    let mut state = AppState::new(Arc::new(store), files, Arc::new(metrics));
+    state.tokens = tokens;
+    state.lease_ttl = Duration::from_secs(30);
+    state.claim_wait = Duration::from_millis(300);
+    App {
+        router: router(state.clone()),
+        state,
+        dir,
+    }
+}
+
+impl App {
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(body.into()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, uri: &str) -> Resp {
+        self.call(Method::GET, uri, Some(USER), None, Body::empty())
+            .await
+    }
+
+    pub async fn submit_yaml(&self, doc: &str) -> Resp {
+        self.call(
+            Method::POST,
+            "/api/v1/bootjobs",
+            Some(USER),
+            Some("application/yaml"),
+            doc.to_string(),
+        )
+        .await
+    }
+
+    pub async fn runner_post(&self, path: &str, body: Value) -> Resp {
+        self.call(
+            Method::POST,
+            &format!("/api/v1/runner/{path}"),
+            Some(RUNNER),
+            Some("application/json"),
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// Claims as `runner`; returns (job name, lease id) or None on 204.
+    pub async fn claim(&self, runner: &str) -> Option<(String, String)> {
+        let r = self
+            .runner_post(
+                "claim",
+                serde_json::json!({"runnerId": runner, "pool": "default"}),
+            )
+            .await;
+        match r.status {
+            StatusCode::NO_CONTENT => None,
+            StatusCode::OK => {
+                let v = r.json();
+                Some((
+                    v["job"]["metadata"]["name"].as_str().unwrap().to_string(),
+                    v["leaseId"].as_str().unwrap().to_string(),
+                ))
+            }
+            other => panic!("claim: {other}: {}", r.text()),
+        }
+    }
+
+    /// Names of all stored jobs.
+    pub async fn names(&self) -> Vec<String> {
+        let r = self.get("/api/v1/bootjobs").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        r.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub async fn phase(&self, name: &str) -> String {
+        let r = self.get(&format!("/api/v1/bootjobs/{name}")).await;
+        r.json()["status"]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+pub fn job_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: bootfarm.dev/v1alpha1
+kind: BootJob
+metadata:
+  name: {name}
+  labels:
+    team: kernel
+spec:
+  arch: x86_64
+  kernel:
+    url: file:///boot/vmlinuz
+  initrd:
+    url: file:///tmp/initrd.cpio.gz
+  bootArgs: console=ttyS0
+"
+    )
+}
+
+pub fn result(verdict: Verdict) -> BootResult {
+    let mut r = BootResult::error("none", "test result");
+    r.result = verdict;
+    if verdict != Verdict::Error {
+        r.error = None;
+        r.reason = "poweroff".into();
+    }
+    r
+}
