@@ -201,6 +201,8 @@ impl BootArgs {
                 Some(p) => ConsoleOut::File(p.clone()),
                 None => ConsoleOut::Stderr,
             },
+            // The struct update keeps this compiling when the classifier grows options.
+            #[allow(clippy::needless_update)]
             classifier: ClassifierConfig {
                 fail_on: self.fail_on.clone(),
                 ignore: self.ignore.clone(),

@@ -478,7 +478,11 @@ fn a_flooding_guest_gets_a_bounded_log() {
     assert!(run.log.contains("bytes omitted"), "the cut is marked");
     let omitted = run.log.rfind("bytes omitted").unwrap();
     let tail = &run.log[omitted..];
-    assert!(tail.len() > 16 * 1024, "the tail is kept: {} bytes", tail.len());
+    assert!(
+        tail.len() > 16 * 1024,
+        "the tail is kept: {} bytes",
+        tail.len()
+    );
     assert!(tail.contains("bootfarm: flood"), "the tail is the flood");
 }
 
