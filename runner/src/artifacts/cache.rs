@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -159,12 +159,23 @@ impl ArtifactCache {
                 let tmp_dir = self.dir.join(TMP);
                 let input = probe.path.clone();
                 let origin = source.to_string();
+                let hashed = probe.sha256.clone();
                 let (content, size, sha256) = blocking(move || {
-                    let file = File::open(&input).map_err(|e| ArtifactError::Unreadable {
+                    let unreadable = |reason: String| ArtifactError::Unreadable {
                         origin: origin.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    decompress_to_temp(&origin, codec, file, &tmp_dir, limit)
+                        reason,
+                    };
+                    let file = File::open(&input).map_err(|e| unreadable(e.to_string()))?;
+                    let mut reader = verify::HashingReader::new(file);
+                    let out = decompress_to_temp(&origin, codec, &mut reader, &tmp_dir, limit)?;
+                    // The key is the digest taken earlier: the bytes decompressed must be those.
+                    let seen = reader.finish().map_err(|e| unreadable(e.to_string()))?;
+                    if seen != hashed {
+                        return Err(unreadable(
+                            "the file changed while it was being read".into(),
+                        ));
+                    }
+                    Ok(out)
                 })
                 .await?;
                 let meta = EntryMeta::new(source, &probe.sha256, probe.size, codec, &sha256, size);
@@ -598,7 +609,7 @@ impl Entry {
 fn decompress_to_temp(
     origin: &str,
     codec: Codec,
-    input: File,
+    input: impl Read,
     tmp_dir: &Path,
     limit: u64,
 ) -> Result<(NamedTempFile, u64, String), ArtifactError> {

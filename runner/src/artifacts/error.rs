@@ -6,6 +6,7 @@ pub enum ArtifactError {
     #[error("artifact not found: {origin}")]
     Missing { origin: String },
 
+    /// A scheme we cannot fetch (ftp://, s3://, ..): reported as `artifact_missing`.
     #[error("unsupported artifact source {origin:?}: {reason}")]
     Unsupported { origin: String, reason: String },
 

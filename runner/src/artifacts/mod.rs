@@ -9,6 +9,10 @@
 //!   whether the concurrent requests come from tasks in one process or from several processes
 //!   (an in-process mutex plus an `flock` per key). Data lands in a temporary file, is verified
 //!   and fsynced, and only then renamed into place, so a partial or corrupt file never enters.
+//! - A download without a pinned `sha256` that was last confirmed over 5 minutes ago is
+//!   revalidated with a conditional GET (ETag / Last-Modified): 304 keeps it, 200 replaces it,
+//!   and if the server cannot answer the cached copy is used (one attempt, no retries).
+//! - Local files are hashed once per inode stamp (`hashes/`), so warm starts do not reread them.
 //! - A `sha256` names the bytes as fetched (e.g. the `.gz` file); the decompressed bytes' digest
 //!   is accepted too. [`Fetched::info`] always reports the fetched bytes.
 //! - Returned paths are read-only originals: boot from [`per_boot_copy`] or with `snapshot=on`.

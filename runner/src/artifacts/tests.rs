@@ -713,3 +713,29 @@ async fn a_download_pinned_by_sha256_is_never_revalidated() {
 
     assert_eq!(server.hits("/k"), 1);
 }
+
+#[tokio::test]
+async fn decompressed_bytes_that_do_not_match_the_recorded_digest_are_not_cached() {
+    // Simulate a file that changed between hashing and decompressing: a remembered digest
+    // (see local.rs) that no longer describes the bytes on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("initrd.gz");
+    fs::write(&path, gzip(&sample(10_000))).unwrap();
+    std::thread::sleep(Duration::from_millis(150)); // past the racy margin of the memo
+    let (_cdir, cache) = cache_with(limits());
+    let source = path.to_str().unwrap();
+    let first = cache.fetch("initrd", source, None).await.unwrap();
+    fs::remove_file(&first.path).unwrap();
+    fs::remove_file(first.path.with_extension("json")).unwrap();
+    for memo in files_in(&cache, "hashes") {
+        let memo = cache.dir().join("hashes").join(memo);
+        let text = fs::read_to_string(&memo).unwrap();
+        fs::write(&memo, text.replace(&first.info.sha256, &"0".repeat(64))).unwrap();
+    }
+
+    let err = cache.fetch("initrd", source, None).await.unwrap_err();
+
+    assert_eq!(err.kind(), "artifact_unreadable");
+    assert!(err.to_string().contains("changed"), "{err}");
+    assert_nothing_stored(&cache);
+}

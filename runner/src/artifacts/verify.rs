@@ -107,6 +107,35 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Hashes what is read through it; [`HashingReader::finish`] reads the rest and gives the digest
+/// of the whole input, whatever the consumer left unread.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    pub fn finish(mut self) -> io::Result<String> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Size and digest of everything `reader` yields, failing with [`LimitExceeded`] past `limit`.
 pub fn hash_reader(mut reader: impl Read, limit: u64) -> io::Result<(u64, String)> {
     let mut w = HashingWriter::new(io::sink(), limit);
@@ -124,6 +153,14 @@ mod tests {
     #[test]
     fn hashes_known_vector() {
         assert_eq!(hash_reader(&b"abc"[..], 10).unwrap(), (3, ABC.to_string()));
+    }
+
+    #[test]
+    fn a_hashing_reader_covers_what_the_consumer_did_not_read() {
+        let mut r = HashingReader::new(&b"abc"[..]);
+        let mut first = [0u8; 1];
+        r.read_exact(&mut first).unwrap();
+        assert_eq!(r.finish().unwrap(), ABC);
     }
 
     #[test]
