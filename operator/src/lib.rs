@@ -1,5 +1,6 @@
 //! The bootfarm operator as a library: the binary is a thin CLI over these modules.
 pub mod api;
+pub mod client;
 pub mod files;
 pub mod kube;
 pub mod metrics;

@@ -17,6 +17,9 @@ enum Command {
     Standalone(bootfarm_operator::standalone::StandaloneArgs),
     /// Run in Kubernetes: BootJob and RunnerPool controllers, runner pods, and the HTTP API.
     Run(bootfarm_operator::kube::run::RunArgs),
+    /// Client commands for people: submit, list, get, log, wait, cancel.
+    #[command(flatten)]
+    Client(bootfarm_operator::client::ClientCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +35,16 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?
                 .block_on(bootfarm_operator::kube::run::run(args))
                 .map_err(|e| anyhow::anyhow!(e))?
+        }
+        Command::Client(cmd) => {
+            let code = match tokio::runtime::Runtime::new()?.block_on(bootfarm_operator::client::run(cmd)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("bootfarm-operator: {e:#}");
+                    3
+                }
+            };
+            std::process::exit(code);
         }
     }
     Ok(())
