@@ -165,6 +165,8 @@ struct Report {
     summary: String,
     frame: Option<String>,
     in_irq: bool,
+    /// Phase when the report started (a cut-here block is stored only once its kind is known).
+    phase: Phase,
 }
 
 /// Userspace text interrupted by a kernel line, waiting for the rest of its line.
@@ -369,7 +371,10 @@ impl Classifier {
     }
 
     fn check_partial(&mut self, events: &mut Vec<Event>) {
-        if self.partial.len() > 512 {
+        if self.partial.len() > 1024 {
+            return;
+        }
+        if self.fragment.as_ref().is_some_and(|f| f.prompt_reported) {
             return;
         }
         let decoded = normalize::decode(&self.partial);
@@ -377,7 +382,12 @@ impl Classifier {
         if s.kernel {
             return;
         }
-        if let Some(p) = prompt::partial(s.text) {
+        // The line so far includes userspace text a kernel line interrupted.
+        let found = match &self.fragment {
+            Some(f) => prompt::partial(&format!("{}{}", f.text, s.text)),
+            None => prompt::partial(s.text),
+        };
+        if let Some(p) = found {
             self.partial_prompt = true;
             self.prompt(p, events);
         }
@@ -412,11 +422,11 @@ impl Classifier {
             let (user, kern) = text.split_at(pos);
             let mut reported = reported;
             // What the guest had printed before the interruption may be a prompt.
-            if !reported {
-                if let Some(p) = prompt::partial(user) {
-                    reported = true;
+            if let Some(p) = prompt::full(user) {
+                if !reported {
                     self.prompt(p, events);
                 }
+                reported = true;
             }
             self.fragment = Some(Fragment {
                 text: user.to_string(),
@@ -445,16 +455,15 @@ impl Classifier {
     }
 
     fn user_line(&mut self, text: &str, line_no: u64, reported: bool, events: &mut Vec<Event>) {
-        let prompt_echo = match prompt::full(text) {
-            Some(p) => {
-                if !reported {
-                    self.prompt(p, events);
-                }
-                true
+        // A prompt already reported on the partial line is not reported again; whether the
+        // line is a prompt echo depends on the whole line only, never on the chunking.
+        let p = prompt::full(text);
+        if let Some(p) = p {
+            if !reported {
+                self.prompt(p, events);
             }
-            None => reported,
-        };
-        self.line(text, line_no, false, prompt_echo, events);
+        }
+        self.line(text, line_no, false, p.is_some(), events);
     }
 
     /// One complete, normalised line.
@@ -664,6 +673,7 @@ impl Classifier {
             },
             frame: None,
             in_irq: false,
+            phase: self.phase(),
         };
         append_excerpt(&mut r, text);
         self.report = Some(r);
@@ -674,10 +684,10 @@ impl Classifier {
 
     /// The report's kind is known: record the issue (and stop the run on a fatal panic).
     fn store_report(&mut self, events: &mut Vec<Event>) {
-        let phase = self.phase();
         let Some(r) = &mut self.report else {
             return;
         };
+        let phase = r.phase;
         r.decided = true;
         let fatal = self.cfg.is_fatal(r.kind);
         let kind = r.kind;

@@ -3,8 +3,11 @@
 
 use std::borrow::Cow;
 
-/// Decode a raw line: drop ANSI escape sequences, apply backspaces, replace invalid UTF-8.
+/// Decode a raw line: drop ANSI escape sequences and backspaces, replace invalid UTF-8.
 /// Most lines are plain text and are borrowed as they are.
+///
+/// Backspaces are dropped rather than applied so that decoding a prefix of a line gives a
+/// prefix of the decoded line: what is seen on a partial line never contradicts the full line.
 pub fn decode(raw: &[u8]) -> Cow<'_, str> {
     if memchr::memchr2(0x1b, 0x08, raw).is_none() {
         return String::from_utf8_lossy(raw);
@@ -15,11 +18,7 @@ pub fn decode(raw: &[u8]) -> Cow<'_, str> {
         let b = raw[i];
         match b {
             0x1b => i = skip_escape(raw, i),
-            0x08 => {
-                // A terminal moves the cursor back: the next byte overwrites the previous one.
-                pop_char(&mut out);
-                i += 1;
-            }
+            0x08 => i += 1,
             _ => {
                 out.push(b);
                 i += 1;
@@ -29,13 +28,18 @@ pub fn decode(raw: &[u8]) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// Remove the last UTF-8 character (not just its last byte).
-fn pop_char(out: &mut Vec<u8>) {
-    while let Some(b) = out.pop() {
-        if b & 0xC0 != 0x80 {
-            break;
+/// Apply backspaces as a terminal shows them (the previous character is overwritten), for
+/// comparing typed input with its echo.
+pub fn apply_backspaces(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '\u{8}' {
+            out.pop();
+        } else {
+            out.push(c);
         }
     }
+    out
 }
 
 /// Index just past the escape sequence starting at `raw[start] == ESC`.
@@ -229,7 +233,8 @@ mod tests {
     #[test]
     fn decodes_ansi_backspace_and_bad_utf8() {
         assert_eq!(decode(b"\x1b[1;32mroot\x1b[0m@h:~# "), "root@h:~# ");
-        assert_eq!(decode(b"ab \x08c"), "abc");
+        assert_eq!(decode(b"ab \x08c"), "ab c");
+        assert_eq!(apply_backspaces("ab \u{8}c"), "abc");
         assert_eq!(decode(b"\x1b]0;title\x07x"), "x");
         assert_eq!(decode(b"a\xffb"), "a\u{fffd}b");
         assert_eq!(decode(b"\x1b"), "");

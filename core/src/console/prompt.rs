@@ -15,37 +15,47 @@ pub enum Prompt {
 
 struct Res {
     shell_partial: Regex,
-    shell_full: Regex,
+    shell_prefix: Regex,
     login_partial: Regex,
-    login_full: Regex,
+    login_prefix: Regex,
 }
+
+/// Longest text a prompt can be (the patterns below are bounded).
+const PROMPT_MAX: usize = 300;
 
 fn res() -> &'static Res {
     static RES: OnceLock<Res> = OnceLock::new();
     RES.get_or_init(|| {
         // `/ # `, `~ # `, `/tmp $ `, `root@host:/# `, `root@host:~# `, `user@host:~$ `, `$ `.
-        let shell = r"(?:[\w.-]+@[\w.-]+:[^\s#$]*\s?[#$]|[/~][^\s#$]*\s?[#$]|\$)";
+        let shell =
+            r"(?:[\w.-]{1,64}@[\w.-]{1,64}:[^\s#$]{0,128}\s?[#$]|[/~][^\s#$]{0,128}\s?[#$]|\$)";
+        let login = r"(?:[\w.-]{1,64} )?login:";
         let re = |s: &str| Regex::new(s).expect("static regex");
         Res {
-            shell_partial: re(&format!(r"^(?:{shell}|#) ?$")),
-            shell_full: re(&format!(r"^{shell}(?: |$)")),
-            login_partial: re(r"^(?:[\w.-]+ )?login: ?$"),
-            login_full: re(r"^(?:[\w.-]+ )?login: ?\S*$"),
+            shell_partial: re(&format!(r"^{shell} ?$")),
+            shell_prefix: re(&format!(r"^{shell}")),
+            login_partial: re(&format!(r"^{login} ?$")),
+            login_prefix: re(&format!(r"^{login}")),
         }
     })
+}
+
+/// `Last login: ...` is what login prints after a successful login, not a prompt.
+fn last_login(t: &str) -> bool {
+    t.starts_with("Last login:")
 }
 
 /// A prompt on the unterminated line the guest is waiting on.
 pub fn partial(text: &str) -> Option<Prompt> {
     let t = text.trim_start();
-    if t.len() > 256 {
+    if t.len() > PROMPT_MAX {
         return None;
     }
     let r = res();
     if t.trim_end() == "Password:" {
         return Some(Prompt::Password);
     }
-    if r.login_partial.is_match(t) {
+    if r.login_partial.is_match(t) && !last_login(t) {
         return Some(Prompt::Login);
     }
     if r.shell_partial.is_match(t) {
@@ -54,21 +64,28 @@ pub fn partial(text: &str) -> Option<Prompt> {
     None
 }
 
-/// A completed line that starts with a prompt (it carries the echo of the typed input).
+/// A completed line that starts with a prompt (followed by the echo of the typed input).
+/// Exactly the lines that some prefix of which `partial` accepts, so whether a prompt was
+/// seen never depends on where the bytes were chunked.
 pub fn full(text: &str) -> Option<Prompt> {
     let t = text.trim_start();
     let first = *t.as_bytes().first()?;
     let r = res();
-    if matches!(first, b'/' | b'~' | b'$') || memchr::memchr(b'@', t.as_bytes()).is_some() {
-        if r.shell_full.is_match(t) {
-            return Some(Prompt::Shell);
-        }
-    }
-    if t.starts_with("Password:") && t.trim_end() == "Password:" {
+    if t.starts_with("Password:") {
         return Some(Prompt::Password);
     }
-    if t.contains("login:") && r.login_full.is_match(t) {
+    if t.as_bytes()[..t.len().min(PROMPT_MAX)]
+        .windows(6)
+        .any(|w| w == b"login:")
+        && r.login_prefix.is_match(t)
+        && !last_login(t)
+    {
         return Some(Prompt::Login);
+    }
+    if (matches!(first, b'/' | b'~' | b'$') || first.is_ascii_alphanumeric() || first == b'_')
+        && r.shell_prefix.is_match(t)
+    {
+        return Some(Prompt::Shell);
     }
     None
 }
@@ -86,13 +103,13 @@ mod tests {
             "root@bootfarm:~# ",
             "user@h:~$ ",
             "$ ",
-            "# ",
         ] {
             assert_eq!(partial(p), Some(Prompt::Shell), "{p:?}");
         }
         assert_eq!(full("/ # uname -a"), Some(Prompt::Shell));
         assert_eq!(full("root@bootfarm:~# echo hi"), Some(Prompt::Shell));
         assert_eq!(full("# Subtest: foo"), None);
+        assert_eq!(partial("# "), None, "KTAP diagnostics start with `# `");
         assert_eq!(partial("/ # una"), None);
     }
 

@@ -254,7 +254,8 @@ impl Session {
             return false;
         };
         let chunk = &line[*chunk_start..*sent];
-        let seen = super::normalize::decode(&self.echo);
+        // Line editors redraw with backspaces (busybox wraps long lines with ` \b`).
+        let seen = super::normalize::apply_backspaces(&without_escapes(&self.echo));
         let chunk = String::from_utf8_lossy(chunk);
         seen.contains(chunk.as_ref())
     }
@@ -266,6 +267,18 @@ impl Session {
         actions.push(Action::Finish);
         self.state = State::Done;
     }
+}
+
+/// The echo with terminal escapes removed but backspaces kept.
+fn without_escapes(echo: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, part) in echo.split(|&b| b == 0x08).enumerate() {
+        if i > 0 {
+            out.push('\u{8}');
+        }
+        out.push_str(&super::normalize::decode(part));
+    }
+    out
 }
 
 #[cfg(test)]
