@@ -87,11 +87,30 @@ fn when_synced<K>(
     K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
 {
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            let _ = cell.set(store.clone());
-            then(store);
+        // The store's readiness is a oneshot that wakes only its latest waiter (the controller),
+        // so look again every so often instead of trusting a wake-up.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
         }
+        let _ = cell.set(store.clone());
+        then(store);
     });
+}
+
+/// Reconcile errors are logged by the error policies; this reports the watch failures.
+fn log_controller_error<E: std::error::Error>(
+    kind: &str,
+    err: Option<kube::runtime::controller::Error<super::context::Error, E>>,
+) {
+    use kube::runtime::controller::Error as C;
+    match err {
+        None | Some(C::ReconcilerFailed(..)) => {}
+        Some(e) => tracing::warn!(kind, error = %e, "Controller stream error"),
+    }
 }
 
 pub async fn run(args: RunArgs) -> Result<(), BoxError> {
@@ -171,11 +190,17 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let jobs_run = job_controller
         .shutdown_on_signal()
         .run(bootjob::reconcile, bootjob::error_policy, ctx.clone())
-        .for_each(|_| futures::future::ready(()));
+        .for_each(|r| {
+            log_controller_error("BootJob", r.err());
+            futures::future::ready(())
+        });
     let pools_run = pool_controller
         .shutdown_on_signal()
         .run(pool::reconcile, pool::error_policy, ctx.clone())
-        .for_each(|_| futures::future::ready(()));
+        .for_each(|r| {
+            log_controller_error("RunnerPool", r.err());
+            futures::future::ready(())
+        });
 
     let mut state = AppState::new(Arc::new(store), files, metrics);
     state.tokens = tokens;
