@@ -1,7 +1,7 @@
-//! The periodic chores of the embedded store: requeue jobs whose lease ran out (their runner
-//! died or hung) and delete finished jobs, with their files, past `ttlSecondsAfterFinished`.
+//! The periodic chore of the embedded store: delete finished jobs, with their files, past
+//! `ttlSecondsAfterFinished`. (Lease expiry is part of the supervisor's loop: a runner whose
+//! lease ran out is hung, and the same tick replaces it.)
 
-use super::LOCAL_POOL;
 use crate::api::AppState;
 use crate::files::JobFiles;
 use std::time::Duration;
@@ -23,31 +23,6 @@ pub async fn run(state: AppState, files: JobFiles, shutdown: CancellationToken) 
 
 async fn once(state: &AppState, files: &JobFiles) {
     let now = jiff::Timestamp::now();
-    match state.store.expire_leases(now).await {
-        Ok(expired) => {
-            let mut requeued = false;
-            for e in &expired {
-                tracing::warn!(job = %e.name, runner = ?e.runner, attempts = e.attempts, requeued = e.requeued, "Lease expired");
-                state
-                    .metrics
-                    .lease_expirations_total
-                    .with_label_values(&[LOCAL_POOL])
-                    .inc();
-                if e.requeued {
-                    requeued = true;
-                    state
-                        .metrics
-                        .infra_retries_total
-                        .with_label_values(&[LOCAL_POOL])
-                        .inc();
-                }
-            }
-            if requeued {
-                state.work_available();
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "Expiring leases failed"),
-    }
     match state.store.finished_before(now).await {
         Ok(names) => {
             for name in names {

@@ -6,6 +6,8 @@
 //! otherwise; stopping one is SIGTERM (the runner aborts any boot and releases its lease), then
 //! SIGKILL to its group after a grace period. A runner that exits by itself with an error is a
 //! failed runner: its job is released at once (an infrastructure retry) and its slot is free.
+//! A runner whose lease expired is hung (alive but silent): it is killed and replaced, since it
+//! would otherwise look idle forever while work waits.
 
 use crate::api::AppState;
 use crate::scaler::{self, DeleteReason, PoolInput, Runner, RunnerState};
@@ -99,7 +101,18 @@ impl LocalPool {
 
     async fn tick(&mut self, state: &AppState) {
         let now = Timestamp::now();
-        let failed = self.reap();
+        let hung = self.expire_leases(state, now).await;
+        let mut failed = self.reap();
+        for id in hung {
+            // Frozen or wedged, not dead: stop it for good (its QEMU dies with it) so it
+            // neither holds a slot nor looks idle while work waits.
+            if let Some(child) = self.children.get_mut(&id) {
+                tracing::warn!(runner = %id, "Runner lost its lease; killing it");
+                signal_group(child.pid, Signal::SIGKILL);
+                child.stopping.get_or_insert_with(Instant::now);
+                failed.insert(id);
+            }
+        }
         let counts = match state.store.counts().await {
             Ok(c) => c,
             Err(e) => {
@@ -129,6 +142,9 @@ impl LocalPool {
             })
             .collect();
         for (id, child) in &mut self.children {
+            if failed.contains(id) {
+                continue;
+            }
             let state = if child.stopping.is_some() {
                 RunnerState::Terminating
             } else if busy.contains_key(id.as_str()) {
@@ -183,6 +199,40 @@ impl LocalPool {
                 break;
             }
         }
+    }
+
+    /// Requeues jobs whose lease ran out; returns the runners that held them.
+    async fn expire_leases(&mut self, state: &AppState, now: Timestamp) -> BTreeSet<String> {
+        let expired = match state.store.expire_leases(now).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "Expiring leases failed");
+                return BTreeSet::new();
+            }
+        };
+        let mut runners = BTreeSet::new();
+        let mut requeued = false;
+        for e in expired {
+            tracing::warn!(job = %e.name, runner = ?e.runner, attempts = e.attempts, requeued = e.requeued, "Lease expired");
+            state
+                .metrics
+                .lease_expirations_total
+                .with_label_values(&[LOCAL_POOL])
+                .inc();
+            if e.requeued {
+                requeued = true;
+                state
+                    .metrics
+                    .infra_retries_total
+                    .with_label_values(&[LOCAL_POOL])
+                    .inc();
+            }
+            runners.extend(e.runner);
+        }
+        if requeued {
+            state.work_available();
+        }
+        runners
     }
 
     /// Collects exited runners; returns those that died without being asked to.
