@@ -4,7 +4,8 @@
 #   - helm template renders; every built-in manifest (and the runner Pod the operator will create, with and
 #     without KVM) passes kubernetes-validate --strict for each Kubernetes version in $KUBE_VERSIONS;
 #   - negative cases that must fail: unknown values keys, a KVM pool with nothing to select KVM nodes;
-#   - every bootfarm_* metric the Grafana dashboard queries is listed in dashboards/METRICS.md.
+#   - every bootfarm_* metric the Grafana dashboard queries is listed in dashboards/METRICS.md;
+#   - the images' Dockerfiles pass scripts/lint-dockerfiles (they ship with the chart's release).
 # Exits non-zero on the first failure with a message saying what failed.
 set -euo pipefail
 
@@ -236,4 +237,6 @@ for path in sys.argv[1:]:
 assert n >= 4, f"only {n} example BootJobs"
 print(f"chart-check: {n} example BootJobs ok")
 EOF
+"$ROOT/scripts/lint-dockerfiles" || fail "Dockerfile lint"
+
 echo "chart-check: all checks passed"
