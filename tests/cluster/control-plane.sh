@@ -81,12 +81,12 @@ cp_build() (
     CP_APT=$work/apt
     mkdir -p "$work/debs" "$work/root" "$work/src"
     cp_apt_setup "$CP_APT" || return 1
-    command -v dpkg-source >/dev/null || {
-        cp_log "installing dpkg-dev (dpkg-source)"
-        timeout 600 apt-get install -y -q --no-install-recommends dpkg-dev >&2 || return 1
-    }
     cp_log "apt-get update (private state)"
     cp_apt update >&2 || { cp_die "apt-get update failed"; return 1; }
+    command -v dpkg-source >/dev/null || {
+        cp_log "installing dpkg-dev (dpkg-source)"
+        DEBIAN_FRONTEND=noninteractive cp_apt install -y --no-install-recommends dpkg-dev >&2 || return 1
+    }
 
     (cd "$work/debs" && cp_apt download "golang-$GO_PACKAGE_VERSION-go" "golang-$GO_PACKAGE_VERSION-src" \
         etcd-server golang-github-modern-go-reflect2-dev >&2) || { cp_die "apt-get download failed"; return 1; }
