@@ -321,6 +321,69 @@ impl ArtifactCache {
         }
     }
 
+    /// Remove the least recently used entries until the cache holds at most `keep_bytes`.
+    /// Entries in use (locked by a fetch in any process) are kept. Blocking: call it from
+    /// `spawn_blocking` in async code.
+    pub fn prune(&self, keep_bytes: u64) -> Result<PruneReport, ArtifactError> {
+        let objects = self.dir.join(OBJECTS);
+        let io_err = |e| ArtifactError::io(format!("listing {}", objects.display()), e);
+        let mut entries = Vec::new();
+        for item in fs::read_dir(&objects).map_err(io_err)? {
+            let item = item.map_err(io_err)?;
+            let name = item.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") || name.starts_with('.') {
+                continue;
+            }
+            let entry = self.entry(&name);
+            let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
+            let bytes = size(&entry.data) + size(&entry.meta);
+            let lock = self.dir.join(LOCKS).join(format!("{name}.lock"));
+            let last_used = fs::metadata(&lock)
+                .or_else(|_| fs::metadata(&entry.data))
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            entries.push((last_used, bytes, name, lock, entry));
+        }
+        entries.sort_by_key(|e| e.0);
+        let mut report = PruneReport {
+            kept_bytes: entries.iter().map(|e| e.1).sum(),
+            ..PruneReport::default()
+        };
+        for (_, bytes, name, lock, entry) in entries {
+            if report.kept_bytes <= keep_bytes {
+                break;
+            }
+            let Ok(lock_file) = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock)
+            else {
+                continue;
+            };
+            if !matches!(
+                fs4::fs_std::FileExt::try_lock_exclusive(&lock_file),
+                Ok(true)
+            ) {
+                tracing::debug!(key = %name, "Cache entry in use, not pruned");
+                continue;
+            }
+            entry
+                .remove()
+                .map_err(|e| ArtifactError::io(format!("removing {}", entry.data.display()), e))?;
+            report.removed += 1;
+            report.freed_bytes += bytes;
+            report.kept_bytes -= bytes;
+        }
+        tracing::info!(
+            removed = report.removed,
+            freed_bytes = report.freed_bytes,
+            kept_bytes = report.kept_bytes,
+            "Pruned artifact cache"
+        );
+        Ok(report)
+    }
+
     /// Exclusive access to `key` for this task, against other tasks and other processes.
     async fn lock_key(&self, key: &str) -> Result<KeyGuard, ArtifactError> {
         let in_process = self
@@ -358,11 +421,21 @@ impl ArtifactCache {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(100));
         }
+        // The lock file's mtime records the key's last use, for `prune`.
+        let _ = file.set_modified(SystemTime::now());
         Ok(KeyGuard {
             _file: file,
             _task: task,
         })
     }
+}
+
+/// What [`ArtifactCache::prune`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub removed: usize,
+    pub freed_bytes: u64,
+    pub kept_bytes: u64,
 }
 
 /// Holds the flock (released when the file closes) and the in-process lock.

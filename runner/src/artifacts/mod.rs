@@ -34,7 +34,7 @@ mod tests;
 use std::time::Duration;
 
 pub use boot_copy::per_boot_copy;
-pub use cache::{ArtifactCache, Fetched};
+pub use cache::{ArtifactCache, Fetched, PruneReport};
 pub use decompress::Codec;
 pub use error::ArtifactError;
 pub use source::{parse as parse_source, Source};
