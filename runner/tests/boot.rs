@@ -587,3 +587,26 @@ fn sigkill_of_the_runner_takes_qemu_with_it() {
         "QEMU {qemu} outlived the SIGKILLed runner"
     );
 }
+
+#[test]
+fn qemu_dying_at_start_is_a_qemu_failed_error_with_its_stderr() {
+    let dir = fixtures_or_skip!();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &f(&dir, "x86_64/kernel"),
+            "--machine",
+            "no-such-machine",
+            "--accel",
+            "tcg",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, 3, "{:#}", run.json);
+    assert_eq!(run.json["error"]["kind"], "qemu_failed");
+    let msg = run.json["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("machine"), "{msg}");
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+}

@@ -210,26 +210,34 @@ async fn drive(
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok::<(UnixStream, Qmp), std::io::Error>((con.0, qmp))
     };
-    let started_qemu = tokio::select! {
+    let started_qemu: Result<(UnixStream, Qmp), String> = tokio::select! {
         biased;
         _ = hooks.cancel.cancelled() => {
             qemu.kill().await;
             return Err(interrupted());
         }
-        r = tokio::time::timeout(START_TIMEOUT, start) => r,
+        status = qemu.wait() => Err(match status {
+            Ok(s) => format!("QEMU exited at start ({s})"),
+            Err(e) => format!("QEMU exited at start ({e})"),
+        }),
+        r = tokio::time::timeout(START_TIMEOUT, start) => match r {
+            Ok(Ok(pair)) => Ok(pair),
+            Ok(Err(e)) => Err(format!("QEMU start-up failed: {e}")),
+            Err(_) => Err(format!("QEMU did not start within {START_TIMEOUT:?}")),
+        },
     };
     let (console, mut qmp) = match started_qemu {
-        Ok(Ok(pair)) => pair,
-        failed => {
+        Ok(pair) => pair,
+        Err(why) => {
             // QEMU died (or wedged) at start: its stderr says why.
             let exited = tokio::time::timeout(Duration::from_secs(2), qemu.wait()).await;
             qemu.kill().await;
             let tail = qemu.stderr_tail().await;
-            let why = match (&failed, exited) {
-                (_, Ok(Ok(status))) => format!("QEMU exited at start ({status})"),
-                (Err(_), _) => format!("QEMU did not start within {START_TIMEOUT:?}"),
-                (Ok(Err(e)), _) => format!("QEMU start-up failed: {e}"),
-                (Ok(Ok(_)), _) => "QEMU start-up failed".to_string(),
+            let why = match exited {
+                Ok(Ok(status)) if !why.contains("exited") => {
+                    format!("{why}; QEMU exited ({status})")
+                }
+                _ => why,
             };
             if kernel_rejected(&tail) {
                 let mut r = BootResult::error("qemu_failed", String::new());

@@ -1,0 +1,78 @@
+//! `run_boot` as the operator's work loop uses it: console hook and cancellation.
+
+use bootfarm_core::result::Verdict;
+use bootfarm_core::Arch;
+use bootfarm_runner::accel::AccelRequest;
+use bootfarm_runner::boot::{run_boot, ArtifactSource, BootHooks, BootRequest};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("BOOTFARM_FIXTURES")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("BOOTFARM_CACHE").map(|c| PathBuf::from(c).join("fixtures")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bootfarm/fixtures"))
+        })?;
+    if dir.join("arm64/kernel").exists() {
+        Some(dir)
+    } else {
+        eprintln!("\n\n*** SKIPPING: no fixtures in {} ***\n", dir.display());
+        None
+    }
+}
+
+fn request(dir: &std::path::Path, initrd: &str) -> BootRequest {
+    BootRequest {
+        arch: Arch::Arm64,
+        kernel: ArtifactSource::new(dir.join("arm64/kernel").display().to_string()),
+        initrd: Some(ArtifactSource::new(
+            dir.join("arm64").join(initrd).display().to_string(),
+        )),
+        accel: AccelRequest::Tcg,
+        boot_timeout: Duration::from_secs(120),
+        cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("runner-test-cache")),
+        ..BootRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn the_console_hook_sees_the_stream_and_the_result_comes_back() {
+    let Some(dir) = fixtures() else { return };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let hooks = BootHooks {
+        console: Some(tx),
+        ..BootHooks::default()
+    };
+    let collect = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            all.extend_from_slice(&chunk);
+        }
+        all
+    });
+    let result = run_boot(request(&dir, "initrd-poweroff.cpio.gz"), hooks).await;
+    let console = collect.await.unwrap();
+    assert_eq!(result.result, Verdict::Pass, "{result:#?}");
+    assert_eq!(console.len() as u64, result.console.bytes);
+    let text = String::from_utf8_lossy(&console);
+    assert!(text.contains("bootfarm: userspace up"), "{text}");
+}
+
+#[tokio::test]
+async fn cancelling_stops_the_boot_with_an_interrupted_error() {
+    let Some(dir) = fixtures() else { return };
+    let hooks = BootHooks::default();
+    let cancel = hooks.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cancel.cancel();
+    });
+    let started = std::time::Instant::now();
+    let result = run_boot(request(&dir, "initrd-silent.cpio.gz"), hooks).await;
+    assert_eq!(result.result, Verdict::Error);
+    assert_eq!(result.error.unwrap().kind, "interrupted");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(result.arch, Some(Arch::Arm64));
+    assert_eq!(result.accel.as_deref(), Some("tcg"));
+}
