@@ -177,4 +177,25 @@ expect no farm-all bfall-bootfarm-runner list pods default
     fail "the KVM RunnerPool was not stored as rendered"
 ok "watchAllNamespaces: cluster-wide operator access, still no Secrets; KVM pool stored"
 
+# A real `helm install` / `upgrade` / `uninstall`: CRDs already present, PDB apiVersion chosen from
+# the server, generated tokens kept across an upgrade, Secrets and the log volume kept on uninstall.
+hk() { KUBECONFIG=$DIR/kubeconfig timeout 180 "$HELM" "$@"; }
+tokens() {
+    echo "$(k get secret -n helm-farm hf-bootfarm-api-tokens -o jsonpath='{.data.tokens}')/$(k get secret -n helm-farm hf-bootfarm-runner-token -o jsonpath='{.data.token}')"
+}
+hk install hf "$CHART" -n helm-farm --create-namespace >"$WORK/helm-install.txt" 2>&1 ||
+    { cat "$WORK/helm-install.txt" >&2; fail "helm install"; }
+before=$(tokens)
+[[ $before != / ]] || fail "helm install created no tokens"
+[[ $(k get pdb -n helm-farm hf-bootfarm -o jsonpath='{.apiVersion}') == policy/v1beta1 ]] ||
+    fail "PodDisruptionBudget apiVersion not chosen for Kubernetes $K8S_VERSION"
+hk upgrade hf "$CHART" -n helm-farm --set runnerPools.tcg.maxRunners=3 >"$WORK/helm-upgrade.txt" 2>&1 ||
+    { cat "$WORK/helm-upgrade.txt" >&2; fail "helm upgrade"; }
+[[ $(tokens) == "$before" ]] || fail "helm upgrade changed the generated tokens"
+[[ $(k get runnerpool -n helm-farm tcg-arm64 -o jsonpath='{.spec.maxRunners}') == 3 ]] || fail "helm upgrade did not update the pools"
+hk uninstall hf -n helm-farm >/dev/null 2>&1 || fail "helm uninstall"
+k get secret -n helm-farm hf-bootfarm-api-tokens hf-bootfarm-runner-token >/dev/null 2>&1 || fail "uninstall deleted the token Secrets"
+k get pvc -n helm-farm hf-bootfarm-data >/dev/null 2>&1 || fail "uninstall deleted the log volume claim"
+ok "helm install/upgrade/uninstall: tokens kept across upgrade; Secrets and logs kept on uninstall"
+
 echo "chart-apply: all checks passed"
