@@ -62,11 +62,11 @@ app.kubernetes.io/component: runner
 {{- end }}
 
 {{- define "bootfarm.operatorImage" -}}
-{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{- printf "%s:%s" .Values.operator.image.repository (toString (default .Chart.AppVersion .Values.operator.image.tag)) }}
 {{- end }}
 
 {{- define "bootfarm.runnerImage" -}}
-{{- printf "%s:%s" .Values.runner.image.repository (default .Chart.AppVersion .Values.runner.image.tag) }}
+{{- printf "%s:%s" .Values.runner.image.repository (toString (default .Chart.AppVersion .Values.runner.image.tag)) }}
 {{- end }}
 
 {{- define "bootfarm.apiTokensSecret" -}}
