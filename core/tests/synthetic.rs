@@ -56,7 +56,7 @@ fn line_ends_do_not_change_the_result() {
     let crcrlf = lf.replace('\n', "\r\r\n");
     let a = classify(lf.as_bytes());
     assert_eq!(a.issues[0].line, 8);
-    assert_eq!(a.lines, 8);
+    assert_eq!(a.lines, 9, "8 lines and the unterminated prompt");
     for other in [crlf, crcrlf] {
         let b = classify(other.as_bytes());
         assert_eq!(a.issues, b.issues);

@@ -93,8 +93,8 @@ impl Ktap {
                 return true;
             }
         }
-        if rest.starts_with("Bail out!") {
-            let reason = rest["Bail out!".len()..].trim().to_string();
+        if let Some(reason) = rest.strip_prefix("Bail out!") {
+            let reason = reason.trim().to_string();
             let level = &mut self.levels[i];
             level
                 .cases

@@ -483,18 +483,15 @@ impl Classifier {
         self.prev_equals = equals;
         if hit {
             self.milestones(text, kernel, events);
-            if !prompt_echo {
-                if text.contains("<LAVA_") || text.contains("<TEST_CASE_ID=") {
-                    if let Some(sig) = lava::parse(text) {
-                        self.lava_signal(sig);
-                        return;
-                    }
-                }
-            }
-            if !kernel {
-                if self.command_marker(text, prompt_echo, events) {
+            // A signal typed at the prompt is echoed; only the shell's output counts.
+            if !prompt_echo && (text.contains("<LAVA_") || text.contains("<TEST_CASE_ID=")) {
+                if let Some(sig) = lava::parse(text) {
+                    self.lava_signal(sig);
                     return;
                 }
+            }
+            if !kernel && self.command_marker(text, prompt_echo, events) {
+                return;
             }
         }
         if hit || self.ktap.active() {

@@ -20,16 +20,18 @@ struct Res {
     login_prefix: Regex,
 }
 
-/// Longest text a prompt can be (the patterns below are bounded).
+/// Longest text a prompt can be: longer matches are not prompts.
 const PROMPT_MAX: usize = 300;
 
 fn res() -> &'static Res {
     static RES: OnceLock<Res> = OnceLock::new();
     RES.get_or_init(|| {
         // `/ # `, `~ # `, `/tmp $ `, `root@host:/# `, `root@host:~# `, `user@host:~$ `, `$ `.
-        let shell =
-            r"(?:[\w.-]{1,64}@[\w.-]{1,64}:[^\s#$]{0,128}\s?[#$]|[/~][^\s#$]{0,128}\s?[#$]|\$)";
-        let login = r"(?:[\w.-]{1,64} )?login:";
+        // ASCII names and unbounded paths keep the automata small; the length bound is
+        // checked on the match instead.
+        let name = r"[A-Za-z0-9_.-]+";
+        let shell = format!(r"(?:{name}@{name}:[^\s#$]*\s?[#$]|[/~][^\s#$]*\s?[#$]|\$)");
+        let login = format!(r"(?:{name} )?login:");
         let re = |s: &str| Regex::new(s).expect("static regex");
         Res {
             shell_partial: re(&format!(r"^{shell} ?$")),
@@ -38,6 +40,11 @@ fn res() -> &'static Res {
             login_prefix: re(&format!(r"^{login}")),
         }
     })
+}
+
+/// A prefix match short enough to be a prompt.
+fn prefix(re: &Regex, t: &str) -> bool {
+    re.find(t).is_some_and(|m| m.end() <= PROMPT_MAX)
 }
 
 /// `Last login: ...` is what login prints after a successful login, not a prompt.
@@ -64,9 +71,9 @@ pub fn partial(text: &str) -> Option<Prompt> {
     None
 }
 
-/// A completed line that starts with a prompt (followed by the echo of the typed input).
-/// Exactly the lines that some prefix of which `partial` accepts, so whether a prompt was
-/// seen never depends on where the bytes were chunked.
+/// A completed line that starts with a prompt (followed by the echo of the typed input):
+/// exactly the lines some prefix of which `partial` accepts, so whether a prompt was seen
+/// never depends on where the bytes were chunked.
 pub fn full(text: &str) -> Option<Prompt> {
     let t = text.trim_start();
     let first = *t.as_bytes().first()?;
@@ -74,17 +81,22 @@ pub fn full(text: &str) -> Option<Prompt> {
     if t.starts_with("Password:") {
         return Some(Prompt::Password);
     }
-    if t.as_bytes()[..t.len().min(PROMPT_MAX)]
-        .windows(6)
-        .any(|w| w == b"login:")
-        && r.login_prefix.is_match(t)
+    let head = &t.as_bytes()[..t.len().min(PROMPT_MAX)];
+    if memchr::memmem::find(head, b"login:").is_some()
+        && prefix(&r.login_prefix, t)
         && !last_login(t)
     {
         return Some(Prompt::Login);
     }
-    if (matches!(first, b'/' | b'~' | b'$') || first.is_ascii_alphanumeric() || first == b'_')
-        && r.shell_prefix.is_match(t)
-    {
+    let candidate = match first {
+        b'/' | b'~' | b'$' => true,
+        // `user@host:` prompts.
+        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
+            memchr::memchr(b'@', head).is_some()
+        }
+        _ => false,
+    };
+    if candidate && prefix(&r.shell_prefix, t) {
         return Some(Prompt::Shell);
     }
     None
