@@ -151,15 +151,8 @@ done
 ok "operator RBAC is enough and not more (namespaced); runner ServiceAccount has no access"
 
 # The real token of the operator's ServiceAccount works for what the operator does.
-token=""
-for _ in $(seq 120); do
-    secret=$(k get sa -n farm $op -o jsonpath='{.secrets[0].name}' 2>/dev/null || true)
-    [[ -n $secret ]] && token=$(k get secret -n farm "$secret" -o jsonpath='{.data.token}' | base64 -d) && [[ -n $token ]] && break
-    sleep 0.5
-done
-[[ -n $token ]] || fail "no token Secret for the operator's ServiceAccount"
-server=$(k config view -o jsonpath='{.clusters[0].cluster.server}')
-as_op() { timeout 60 kubectl --kubeconfig /dev/null --server "$server" --certificate-authority "$DIR/pki/ca.crt" --token "$token" -n farm "$@"; }
+sa_kc=$(cp_sa_kubeconfig "$DIR" farm $op) || fail "no kubeconfig for the operator's ServiceAccount"
+as_op() { timeout 60 kubectl --kubeconfig "$sa_kc" "$@"; }
 as_op get runnerpools >/dev/null || fail "the operator's token cannot list RunnerPools"
 as_op patch bootjob x86-64-poweroff --subresource=status --type=merge -p '{"status":{"phase":"Queued"}}' >/dev/null ||
     fail "the operator's token cannot patch BootJob status"

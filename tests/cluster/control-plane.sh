@@ -6,6 +6,9 @@
 #   control-plane.sh start DIR      start everything with all state under DIR; writes DIR/kubeconfig
 #   control-plane.sh stop DIR       stop everything started under DIR
 #   control-plane.sh env DIR        print `export KUBECONFIG=...` lines for eval
+#   control-plane.sh sa-kubeconfig DIR NS SA
+#                                   write a kubeconfig that authenticates as ServiceAccount NS/SA
+#                                   (its token Secret); prints its path
 #
 # Sourcing this file defines the cp_* functions without running anything.
 
@@ -334,6 +337,47 @@ cp_stop() {
     cp_log "stopped $dir"
 }
 
+# A kubeconfig for a ServiceAccount, from the token Secret the controller-manager creates (waits for
+# it, bounded). For running a component "as its ServiceAccount" with exactly its RBAC.
+cp_sa_kubeconfig() {
+    local dir=${1:?usage: sa-kubeconfig DIR NS SA} ns=${2:?namespace} sa=${3:?serviceaccount}
+    dir=$(cd "$dir" && pwd)
+    local out=$dir/sa-$ns-$sa.kubeconfig secret="" token="" deadline=$((SECONDS + CP_READY_TIMEOUT))
+    local kc=(timeout 10 kubectl --kubeconfig "$dir/kubeconfig" -n "$ns")
+    while ((SECONDS < deadline)); do
+        secret=$("${kc[@]}" get sa "$sa" -o jsonpath='{.secrets[0].name}' 2>/dev/null || true)
+        if [[ -n $secret ]]; then
+            token=$("${kc[@]}" get secret "$secret" -o jsonpath='{.data.token}' 2>/dev/null | base64 -d || true)
+            [[ -n $token ]] && break
+        fi
+        sleep 0.5
+    done
+    [[ -n $token ]] || { cp_die "no token Secret for ServiceAccount $ns/$sa after ${CP_READY_TIMEOUT}s"; return 1; }
+    local server
+    server=$(sed -n 's/^ *server: //p' "$dir/kubeconfig")
+    (
+        umask 077
+        cat >"$out" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: bootfarm-test
+  cluster:
+    server: $server
+    certificate-authority: $dir/pki/ca.crt
+users:
+- name: $ns-$sa
+  user:
+    token: $token
+contexts:
+- name: $ns-$sa
+  context: {cluster: bootfarm-test, user: $ns-$sa, namespace: $ns}
+current-context: $ns-$sa
+EOF
+    )
+    echo "$out"
+}
+
 cp_env() {
     local dir=${1:?usage: env DIR}
     dir=$(cd "$dir" && pwd)
@@ -354,8 +398,9 @@ cp_main() {
         ;;
     stop) cp_stop "$@" ;;
     env) cp_env "$@" ;;
+    sa-kubeconfig) cp_sa_kubeconfig "$@" ;;
     *)
-        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
         return 2
         ;;
     esac
