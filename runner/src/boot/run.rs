@@ -361,6 +361,16 @@ async fn drive(
         end,
         Ok(End::PowerOff | End::Reset | End::Panic | End::PromptReached | End::QemuExited)
     );
+    // A guest that timed out may be wedged inside QEMU (internal-error, io-error, paused):
+    // say so, it is the first thing anyone debugging the timeout wants to know.
+    let mut vm_state = None;
+    if !exited && matches!(end, Ok(End::BootTimeout | End::TotalTimeout)) {
+        if let Ok(Ok(state)) =
+            tokio::time::timeout(Duration::from_secs(1), qmp.query_status()).await
+        {
+            vm_state = Some(state).filter(|s| s != "running");
+        }
+    }
     if !exited {
         if polite
             && tokio::time::timeout(DRAIN_TIMEOUT, qmp.quit())
@@ -392,7 +402,10 @@ async fn drive(
     r.error = None;
     r.result = d.verdict;
     r.reason = d.reason;
-    r.summary = d.summary;
+    r.summary = match vm_state {
+        Some(state) => format!("{} (QEMU run state: {state})", d.summary),
+        None => d.summary,
+    };
     r.stage = class.stage;
     r.kernel_version = class.kernel_version;
     r.durations = durations;
