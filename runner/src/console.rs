@@ -11,6 +11,11 @@ use std::collections::VecDeque;
 use std::io::Write;
 
 pub const DEFAULT_LIMIT: u64 = 64 * 1024 * 1024;
+/// How long one chunk may wait for the console hook's receiver.
+#[cfg(not(test))]
+const HOOK_STALL: std::time::Duration = std::time::Duration::from_secs(10);
+#[cfg(test)]
+const HOOK_STALL: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct CappedLog {
     head_limit: u64,
@@ -137,8 +142,18 @@ impl ConsoleSink {
                 }
             }
             if let Some(hook) = &self.hook {
-                if hook.send(part).await.is_err() {
-                    self.hook = None;
+                // Backpressure is fine (it slows the guest), a receiver stuck for good is not:
+                // the boot's deadlines must keep running.
+                match tokio::time::timeout(HOOK_STALL, hook.send(part)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => self.hook = None,
+                    Err(_) => {
+                        tracing::warn!(
+                            stall = ?HOOK_STALL,
+                            "Console hook stopped taking bytes; no longer sending to it"
+                        );
+                        self.hook = None;
+                    }
                 }
             }
         }
@@ -185,6 +200,17 @@ mod tests {
         );
         // Head + tail + two short markers: bounded by the cap.
         assert!(emitted.len() < 8192 + 300, "{}", emitted.len());
+    }
+
+    #[tokio::test]
+    async fn a_stuck_hook_is_dropped_instead_of_stalling_the_boot() {
+        let (tx, _rx_never_read) = tokio::sync::mpsc::channel(1);
+        let mut sink = ConsoleSink::new(1 << 20, None, Some(tx));
+        sink.push(b"first").await;
+        // The channel is full and nobody reads: the push gives up after HOOK_STALL.
+        sink.push(b"second").await;
+        assert!(sink.hook.is_none());
+        sink.push(b"third").await;
     }
 
     #[test]
