@@ -22,7 +22,7 @@ use tempfile::NamedTempFile;
 use super::decompress::{self, Codec, DecompressError};
 use super::fetch::{Downloader, Outcome, Validators};
 use super::local;
-use super::source::{self, Source};
+use super::source::{self, redacted, Source};
 use super::verify::{self, Digests};
 use super::{ArtifactError, Limits};
 
@@ -82,7 +82,8 @@ impl ArtifactCache {
 
     /// Resolve `source` (a path, file:// URL or http(s):// URL), verify `sha256` if given (of the
     /// bytes as fetched, i.e. the compressed file; a match on the decompressed bytes is accepted
-    /// too), decompress gzip/xz/zstd by magic bytes, and return a read-only file.
+    /// too), decompress gzip/xz/zstd by magic bytes, and return a read-only file. A password in
+    /// a URL never appears in errors, logs or [`Fetched::info`].
     pub async fn fetch(
         &self,
         name: &str,
@@ -90,10 +91,17 @@ impl ArtifactCache {
         sha256: Option<&str>,
     ) -> Result<Fetched, ArtifactError> {
         let started = Instant::now();
+        let parsed = source::parse(source)?;
+        // What messages, logs and the result show: the source as given, minus any password.
+        let shown = match &parsed {
+            Source::Http(url) if url.password().is_some() => redacted(url),
+            _ => source.to_string(),
+        };
+        let source = shown.as_str();
         let expected = sha256
             .map(|value| verify::parse_expected(source, value))
             .transpose()?;
-        let fetched = match source::parse(source)? {
+        let fetched = match parsed {
             Source::Local(path) => {
                 self.fetch_local(name, source, path, expected.as_deref())
                     .await?
@@ -210,7 +218,7 @@ impl ArtifactCache {
         let cached = self.valid_entry(&entry).await?;
         let current = match &cached {
             Some(meta) if !needs_revalidation(meta, expected, unix_now()) => {
-                tracing::debug!(name, %url, "Cache hit");
+                tracing::debug!(name, url = %redacted(&url), "Cache hit");
                 return url_fetched(name, source, &entry, meta, expected);
             }
             Some(meta) => Some(meta.validators()),
@@ -224,7 +232,7 @@ impl ArtifactCache {
         let downloaded = match (outcome, cached) {
             (Ok(Outcome::Downloaded(d)), _) => d,
             (Ok(Outcome::NotModified), Some(mut meta)) => {
-                tracing::debug!(name, %url, "Cache entry still current");
+                tracing::debug!(name, url = %redacted(&url), "Cache entry still current");
                 meta.validated_at = unix_now();
                 let (e, m) = (entry.clone(), meta.clone());
                 blocking(move || {
@@ -235,12 +243,13 @@ impl ArtifactCache {
                 return url_fetched(name, source, &entry, &meta, expected);
             }
             (Err(err), Some(meta)) => {
-                tracing::warn!(name, %url, error = %err, "Could not revalidate, using the cached copy");
+                tracing::warn!(name, url = %redacted(&url), error = %err, "Could not revalidate, using the cached copy");
                 return url_fetched(name, source, &entry, &meta, expected);
             }
             (Ok(Outcome::NotModified), None) => {
                 return Err(ArtifactError::Internal(format!(
-                    "HTTP 304 for {url} without a conditional request"
+                    "HTTP 304 for {} without a conditional request",
+                    redacted(&url)
                 )))
             }
             (Err(err), None) => return Err(err),

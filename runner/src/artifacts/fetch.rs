@@ -11,6 +11,7 @@ use tempfile::NamedTempFile;
 use tokio::io::AsyncWriteExt;
 
 use super::error::describe_chain;
+use super::source::redacted;
 use super::{ArtifactError, Limits};
 
 /// What to do with an HTTP response status (a pure decision, tested on its own).
@@ -116,7 +117,7 @@ impl Downloader {
         match tokio::time::timeout(total, work).await {
             Ok(result) => result,
             Err(_) => Err(ArtifactError::DownloadTimeout {
-                url: url.to_string(),
+                url: redacted(url),
                 seconds: total.as_secs_f64(),
             }),
         }
@@ -138,21 +139,21 @@ impl Downloader {
             match self.attempt(url, tmp_dir, current).await {
                 Ok(outcome) => {
                     if let Outcome::Downloaded(d) = &outcome {
-                        tracing::debug!(%url, size = d.size, attempt, "Downloaded");
+                        tracing::debug!(url = %redacted(url), size = d.size, attempt, "Downloaded");
                     }
                     return Ok(outcome);
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(reason)) if attempt >= max_attempts => {
                     return Err(ArtifactError::Download {
-                        url: url.to_string(),
+                        url: redacted(url),
                         attempts: attempt,
                         reason,
                     })
                 }
                 Err(Failure::Retry(reason)) => {
                     let delay = backoff(attempt);
-                    tracing::warn!(%url, attempt, %reason, delay_ms = delay.as_millis() as u64, "Download failed, retrying");
+                    tracing::warn!(url = %redacted(url), attempt, %reason, delay_ms = delay.as_millis() as u64, "Download failed, retrying");
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -168,7 +169,10 @@ impl Downloader {
         let limits = &self.limits;
         let client = self.client().map_err(Failure::Fatal)?;
         let io_fatal = |what: &str, e: std::io::Error| {
-            Failure::Fatal(ArtifactError::io(format!("{what} for {url}"), e))
+            Failure::Fatal(ArtifactError::io(
+                format!("{what} for {}", redacted(url)),
+                e,
+            ))
         };
         // reqwest's read timeout does not cover waiting for the response head on every
         // version, so bound it here too.
@@ -191,7 +195,7 @@ impl Downloader {
             }
             Ok(Err(e)) if e.is_builder() => {
                 return Err(Failure::Fatal(ArtifactError::Unsupported {
-                    origin: url.to_string(),
+                    origin: redacted(url),
                     reason: describe_chain(&e),
                 }))
             }
@@ -218,14 +222,14 @@ impl Downloader {
             StatusAction::Retry => return Err(Failure::Retry(format!("HTTP {status}"))),
             StatusAction::Fail => {
                 return Err(Failure::Fatal(ArtifactError::HttpStatus {
-                    url: url.to_string(),
+                    url: redacted(url),
                     status: status.to_string(),
                 }))
             }
         }
         let too_large = |what| {
             Failure::Fatal(ArtifactError::TooLarge {
-                origin: url.to_string(),
+                origin: redacted(url),
                 what,
                 limit: limits.max_size,
             })

@@ -49,6 +49,17 @@ pub fn parse(source: &str) -> Result<Source, ArtifactError> {
     }
 }
 
+/// A URL fit for messages and logs: any password in it is replaced by `***`.
+pub fn redacted(url: &Url) -> String {
+    if url.password().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    // Only fails for URLs that cannot have credentials, which have no password to hide.
+    let _ = shown.set_password(Some("***"));
+    shown.to_string()
+}
+
 /// RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
 fn is_scheme(s: &str) -> bool {
     let mut chars = s.chars();
@@ -98,6 +109,14 @@ mod tests {
             parse("http://127.0.0.1:8080/a").unwrap(),
             Source::Http(_)
         ));
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        let url = Url::parse("https://user:s3cret@h/k").unwrap();
+        assert_eq!(redacted(&url), "https://user:***@h/k");
+        let plain = Url::parse("https://h/k?x=1").unwrap();
+        assert_eq!(redacted(&plain), "https://h/k?x=1");
     }
 
     #[test]

@@ -781,3 +781,26 @@ async fn prune_removes_least_recently_used_entries_but_not_ones_in_use() {
     cache.fetch("kernel", &fetched[1].1, None).await.unwrap();
     assert_eq!(server.hits("/b"), 2);
 }
+
+#[tokio::test]
+async fn a_password_in_a_url_never_reaches_messages_or_the_result() {
+    let server = TestServer::start().await;
+    let data = sample(100);
+    let url = server
+        .route("/k", Reply::Bytes(data.clone()))
+        .replace("http://", "http://ci:hunter2@");
+    let missing = url.replace("/k", "/missing");
+    let (_dir, cache) = cache_with(limits());
+
+    let fetched = cache.fetch("kernel", &url, None).await.unwrap();
+    assert_eq!(fetched.info.source, url.replace("hunter2", "***"));
+    let err = cache.fetch("kernel", &missing, None).await.unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(err.to_string().contains("ci:***@"), "{err}");
+    let err = cache
+        .fetch("kernel", &url, Some(&sha(b"x")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "checksum_mismatch");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
