@@ -149,6 +149,15 @@ pub struct NameArgs {
     pub conn: Conn,
 }
 
+/// Writes to stdout; a closed pipe (`| head`) is the reader's choice, not an error.
+fn out(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 /// Runs a client subcommand; returns the process exit status.
 pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
     match cmd {
@@ -162,7 +171,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
         }
         ClientCommand::Cancel(a) => {
             let job = Api::new(&a.conn)?.cancel(&a.name).await?;
-            println!("{}: {}", a.name, progress::phase(&job));
+            out(&format!("{}: {}\n", a.name, progress::phase(&job)))?;
             Ok(0)
         }
     }
@@ -256,7 +265,7 @@ async fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    println!("{name}");
+    out(&format!("{name}\n"))?;
     if !a.wait {
         return Ok(0);
     }
@@ -287,7 +296,7 @@ async fn list(a: ListArgs) -> anyhow::Result<i32> {
         .list(a.phase.as_deref(), a.selector.as_deref())
         .await?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        out(&format!("{}\n", serde_json::to_string_pretty(&items)?))?;
         return Ok(0);
     }
     let rows: Vec<[String; 7]> = items
@@ -312,17 +321,17 @@ async fn list(a: ListArgs) -> anyhow::Result<i32> {
             *w = (*w).max(c.len());
         }
     }
-    let mut out = String::new();
+    let mut text = String::new();
     for r in std::iter::once(&header).chain(&rows) {
         let cells: Vec<String> = r
             .iter()
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
     }
-    print!("{out}");
+    out(&text)?;
     Ok(0)
 }
 
@@ -334,18 +343,20 @@ async fn get(a: GetArgs) -> anyhow::Result<i32> {
         api.get(&a.name).await?
     };
     match a.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
-        Format::Yaml => print!("{}", serde_yaml::to_string(&v)?),
+        Format::Json => out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?,
+        Format::Yaml => out(&serde_yaml::to_string(&v)?)?,
     }
     Ok(0)
 }
 
 async fn log(a: LogArgs) -> anyhow::Result<i32> {
     let mut resp = Api::new(&a.conn)?.log(&a.name, a.follow).await?;
-    let mut out = std::io::stdout().lock();
     while let Some(chunk) = resp.chunk().await.context("reading the log")? {
-        out.write_all(&chunk)?;
-        out.flush()?;
+        let mut stdout = std::io::stdout().lock();
+        match stdout.write_all(&chunk).and_then(|()| stdout.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            other => other?,
+        }
     }
     Ok(0)
 }
@@ -419,7 +430,7 @@ pub async fn wait(api: Arc<Api>, name: &str, timeout: Option<Duration>) -> anyho
             if tty {
                 eprint!("\r\x1b[K");
             }
-            println!("{}", progress::verdict(&job));
+            out(&format!("{}\n", progress::verdict(&job)))?;
             break code;
         }
         if timeout.is_some_and(|t| started.elapsed() >= t) {

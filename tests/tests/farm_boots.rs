@@ -1,0 +1,155 @@
+//! The standalone farm boots real kernels under QEMU (TCG) and records their verdicts:
+//! x86_64 and arm64 power-off initramfs → Succeeded; x86_64 panicking init → Failed.
+
+mod farm_support;
+
+use farm_support::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn real_boots_end_in_the_right_phase_with_their_logs_and_results() {
+    let Some(fx) = fixtures() else { return };
+    let farm = Farm::start(Options::default());
+    let jobs = [
+        (
+            "x86-ok",
+            "x86_64",
+            "x86_64/initrd-poweroff.cpio.gz",
+            "Succeeded",
+            0,
+            "pass",
+        ),
+        (
+            "x86-panic",
+            "x86_64",
+            "x86_64/initrd-panic.cpio.gz",
+            "Failed",
+            1,
+            "fail",
+        ),
+        (
+            "arm-ok",
+            "arm64",
+            "arm64/initrd-poweroff.cpio.gz",
+            "Succeeded",
+            0,
+            "pass",
+        ),
+    ];
+    for (name, arch, initrd, ..) in &jobs {
+        let kernel = url(&fx, &format!("{arch}/kernel"));
+        let initrd = url(&fx, initrd);
+        let out = farm.cli(&[
+            "submit",
+            "--name",
+            name,
+            "--arch",
+            arch,
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--timeout",
+            "240",
+            "--label",
+            "suite=blackbox",
+        ]);
+        assert!(out.status.success(), "submit {name}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), *name);
+    }
+    for (name, _, _, phase, code, result) in &jobs {
+        let out = farm.cli(&["wait", name, "--timeout", "300"]);
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "wait {name}:\n{}",
+            farm.operator_log()
+        );
+        let job = farm.job(name);
+        assert_eq!(job["status"]["phase"], *phase);
+        assert_eq!(job["status"]["result"]["result"], *result);
+        assert_eq!(job["status"]["attempts"], 1);
+        assert!(
+            job["status"]["result"]["kernelVersion"].as_str().is_some(),
+            "{job}"
+        );
+
+        let doc = farm.cli(&["get", name, "--result", "-o", "json"]);
+        assert!(doc.status.success());
+        let doc: serde_json::Value = serde_json::from_slice(&doc.stdout).unwrap();
+        assert_eq!(doc["schema"], "bootfarm.result/v1");
+        assert_eq!(doc["result"], *result);
+
+        let log = farm.cli(&["log", name]);
+        let log = String::from_utf8_lossy(&log.stdout);
+        assert!(log.contains("Linux version"), "{name} log:\n{log}");
+        if *result == "pass" {
+            assert!(log.contains("bootfarm: userspace up"), "{name} log:\n{log}");
+        } else {
+            assert!(log.contains("Kernel panic"), "{name} log:\n{log}");
+            let issues = &doc["issues"];
+            assert!(
+                issues
+                    .as_array()
+                    .is_some_and(|i| i.iter().any(|i| i["kind"] == "panic")),
+                "{doc}"
+            );
+        }
+    }
+    // The list shows all three, filterable by phase and label.
+    let out = farm.cli(&["list", "--phase", "Succeeded", "-l", "suite=blackbox"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("x86-ok") && table.contains("arm-ok") && !table.contains("x86-panic"),
+        "{table}"
+    );
+}
+
+#[test]
+fn log_follow_streams_until_the_job_ends() {
+    let Some(fx) = fixtures() else { return };
+    let farm = Farm::start(Options::default());
+    let kernel = url(&fx, "x86_64/kernel");
+    let initrd = url(&fx, "x86_64/initrd-poweroff.cpio.gz");
+    let out = farm.cli(&[
+        "submit", "--name", "followed", "--arch", "x86_64", "--kernel", &kernel, "--initrd",
+        &initrd,
+    ]);
+    assert!(out.status.success());
+    // Follow from submission: the stream must stay open through the boot and end by itself.
+    let started = Instant::now();
+    let out = farm.cli(&["log", "followed", "--follow"]);
+    assert!(out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(240));
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("Linux version"), "{log}");
+    assert!(log.contains("bootfarm: userspace up"), "{log}");
+    assert_eq!(farm.phase("followed"), "Succeeded");
+    // The followed stream is the stored log, byte for byte.
+    let stored = farm.cli(&["log", "followed"]);
+    assert_eq!(stored.stdout, out.stdout);
+}
+
+#[test]
+fn submit_wait_reports_a_kernel_failure_with_exit_1() {
+    let Some(fx) = fixtures() else { return };
+    let farm = Farm::start(Options::default());
+    let kernel = url(&fx, "x86_64/kernel");
+    let initrd = url(&fx, "x86_64/initrd-panic.cpio.gz");
+    let out = farm.cli(&[
+        "submit",
+        "--arch",
+        "x86_64",
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--wait",
+        "--wait-timeout",
+        "240",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", farm.operator_log());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Failed"), "{text}");
+    assert!(text.contains("Attempted to kill init"), "{text}");
+}
