@@ -536,3 +536,13 @@ fn login_failures() {
         "login_timed_out"
     );
 }
+
+#[test]
+fn a_command_echo_wrapped_by_the_terminal_still_names_the_test() {
+    // As busybox echoed it on an 80-column serial console.
+    let log = b"root@bootfarm:~# \x1b[6necho \"BF\"\"_S_f00dcafe_1\"; echo to-kmsg > /dev/kmsg; echo out; f\r\r\nalse; echo \"BF\"\"_E_f00dcafe_1_$?\"\r\nBF_S_f00dcafe_1\r\n[   32.826501] to-kmsg\r\nout\r\nBF_E_f00dcafe_1_1\r\nroot@bootfarm:~# ";
+    let c = classify(log);
+    assert_eq!(c.tests.len(), 1);
+    assert_eq!(c.tests[0].name, "echo to-kmsg > /dev/kmsg; echo out; false");
+    assert_eq!(c.tests[0].output.as_deref(), Some("out\n"));
+}

@@ -216,6 +216,8 @@ pub struct Classifier {
     command: Option<Command>,
     /// Names parsed from the echo of typed command lines, by (nonce, index).
     command_names: VecDeque<(String, u32, String)>,
+    /// The start of a command echo the terminal wrapped, with the lines joined so far.
+    pending_echo: Option<(String, u32)>,
 }
 
 impl Classifier {
@@ -243,6 +245,7 @@ impl Classifier {
             lava: Lava::default(),
             command: None,
             command_names: VecDeque::new(),
+            pending_echo: None,
         }
     }
 
@@ -481,6 +484,9 @@ impl Classifier {
             self.issue_line(text, line_no, hit, events);
         }
         self.prev_equals = equals;
+        if !kernel && self.pending_echo.is_some() {
+            self.continue_echo(text);
+        }
         if hit {
             self.milestones(text, kernel, events);
             // A signal typed at the prompt is echoed; only the shell's output counts.
@@ -848,15 +854,36 @@ impl Classifier {
         }
     }
 
+    fn command_name(&mut self, m: commands::Marker, cmd: String) {
+        if self.command_names.len() >= 8 {
+            self.command_names.pop_front();
+        }
+        self.command_names.push_back((m.nonce, m.index, cmd));
+    }
+
+    /// A line after the first part of a wrapped command echo.
+    fn continue_echo(&mut self, text: &str) {
+        let Some((mut joined, n)) = self.pending_echo.take() else {
+            return;
+        };
+        joined.push_str(text);
+        if let Some((m, cmd)) = commands::echo(&joined) {
+            self.command_name(m, cmd);
+        } else if n < 8 && joined.len() < 4 * MAX_LINE && commands::start(text).is_none() {
+            self.pending_echo = Some((joined, n + 1));
+        }
+    }
+
     /// Interactive command markers. Returns true when the line was a marker line.
     fn command_marker(&mut self, text: &str, prompt_echo: bool, events: &mut Vec<Event>) -> bool {
         if prompt_echo || text.contains("\"BF\"\"_S_") {
             if let Some((m, cmd)) = commands::echo(text) {
-                if self.command_names.len() >= 8 {
-                    self.command_names.pop_front();
-                }
-                self.command_names.push_back((m.nonce, m.index, cmd));
+                self.command_name(m, cmd);
                 return true;
+            }
+            if text.contains("\"BF\"\"_S_") {
+                // The terminal wrapped the echo of a long line: join the following lines.
+                self.pending_echo = Some((text.to_string(), 0));
             }
             return false;
         }

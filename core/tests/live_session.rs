@@ -1,0 +1,223 @@
+//! The interactive session against a real guest: an x86_64 Debian kernel under QEMU (TCG)
+//! with the busybox getty initramfs from `scripts/fixtures`. The test plays the runner's part
+//! (serial console on QEMU's stdio), so the state machine, the echo pacing and the command
+//! markers meet a real serial console. Skipped, loudly, when the fixtures are absent.
+
+use bootfarm_core::console::session::{Action, Session, SessionConfig};
+use bootfarm_core::console::{Classification, Classifier, ClassifierConfig};
+use bootfarm_core::result::{Stage, TestOutcome};
+use bootfarm_core::verdict::{decide, End, Expect};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("BOOTFARM_FIXTURES")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cache = std::env::var_os("BOOTFARM_CACHE")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bootfarm"))
+                })?;
+            Some(cache.join("fixtures"))
+        })?;
+    let ok =
+        dir.join("x86_64/kernel").is_file() && dir.join("x86_64/initrd-login.cpio.gz").is_file();
+    if !ok {
+        eprintln!(
+            "SKIPPED: no bootfarm fixtures at {} (run scripts/fixtures)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(dir)
+}
+
+/// Kills QEMU whatever happens to the test.
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Run {
+    class: Classification,
+    log: Vec<u8>,
+    failure: Option<String>,
+    exited: bool,
+}
+
+fn boot(fx: &std::path::Path, cfg: SessionConfig) -> Run {
+    let child = Command::new("qemu-system-x86_64")
+        .args([
+            "-M", "q35", "-cpu", "Nehalem", "-m", "512M", "-smp", "1", "-accel", "tcg",
+        ])
+        .args([
+            "-no-reboot",
+            "-nographic",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(fx.join("x86_64/kernel"))
+        .arg("-initrd")
+        .arg(fx.join("x86_64/initrd-login.cpio.gz"))
+        .args(["-append", "console=ttyS0 panic=-1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 starts");
+    let mut qemu = Qemu(child);
+    let mut stdin = qemu.0.stdin.take().expect("stdin");
+    let mut stdout = qemu.0.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut classifier = Classifier::new(ClassifierConfig::default());
+    let mut session = Session::new(cfg, "f00dcafe");
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last_output = Instant::now();
+    let mut finished_at: Option<Instant> = None;
+    let mut exited = false;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(bytes) => {
+                last_output = Instant::now();
+                log.extend_from_slice(&bytes);
+                let events = classifier.feed(&bytes);
+                for a in session.on_output(&bytes, &events) {
+                    match a {
+                        Action::Send(b) => {
+                            stdin.write_all(&b).expect("write to the console");
+                            stdin.flush().expect("flush the console");
+                        }
+                        Action::Finish => finished_at = Some(Instant::now()),
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if session.is_active() && last_output.elapsed() > Duration::from_secs(5) {
+                    for a in session.on_idle() {
+                        if let Action::Send(b) = a {
+                            stdin.write_all(&b).expect("write to the console");
+                        }
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                exited = true;
+                break;
+            }
+        }
+        if finished_at.is_some_and(|t| t.elapsed() > Duration::from_secs(15)) {
+            break;
+        }
+    }
+    drop(qemu);
+    // Kept for a look when an assertion fails.
+    let _ = std::fs::write(std::env::temp_dir().join("bootfarm-live-session.log"), &log);
+    Run {
+        class: classifier.finish(),
+        log,
+        failure: session.failure().map(str::to_string),
+        exited,
+    }
+}
+
+#[test]
+fn login_as_root_runs_commands_and_powers_off() {
+    let Some(fx) = fixtures() else {
+        return;
+    };
+    let run = boot(
+        &fx,
+        SessionConfig {
+            login: Some("root".parse().expect("login")),
+            commands: vec![
+                "uname -a".into(),
+                "echo to-kmsg > /dev/kmsg; echo out; false".into(),
+            ],
+        },
+    );
+    let text = String::from_utf8_lossy(&run.log);
+    let c = &run.class;
+    assert_eq!(c.stage, Stage::Shell, "log:\n{text}");
+    let tests: Vec<_> = c
+        .tests
+        .iter()
+        .map(|t| (t.suite.as_str(), t.name.as_str(), t.result))
+        .collect();
+    assert_eq!(
+        tests,
+        vec![
+            ("commands", "uname -a", TestOutcome::Pass),
+            (
+                "commands",
+                "echo to-kmsg > /dev/kmsg; echo out; false",
+                TestOutcome::Fail
+            ),
+        ],
+        "log:\n{text}"
+    );
+    let uname = c.tests[0].output.as_deref().unwrap_or("");
+    assert!(
+        uname.starts_with("Linux bootfarm 6.") || uname.starts_with("Linux "),
+        "{uname:?}"
+    );
+    // The kernel's copy of the /dev/kmsg line is not command output; the command's own is.
+    assert_eq!(c.tests[1].output.as_deref(), Some("out\n"), "log:\n{text}");
+    assert_eq!(c.tests[1].reason.as_deref(), Some("exit status 1"));
+    assert!(
+        c.powered_off && run.exited,
+        "poweroff -f ends the run; log:\n{text}"
+    );
+    assert_eq!(run.failure, None);
+    let d = decide(c, Expect::Auto, End::PowerOff);
+    assert_eq!(d.reason, "test_failed");
+
+    // The saved log classifies to the same tests offline.
+    let mut offline = Classifier::new(ClassifierConfig::default());
+    offline.feed(&run.log);
+    assert_eq!(&offline.finish(), c);
+}
+
+#[test]
+fn a_wrong_password_is_login_incorrect() {
+    let Some(fx) = fixtures() else {
+        return;
+    };
+    let run = boot(
+        &fx,
+        SessionConfig {
+            login: Some("tester:wrong".parse().expect("login")),
+            commands: vec!["true".into()],
+        },
+    );
+    let text = String::from_utf8_lossy(&run.log);
+    assert_eq!(
+        run.failure.as_deref(),
+        Some("Login incorrect"),
+        "log:\n{text}"
+    );
+    assert!(run.class.login_incorrect);
+    assert_eq!(
+        decide(&run.class, Expect::Auto, End::PromptReached).reason,
+        "login_incorrect"
+    );
+}
