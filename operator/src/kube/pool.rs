@@ -165,8 +165,14 @@ pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Actio
 
     // Busy runners must not be evicted by node autoscalers; idle ones may be.
     for (view, pod) in plan.views.iter().zip(&pods) {
+        if d.delete.iter().any(|(id, _)| id == &view.runner.id) {
+            continue;
+        }
         let busy = match view.runner.state {
-            RunnerState::Busy => true,
+            RunnerState::Busy => {
+                ctx.activity.busy(&view.runner.id, now);
+                true
+            }
             RunnerState::Idle { .. } => false,
             _ => continue,
         };

@@ -65,6 +65,17 @@ pub struct Seen {
     pub first_poll: Timestamp,
     /// When it last became idle (first poll, or the end of its last job).
     pub idle_since: Timestamp,
+    /// When it was last seen holding a lease (claim, heartbeat, or a pool reconcile that found
+    /// it busy): a job deleted under it ends its work without an `idle` call.
+    pub last_busy: Option<Timestamp>,
+}
+
+impl Seen {
+    /// Idle since the later of the end of its last job and the last time it was seen busy.
+    pub fn idle_since(&self) -> Timestamp {
+        self.last_busy
+            .map_or(self.idle_since, |b| b.max(self.idle_since))
+    }
 }
 
 impl RunnerActivity {
@@ -79,12 +90,20 @@ impl RunnerActivity {
             m.entry(runner.to_string()).or_insert(Seen {
                 first_poll: now,
                 idle_since: now,
+                last_busy: None,
             });
         });
     }
 
     pub fn busy(&self, runner: &str, now: Timestamp) {
-        self.polled(runner, now);
+        self.with(|m| {
+            let e = m.entry(runner.to_string()).or_insert(Seen {
+                first_poll: now,
+                idle_since: now,
+                last_busy: None,
+            });
+            e.last_busy = Some(now);
+        });
     }
 
     pub fn idle(&self, runner: &str, now: Timestamp) {
@@ -92,6 +111,7 @@ impl RunnerActivity {
             let e = m.entry(runner.to_string()).or_insert(Seen {
                 first_poll: now,
                 idle_since: now,
+                last_busy: None,
             });
             e.idle_since = now;
         });
@@ -145,7 +165,7 @@ pub fn classify(
             .annotations()
             .get(IDLE_SINCE)
             .and_then(|s| crate::queue::parse_time(s));
-        let since = annotated.map_or(seen.idle_since, |a| a.max(seen.idle_since));
+        let since = annotated.map_or(seen.idle_since(), |a| a.max(seen.idle_since()));
         (RunnerState::Idle { since }, created)
     } else {
         // Running but not polled since this operator started: starting, its startup clock from

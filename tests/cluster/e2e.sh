@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# End to end on a real kube-apiserver: the chart's CRDs and RBAC, `bootfarm-operator run` with the
+# chart's own ServiceAccount token, the chart's example BootJobs booting real kernels through runner
+# pods that tests/cluster/fake-kubelet.py runs as local processes.
+#
+# Usage: tests/cluster/e2e.sh        (env: BOOTFARM_FIXTURES, BOOTFARM_CACHE, E2E_KEEP=1 keeps $WORK)
+# Covers: kubectl wait --for=condition=Succeeded; `kubectl get bootjobs` columns; scale-up creates
+# runner pods and idle scale-down deletes them; pending pods beyond demand are removed; deleting a
+# BootJob cancels its boot; a runner pod deleted mid-boot makes the job retry; an operator restart
+# loses nothing; invalid BootJobs are rejected by the schema or end in Error with a clear condition.
+# Every wait is bounded; everything started here is stopped on exit, whatever happens.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+CHART=$ROOT/charts/bootfarm
+# shellcheck source=tests/cluster/control-plane.sh
+source "$HERE/control-plane.sh"
+set -euo pipefail
+
+BOOTFARM_CACHE=${BOOTFARM_CACHE:-$HOME/.cache/bootfarm}
+FIXTURES=${BOOTFARM_FIXTURES:-$BOOTFARM_CACHE/fixtures}
+NS=bootfarm-e2e
+RELEASE=bf
+SA=$RELEASE-bootfarm
+USER_TOKEN=e2e-user-token-0123456789abcdef
+RUNNER_TOKEN=e2e-runner-token-0123456789abcdef
+LEASE_TTL=10
+IDLE_TIMEOUT=15
+STARTED=$SECONDS
+
+log() { echo "e2e: [$((SECONDS - STARTED))s] $*" >&2; }
+fail() {
+    echo "e2e: FAIL: $*" >&2
+    exit 1
+}
+
+if [[ ! -f $FIXTURES/x86_64/kernel || ! -f $FIXTURES/arm64/kernel ]]; then
+    echo "e2e: SKIP: no boot fixtures in $FIXTURES (run scripts/fixtures); CI always has them" >&2
+    exit 0
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bootfarm-e2e.XXXXXX")
+CP=$WORK/cp
+OPERATOR_PID="" KUBELET_PID=""
+
+stop_pid() { # stop_pid PID SECONDS: TERM, then KILL after SECONDS
+    local pid=$1 wait=$2
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + wait))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    if ((rc != 0)); then
+        echo "e2e: --- operator log (tail) ---" >&2
+        tail -n 40 "$WORK/operator.log" 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' >&2
+        echo "e2e: --- fake kubelet log (tail) ---" >&2
+        tail -n 20 "$WORK/kubelet.log" >&2 2>/dev/null
+        k get bootjobs,runnerpools,pods -o wide >&2 2>/dev/null
+    fi
+    stop_pid "$OPERATOR_PID" 10
+    [[ -n $KUBELET_PID ]] && kill -CONT "$KUBELET_PID" 2>/dev/null
+    # The kubelet stops its runner processes (and so their QEMUs) before it exits.
+    stop_pid "$KUBELET_PID" 30
+    cp_stop "$CP" >/dev/null 2>&1
+    if [[ -n ${E2E_KEEP:-} ]]; then
+        echo "e2e: kept $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+k() { timeout 60 kubectl --kubeconfig "$CP/kubeconfig" -n "$NS" "$@" 2> >(grep -v -i 'warning' >&2); }
+
+# wait_for SECONDS WHAT CMD...: retries CMD every 0.5 s until it succeeds or time runs out.
+wait_for() {
+    local limit=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || fail "timed out after ${limit}s waiting for: $what"
+        sleep 0.5
+    done
+    log "ok: $what"
+}
+
+jsonpath() { k get "$1" -o "jsonpath=$2" 2>/dev/null; }
+pool_pods() { k get pods -l "bootfarm.dev/pool=$1" -o name 2>/dev/null | grep -c . || true; }
+
+# --- build and start ---------------------------------------------------------------------------
+
+log "building bootfarm-operator and bootfarm-runner"
+(cd "$ROOT" && cargo build -q -p bootfarm-operator -p bootfarm-runner) || fail "cargo build"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/debug
+OPERATOR=$TARGET/bootfarm-operator
+RUNNER=$TARGET/bootfarm-runner
+
+cp_build >/dev/null || fail "control plane build"
+cp_start "$CP" || fail "control plane start"
+# shellcheck source=/dev/null
+source "$CP/ports.env"
+k create namespace "$NS" >/dev/null
+
+# --- install: the chart's CRDs, RBAC, Secrets, RunnerPools and runner pod template -------------
+
+HELM=$("$ROOT/scripts/helm")
+"$HELM" template "$RELEASE" "$CHART" --namespace "$NS" --kube-version "v$K8S_VERSION" \
+    --set "runnerPools.tcg.arches={x86_64,arm64}" \
+    --set runnerPools.tcg.maxRunners=2 \
+    --set runnerPools.tcg.idleTimeoutSeconds=$IDLE_TIMEOUT \
+    --set runnerPools.tcg.startupTimeoutSeconds=120 \
+    --set "auth.userTokens={$USER_TOKEN}" --set "auth.runnerToken=$RUNNER_TOKEN" \
+    >"$WORK/chart.yaml" || fail "helm template"
+# What the operator needs from the chart (no Deployment: the operator runs here, as a process).
+python3 - "$WORK/chart.yaml" "$WORK" <<'EOF' || fail "splitting the rendered chart"
+import os, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+keep = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Secret", "RunnerPool"}
+yaml.safe_dump_all([d for d in docs if d["kind"] in keep], open(os.path.join(sys.argv[2], "install.yaml"), "w"))
+pod = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-runner-pod")]
+assert pod, "the chart renders no runner pod template ConfigMap"
+os.makedirs(os.path.join(sys.argv[2], "runner-pod"), exist_ok=True)
+for key, text in pod[0]["data"].items():
+    open(os.path.join(sys.argv[2], "runner-pod", key), "w").write(text)
+EOF
+k apply -f "$CHART/crds/" >/dev/null || fail "the apiserver rejected the CRDs"
+k wait --for=condition=Established crd/bootjobs.bootfarm.dev crd/runnerpools.bootfarm.dev --timeout=60s >/dev/null ||
+    fail "CRDs not established"
+k apply -f "$WORK/install.yaml" >/dev/null || fail "the apiserver rejected the chart's RBAC/Secrets/RunnerPools"
+log "installed CRDs, RBAC, Secrets and RunnerPools ($(grep -c '^kind:' "$WORK/install.yaml") objects)"
+
+# The operator runs with the chart's ServiceAccount token: this proves the Role is enough.
+sa_token() {
+    local secret
+    secret=$(k get serviceaccount "$SA" -o 'jsonpath={.secrets[0].name}') && [[ -n $secret ]] &&
+        k get secret "$secret" -o 'jsonpath={.data.token}' | base64 -d
+}
+wait_for 60 "ServiceAccount token for $SA" sa_token
+cat >"$WORK/operator.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster: {server: "$APISERVER_URL", certificate-authority: "$CP/pki/ca.crt"}
+users:
+- name: $SA
+  user: {token: "$(sa_token)"}
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: $SA, namespace: $NS}
+current-context: e2e
+EOF
+chmod 600 "$WORK/operator.kubeconfig"
+printf '%s\n' "$USER_TOKEN" >"$WORK/user-tokens"
+printf '%s\n' "$RUNNER_TOKEN" >"$WORK/runner-token"
+
+PORT=$(cp_free_port)
+API=http://127.0.0.1:$PORT
+start_operator() {
+    KUBECONFIG=$WORK/operator.kubeconfig RUST_LOG=${RUST_LOG:-info,kube=warn} \
+        "$OPERATOR" run --namespace "$NS" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" \
+        --token-file "$WORK/user-tokens" --runner-token-file "$WORK/runner-token" \
+        --lease-ttl "$LEASE_TTL" --runner-pod-template "$WORK/runner-pod/pod.yaml" \
+        --server-url "$API" >>"$WORK/operator.log" 2>&1 &
+    OPERATOR_PID=$!
+    wait_for 30 "operator ready on $API" curl -fsS --max-time 2 "$API/readyz"
+}
+start_operator
+
+python3 "$HERE/fake-kubelet.py" --kubeconfig "$CP/kubeconfig" --namespace "$NS" \
+    --selector app.kubernetes.io/component=runner --runner-bin "$RUNNER" --work "$WORK/kubelet" \
+    >"$WORK/kubelet.log" 2>&1 &
+KUBELET_PID=$!
+
+# The chart's examples, with their artifact server replaced by the local fixtures.
+example() {
+    sed "s#http://bootfarm-fixtures/#file://$FIXTURES/#g" "$CHART/examples/$1"
+}
+# job NAME ARCH INITRD [extra spec lines]: a BootJob on the fixtures.
+job() {
+    local name=$1 arch=$2 initrd=$3 console=ttyS0
+    [[ $arch == arm64 ]] && console=ttyAMA0
+    cat <<EOF
+apiVersion: bootfarm.dev/v1alpha1
+kind: BootJob
+metadata: {name: $name}
+spec:
+  arch: $arch
+  kernel: {url: "file://$FIXTURES/$arch/kernel"}
+  initrd: {url: "file://$FIXTURES/$arch/initrd-$initrd.cpio.gz"}
+  bootArgs: console=$console panic=-1
+  timeouts: {boot: 300, total: 600}
+${4:-}
+EOF
+}
+phase_is() { [[ $(jsonpath "bootjob/$1" '{.status.phase}') == "$2" ]]; }
+# Called directly (never through bash -c, whose own command line would match the pattern).
+qemu_running() { pgrep -f "qemu-system.*$WORK/kubelet" >/dev/null; }
+no_qemu() { ! qemu_running; }
+
+# --- 1. invalid BootJobs: refused by the schema, or Error with a clear condition ---------------
+
+if job bad-arch vax poweroff | k apply -f - >/dev/null 2>"$WORK/bad-arch.err"; then
+    fail "a BootJob with arch vax was accepted"
+fi
+grep -q 'spec.arch' "$WORK/bad-arch.err" || fail "schema rejection does not name spec.arch: $(cat "$WORK/bad-arch.err")"
+log "ok: arch vax rejected by the CRD schema"
+job bad-smp x86_64 poweroff "  smp: 1000" | k apply -f - >/dev/null
+k wait --for=condition=Valid=false bootjob/bad-smp --timeout=30s >/dev/null || fail "bad-smp never got Valid=False"
+phase_is bad-smp Error || fail "bad-smp is not in phase Error"
+msg=$(jsonpath bootjob/bad-smp '{.status.conditions[?(@.type=="Valid")].message}')
+[[ $msg == *spec.smp* ]] || fail "the Valid condition does not name spec.smp: $msg"
+log "ok: smp 1000 ends in Error: $msg"
+
+# --- 2. the chart's examples boot; scale-up creates runner pods --------------------------------
+
+EXAMPLES=()
+for f in "$CHART"/examples/bootjob-*.yaml; do
+    example "$(basename "$f")" | k apply -f - >/dev/null || fail "kubectl apply -f $(basename "$f") failed"
+    EXAMPLES+=("bootjob/$(example "$(basename "$f")" | awk '/^  name:/ {print $2; exit}')")
+done
+((${#EXAMPLES[@]} >= 4)) || fail "expected at least 4 example BootJobs, found ${#EXAMPLES[@]}"
+X86=$(example bootjob-x86_64.yaml | awk '/^  name:/ {print $2; exit}')
+ARM=$(example bootjob-arm64.yaml | awk '/^  name:/ {print $2; exit}')
+wait_for 30 "runner pods created for the x86_64 and arm64 pools" \
+    bash -c "(( \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get pods -l bootfarm.dev/pool=tcg-x86-64 -o name 2>/dev/null | wc -l) >= 1 &&
+               \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get pods -l bootfarm.dev/pool=tcg-arm64 -o name 2>/dev/null | wc -l) >= 1 ))"
+pod=$(k get pods -l bootfarm.dev/pool=tcg-x86-64 -o name | head -n1)
+owner=$(k get "$pod" -o 'jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}')
+[[ $owner == RunnerPool/tcg-x86-64 ]] || fail "$pod is owned by '$owner', not RunnerPool/tcg-x86-64"
+k wait --for=condition=Succeeded "${EXAMPLES[@]}" --timeout=300s >/dev/null ||
+    fail "the example jobs did not all succeed"
+log "ok: kubectl wait --for=condition=Succeeded ${EXAMPLES[*]}"
+
+# A kernel that panics is a Failed job (never retried).
+job panics x86_64 panic | k apply -f - >/dev/null
+k wait --for=condition=Failed bootjob/panics --timeout=180s >/dev/null || fail "the panicking kernel did not end Failed"
+[[ $(jsonpath bootjob/panics '{.status.attempts}') == 1 ]] || fail "a kernel failure was retried"
+log "ok: the panicking kernel ends Failed after one attempt"
+
+# `kubectl get bootjobs`: the printer columns show the real fields.
+k get bootjobs >"$WORK/get.txt"
+head -n1 "$WORK/get.txt" | grep -Eq '^NAME +ARCH +PHASE +RESULT +STAGE +RUNNER +AGE' ||
+    fail "unexpected columns: $(head -n1 "$WORK/get.txt")"
+grep -Eq "^$X86 +x86_64 +Succeeded +pass +[a-z_]+ +tcg-x86-64-[a-z0-9]+ " "$WORK/get.txt" ||
+    fail "kubectl get bootjobs does not show $X86 as Succeeded/pass: $(cat "$WORK/get.txt")"
+grep -Eq "^panics +x86_64 +Failed +fail +[a-z_]+ +tcg-x86-64-" "$WORK/get.txt" ||
+    fail "kubectl get bootjobs does not show panics as Failed/fail: $(cat "$WORK/get.txt")"
+grep -Eq "^bad-smp +x86_64 +Error " "$WORK/get.txt" || fail "bad-smp not shown as Error"
+log "ok: kubectl get bootjobs columns:"
+sed 's/^/    /' "$WORK/get.txt" >&2
+
+# The same job over the HTTP API (user token), and its console log.
+code=$(curl -s -o /dev/null -w '%{http_code}' "$API/api/v1/bootjobs/$X86")
+[[ $code == 401 ]] || fail "GET without a token answered $code, not 401"
+curl -fsS -H "Authorization: Bearer $USER_TOKEN" "$API/api/v1/bootjobs/$X86" | grep -q '"phase":"Succeeded"' ||
+    fail "the API does not show $X86 Succeeded"
+curl -fsS -H "Authorization: Bearer $USER_TOKEN" "$API/api/v1/bootjobs/$X86/log" | grep -q 'bootfarm: userspace up' ||
+    fail "the console log of $X86 lacks the userspace marker"
+log "ok: the HTTP API serves the job and its console log"
+
+# --- 3. deleting a BootJob cancels its boot ----------------------------------------------------
+
+job cancel-me x86_64 silent | k apply -f - >/dev/null
+wait_for 60 "cancel-me running" phase_is cancel-me Running
+wait_for 30 "QEMU of cancel-me started" qemu_running
+k delete bootjob cancel-me --timeout=30s >/dev/null || fail "deleting cancel-me blocked"
+wait_for 20 "QEMU of cancel-me stopped after the delete" no_qemu
+
+# --- 4. a runner pod deleted mid-boot: the job is retried --------------------------------------
+
+job retry-me x86_64 silent | k apply -f - >/dev/null
+wait_for 60 "retry-me running" phase_is retry-me Running
+victim=$(jsonpath bootjob/retry-me '{.status.runner}')
+k delete pod "$victim" --wait=false >/dev/null
+wait_for $((LEASE_TTL + 60)) "retry-me running again on another runner (attempt 2)" \
+    bash -c "[[ \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get bootjob retry-me -o 'jsonpath={.status.phase} {.status.attempts}' 2>/dev/null) == 'Running 2' ]]"
+[[ $(jsonpath bootjob/retry-me '{.status.runner}') != "$victim" ]] || fail "retry-me went back to the deleted runner"
+
+# --- 5. operator restart loses nothing ---------------------------------------------------------
+
+kill -KILL "$OPERATOR_PID" # no chance to tidy up
+wait "$OPERATOR_PID" 2>/dev/null || true
+job during-restart x86_64 poweroff | k apply -f - >/dev/null
+sleep 2
+start_operator
+k wait --for=condition=Succeeded bootjob/during-restart --timeout=180s >/dev/null ||
+    fail "the job submitted while the operator was down did not succeed"
+phase_is retry-me Running || fail "retry-me is no longer Running after the restart"
+for j in "$X86" "$ARM"; do
+    phase_is "$j" Succeeded || fail "$j changed after the restart"
+    [[ $(jsonpath "bootjob/$j" '{.status.attempts}') == 1 ]] || fail "$j ran twice"
+done
+log "ok: after an operator restart nothing was lost and nothing ran twice"
+k delete bootjob retry-me --timeout=30s >/dev/null
+
+# --- 6. idle runners are scaled down after the idle timeout ------------------------------------
+
+wait_for $((IDLE_TIMEOUT + 60)) "idle runner pods deleted (pools back to zero)" \
+    bash -c "(( \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get pods -l app.kubernetes.io/component=runner -o name 2>/dev/null | wc -l) == 0 ))"
+
+# --- 7. pending pods beyond demand are removed -------------------------------------------------
+
+kill -STOP "$KUBELET_PID" # no kubelet: new pods stay Pending
+job pending-1 arm64 silent | k apply -f - >/dev/null
+job pending-2 arm64 silent | k apply -f - >/dev/null
+wait_for 30 "two Pending arm64 runner pods" bash -c "(( \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get pods -l bootfarm.dev/pool=tcg-arm64 --field-selector=status.phase=Pending -o name 2>/dev/null | wc -l) == 2 ))"
+sleep 3
+[[ $(pool_pods tcg-arm64) == 2 ]] || fail "pending pods were over-provisioned: $(pool_pods tcg-arm64) pods for 2 jobs"
+k delete bootjob pending-1 pending-2 --timeout=30s >/dev/null
+wait_for 20 "Pending pods beyond demand removed" bash -c "(( \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get pods -l bootfarm.dev/pool=tcg-arm64 -o name 2>/dev/null | wc -l) == 0 ))"
+kill -CONT "$KUBELET_PID"
+
+log "PASS in $((SECONDS - STARTED))s"
