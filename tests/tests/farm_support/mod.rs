@@ -270,6 +270,11 @@ impl Drop for Farm {
 
 /// PIDs of QEMU processes descending from `ancestor`.
 pub fn qemu_descendants(ancestor: u32) -> Vec<u32> {
+    descendants_named(ancestor, "qemu-system")
+}
+
+/// PIDs of processes descending from `ancestor` whose command name starts with `prefix`.
+pub fn descendants_named(ancestor: u32, prefix: &str) -> Vec<u32> {
     let mut parents = std::collections::HashMap::new();
     let mut qemus = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -289,7 +294,7 @@ pub fn qemu_descendants(ancestor: u32) -> Vec<u32> {
             .and_then(|p| p.parse::<u32>().ok())
             .unwrap_or(0);
         parents.insert(pid, ppid);
-        if head.contains("(qemu-system") {
+        if head.contains(&format!("({prefix}")) {
             qemus.push(pid);
         }
     }
