@@ -1,12 +1,15 @@
 //! Choosing the accelerator: KVM only when it provably runs guests here, else TCG, and why.
 //!
 //! `/dev/kvm` opening is not enough: under broken nested virtualisation a KVM guest spins
-//! with no output forever (and `-cpu host` aborts with "failed to set MSR"). So on x86 hosts a
-//! bounded probe boots the machine's own firmware (SeaBIOS) under KVM with no kernel and
-//! requires it to finish POST ("Booting from" / "No bootable device" on its debug port)
-//! within `PROBE_TIMEOUT`; under TCG that takes ~0.2 s, so the probe never costs the full
-//! timeout on a working host. The verdict is cached per host (kernel release + QEMU binary
-//! identity) for `VERDICT_TTL`, so later boots skip the probe.
+//! with no output forever (and `-cpu host` aborts with "failed to set MSR"). So a bounded probe
+//! (`PROBE_TIMEOUT`) runs first. On x86 hosts it boots the machine's own firmware (SeaBIOS)
+//! under KVM with no kernel and requires it to finish POST ("Booting from" / "No bootable
+//! device" on its debug port): ~0.2 s on a working host and independent of the job. Other
+//! hosts have no such firmware in QEMU, so the probe boots the job's kernel with `earlycon`
+//! and requires any console output. QEMU dying during the probe is a failed probe.
+//! Verdicts are cached per host (kernel release + QEMU binary identity) for `VERDICT_TTL`, so
+//! later boots skip the probe; a failed kernel probe may be that kernel's fault and is kept
+//! only for `SUSPECT_VERDICT_TTL`.
 
 use crate::qemu::process::QemuProcess;
 use crate::qemu::profile::{Accel, Profile};
@@ -17,6 +20,7 @@ use tokio::io::AsyncReadExt;
 
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
 const VERDICT_TTL: Duration = Duration::from_secs(24 * 3600);
+const SUSPECT_VERDICT_TTL: Duration = Duration::from_secs(600);
 
 /// `--accel`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,6 +71,7 @@ pub async fn choose(
     request: AccelRequest,
     profile: &Profile,
     qemu_binary: &Path,
+    kernel: &Path,
     cache_dir: Option<&Path>,
 ) -> Result<AccelChoice, KvmUnavailable> {
     if request == AccelRequest::Tcg {
@@ -78,7 +83,10 @@ pub async fn choose(
     };
     let verdict = match blocked {
         Some(why) => Err(why),
-        None => cached_or_probe(profile, qemu_binary, cache_dir).await,
+        None => {
+            let kind = ProbeKind::for_profile(profile, kernel);
+            cached_or_probe(profile, qemu_binary, kind, cache_dir).await
+        }
     };
     match (verdict, request) {
         (Ok(reason), _) => Ok(AccelChoice {
@@ -112,6 +120,7 @@ struct CachedVerdict {
     kvm_works: bool,
     reason: String,
     checked_unix: u64,
+    ttl_secs: u64,
 }
 
 fn now_unix() -> u64 {
@@ -151,6 +160,7 @@ fn verdict_path(cache_dir: &Path, profile: &Profile) -> PathBuf {
 async fn cached_or_probe(
     profile: &Profile,
     qemu_binary: &Path,
+    kind: ProbeKind<'_>,
     cache_dir: Option<&Path>,
 ) -> Result<String, String> {
     let key = host_key(qemu_binary);
@@ -160,16 +170,21 @@ async fn cached_or_probe(
             .ok()
             .and_then(|b| serde_json::from_slice::<CachedVerdict>(&b).ok())
         {
-            let fresh = now_unix().saturating_sub(v.checked_unix) < VERDICT_TTL.as_secs();
+            let fresh = now_unix().saturating_sub(v.checked_unix) < v.ttl_secs;
             if v.key == key && fresh {
                 let reason = format!("{} (cached verdict)", v.reason);
                 return if v.kvm_works { Ok(reason) } else { Err(reason) };
             }
         }
     }
-    let verdict = probe(profile, qemu_binary).await;
-    if let (Some(path), Some(verdict)) = (&path, &verdict) {
-        let (kvm_works, reason) = match verdict {
+    let verdict = probe(profile, qemu_binary, kind).await;
+    // A kernel probe failing may be the kernel's fault: remember that only briefly.
+    let ttl = match (&verdict, kind) {
+        (Err(_), ProbeKind::Kernel(_)) => SUSPECT_VERDICT_TTL,
+        _ => VERDICT_TTL,
+    };
+    if let Some(path) = &path {
+        let (kvm_works, reason) = match &verdict {
             Ok(r) => (true, r.clone()),
             Err(r) => (false, r.clone()),
         };
@@ -178,13 +193,13 @@ async fn cached_or_probe(
             kvm_works,
             reason,
             checked_unix: now_unix(),
+            ttl_secs: ttl.as_secs(),
         };
         if let Err(e) = write_atomically(path, &doc) {
             tracing::warn!(path = %path.display(), error = %e, "Could not cache the KVM verdict");
         }
     }
-    // No probe for this host architecture: trust /dev/kvm (not cached).
-    verdict.unwrap_or_else(|| Ok("/dev/kvm opens (no probe for this host architecture)".into()))
+    verdict
 }
 
 fn write_atomically(path: &Path, doc: &CachedVerdict) -> std::io::Result<()> {
@@ -196,12 +211,28 @@ fn write_atomically(path: &Path, doc: &CachedVerdict) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The firmware probe; None when there is none for this host.
-async fn probe(profile: &Profile, qemu_binary: &Path) -> Option<Result<String, String>> {
-    if !matches!(profile.kvm_host_arch, "x86_64" | "x86") {
-        return None;
+/// What the probe boots under KVM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind<'a> {
+    /// x86: SeaBIOS alone, watched on its debug port; independent of the job's kernel.
+    Firmware,
+    /// Elsewhere: the job's own kernel with `earlycon`; any console output within the bound.
+    Kernel(&'a Path),
+}
+
+impl ProbeKind<'_> {
+    pub fn for_profile<'a>(profile: &Profile, kernel: &'a Path) -> ProbeKind<'a> {
+        if matches!(profile.kvm_host_arch, "x86_64" | "x86") {
+            ProbeKind::Firmware
+        } else {
+            ProbeKind::Kernel(kernel)
+        }
     }
-    let args = [
+}
+
+/// The probe's QEMU arguments (pure); its output goes to stdout.
+pub fn probe_args(profile: &Profile, kind: ProbeKind<'_>) -> Vec<String> {
+    let mut a: Vec<String> = [
         "-machine",
         profile.machine_kvm,
         "-accel",
@@ -209,23 +240,63 @@ async fn probe(profile: &Profile, qemu_binary: &Path) -> Option<Result<String, S
         "-cpu",
         profile.cpu_kvm,
         "-m",
-        "64M",
+        "256M",
         "-nodefaults",
         "-display",
         "none",
         "-no-reboot",
-        "-chardev",
-        "stdio,id=dbg",
-        "-device",
-        "isa-debugcon,iobase=0x402,chardev=dbg",
-    ];
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    match kind {
+        ProbeKind::Firmware => a.extend(
+            [
+                "-chardev",
+                "stdio,id=dbg",
+                "-device",
+                "isa-debugcon,iobase=0x402,chardev=dbg",
+            ]
+            .map(String::from),
+        ),
+        ProbeKind::Kernel(kernel) => {
+            a.extend(["-serial", "stdio"].map(String::from));
+            if let Some(bios) = profile.bios {
+                a.extend(["-bios".to_string(), bios.to_string()]);
+            }
+            a.extend([
+                "-kernel".to_string(),
+                kernel.display().to_string(),
+                "-append".to_string(),
+                format!("console={},115200 earlycon panic=-1", profile.console),
+            ]);
+        }
+    }
+    a
+}
+
+/// Whether the probe's output so far proves the guest runs.
+fn probe_passed(kind: ProbeKind<'_>, seen: &[u8]) -> bool {
+    match kind {
+        ProbeKind::Firmware => {
+            let text = String::from_utf8_lossy(seen);
+            text.contains("Booting from") || text.contains("No bootable device")
+        }
+        ProbeKind::Kernel(_) => seen.iter().any(|b| !b.is_ascii_whitespace()),
+    }
+}
+
+async fn probe(
+    profile: &Profile,
+    qemu_binary: &Path,
+    kind: ProbeKind<'_>,
+) -> Result<String, String> {
+    let args = probe_args(profile, kind);
     let started = std::time::Instant::now();
-    let mut qemu = match QemuProcess::spawn(qemu_binary.as_os_str(), args, true) {
-        Ok(q) => q,
-        Err(e) => return Some(Err(format!("kvm probe: cannot run QEMU: {e}"))),
-    };
+    let mut qemu = QemuProcess::spawn(qemu_binary.as_os_str(), &args, true)
+        .map_err(|e| format!("kvm probe: cannot run QEMU: {e}"))?;
     let Some(mut out) = qemu.take_stdout() else {
-        return Some(Err("kvm probe: no QEMU stdout".into()));
+        return Err("kvm probe: no QEMU stdout".into());
     };
     let watch = async {
         let mut seen = Vec::new();
@@ -235,8 +306,7 @@ async fn probe(profile: &Profile, qemu_binary: &Path) -> Option<Result<String, S
                 Ok(0) | Err(_) => return false,
                 Ok(n) => {
                     seen.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&seen);
-                    if text.contains("Booting from") || text.contains("No bootable device") {
+                    if probe_passed(kind, &seen) {
                         return true;
                     }
                     if seen.len() > 1 << 20 {
@@ -249,9 +319,13 @@ async fn probe(profile: &Profile, qemu_binary: &Path) -> Option<Result<String, S
     let outcome = tokio::time::timeout(PROBE_TIMEOUT, watch).await;
     qemu.kill().await;
     let secs = PROBE_TIMEOUT.as_secs();
-    Some(match outcome {
+    let what = match kind {
+        ProbeKind::Firmware => "firmware",
+        ProbeKind::Kernel(_) => "console",
+    };
+    match outcome {
         Ok(true) => Ok(format!(
-            "kvm probe passed (firmware ran in {:.2} s)",
+            "kvm probe passed ({what} output in {:.2} s)",
             started.elapsed().as_secs_f64()
         )),
         Ok(false) => {
@@ -259,8 +333,8 @@ async fn probe(profile: &Profile, qemu_binary: &Path) -> Option<Result<String, S
             let last = tail.lines().last().unwrap_or("exited").to_string();
             Err(format!("kvm probe: QEMU failed under kvm ({last})"))
         }
-        Err(_) => Err(format!("kvm probe: no firmware output in {secs} s")),
-    })
+        Err(_) => Err(format!("kvm probe: no {what} output in {secs} s")),
+    }
 }
 
 #[cfg(test)]
@@ -279,21 +353,66 @@ mod tests {
         );
     }
 
+    #[test]
+    fn x86_probes_the_firmware_others_their_kernel() {
+        let k = Path::new("/k/Image");
+        let x86 = Profile::for_arch(Arch::X86_64);
+        let kind = ProbeKind::for_profile(&x86, k);
+        assert_eq!(kind, ProbeKind::Firmware);
+        let args = probe_args(&x86, kind);
+        assert!(args.windows(2).any(|w| w == ["-cpu", "host"]));
+        assert!(args
+            .iter()
+            .any(|a| a == "isa-debugcon,iobase=0x402,chardev=dbg"));
+        assert!(!args.iter().any(|a| a == "-kernel"));
+        let arm = Profile::for_arch(Arch::Arm64);
+        let kind = ProbeKind::for_profile(&arm, k);
+        assert_eq!(kind, ProbeKind::Kernel(k));
+        let args = probe_args(&arm, kind);
+        assert!(args.windows(2).any(|w| w == ["-kernel", "/k/Image"]));
+        assert!(args.windows(2).any(|w| w == ["-accel", "kvm"]));
+        assert!(args
+            .iter()
+            .any(|a| a == "console=ttyAMA0,115200 earlycon panic=-1"));
+    }
+
+    #[test]
+    fn probe_success_needs_post_for_firmware_and_any_text_for_kernels() {
+        let fw = ProbeKind::Firmware;
+        assert!(!probe_passed(fw, b"SeaBIOS (version 1.16)\nQEMU "));
+        assert!(probe_passed(fw, b"SeaBIOS\nBooting from Floppy...\n"));
+        let k = ProbeKind::Kernel(Path::new("/k"));
+        assert!(!probe_passed(k, b"\r\n"));
+        assert!(probe_passed(k, b"[    0.000000] Booting Linux"));
+    }
+
     #[tokio::test]
     async fn tcg_request_never_probes() {
         let p = Profile::for_arch(Arch::X86_64);
-        let c = choose(AccelRequest::Tcg, &p, Path::new("/nonexistent"), None)
-            .await
-            .unwrap();
+        let c = choose(
+            AccelRequest::Tcg,
+            &p,
+            Path::new("/nonexistent"),
+            Path::new("/k"),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(c.accel, Accel::Tcg);
     }
 
     #[tokio::test]
     async fn kvm_request_for_a_foreign_guest_is_unavailable() {
         let p = Profile::for_arch(Arch::S390x);
-        let err = choose(AccelRequest::Kvm, &p, Path::new("/nonexistent"), None)
-            .await
-            .unwrap_err();
+        let err = choose(
+            AccelRequest::Kvm,
+            &p,
+            Path::new("/nonexistent"),
+            Path::new("/k"),
+            None,
+        )
+        .await
+        .unwrap_err();
         assert!(err.0.contains("needs the same architecture"), "{}", err.0);
     }
 }

@@ -148,7 +148,13 @@ async fn drive(
         hooks,
         total_deadline,
         "choosing the accelerator",
-        accel::choose(req.accel, &profile, &qemu_binary, cache_dir.as_deref()),
+        accel::choose(
+            req.accel,
+            &profile,
+            &qemu_binary,
+            &kernel,
+            cache_dir.as_deref(),
+        ),
     )
     .await?
     .map_err(|e| InfraError::new("kvm_unavailable", e.to_string()))?;
