@@ -56,10 +56,11 @@ pub fn plan(
     let mut busy: HashSet<&str> = HashSet::new();
     for job in jobs {
         match queue::phase(job) {
-            JobPhase::Queued if job.metadata.deletion_timestamp.is_none() => {
-                if assigned_pool(job, pools) == Some(name.as_str()) {
-                    queued += 1;
-                }
+            JobPhase::Queued
+                if job.metadata.deletion_timestamp.is_none()
+                    && assigned_pool(job, pools) == Some(name.as_str()) =>
+            {
+                queued += 1;
             }
             JobPhase::Running => {
                 if let Some(r) = job.status.as_ref().and_then(|s| s.runner.as_deref()) {
