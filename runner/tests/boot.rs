@@ -610,3 +610,35 @@ fn qemu_dying_at_start_is_a_qemu_failed_error_with_its_stderr() {
     assert!(msg.contains("machine"), "{msg}");
     assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
 }
+
+/// Every profile's command line is one the installed QEMU accepts: a non-kernel makes each
+/// arch fail at stage none (QEMU rejects the image or the guest never prints), never a
+/// `qemu_failed` error from a bad machine, CPU or device name.
+#[test]
+fn every_arch_profile_starts_under_the_installed_qemu() {
+    let dir = fixtures_or_skip!();
+    for arch in [
+        "x86_64", "i386", "arm64", "armv7", "riscv64", "ppc64le", "s390x",
+    ] {
+        let run = boot(
+            &[
+                "--arch",
+                arch,
+                "--kernel",
+                &f(&dir, "garbage.bin"),
+                "--accel",
+                "tcg",
+                "--boot-timeout",
+                "3",
+            ],
+            Duration::from_secs(30),
+        );
+        if run.json["error"]["kind"] == "qemu_missing" {
+            eprintln!("*** {arch}: QEMU not installed, skipped ***");
+            continue;
+        }
+        assert_eq!(run.code, 1, "{arch}: {:#}", run.json);
+        assert_eq!(run.json["stage"], "none", "{arch}");
+        assert!(run.json["qemu"]["version"].is_string() || run.json["reason"] == "kernel_rejected");
+    }
+}
