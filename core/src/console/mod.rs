@@ -484,23 +484,39 @@ impl Classifier {
             self.issue_line(text, line_no, hit, events);
         }
         self.prev_equals = equals;
+        if let Some(set) = &self.failure_set {
+            if set.is_match(text) {
+                self.pattern_issue(text, line_no, events);
+            }
+        }
+        let mut prompt_echo = prompt_echo;
         if !kernel && self.pending_echo.is_some() {
+            // The rest of a typed command line the terminal wrapped: still an echo.
             self.continue_echo(text);
+            prompt_echo = true;
         }
         if hit {
             self.milestones(text, kernel, events);
-            // A signal typed at the prompt is echoed; only the shell's output counts.
-            if !prompt_echo && (text.contains("<LAVA_") || text.contains("<TEST_CASE_ID=")) {
-                if let Some(sig) = lava::parse(text) {
-                    self.lava_signal(sig);
-                    return;
-                }
-            }
             if !kernel && self.command_marker(text, prompt_echo, events) {
                 return;
             }
         }
-        if hit || self.ktap.active() {
+        // A command's output is everything the shell printed between its markers.
+        if !kernel {
+            if let Some(c) = &mut self.command {
+                if !c.truncated {
+                    c.truncated = !push_line_capped(&mut c.output, text, commands::OUTPUT_MAX);
+                }
+            }
+        }
+        // A signal typed at the prompt is echoed; only what the guest printed counts.
+        if hit && !prompt_echo && (text.contains("<LAVA_") || text.contains("<TEST_CASE_ID=")) {
+            if let Some(sig) = lava::parse(text) {
+                self.lava_signal(sig);
+                return;
+            }
+        }
+        if (hit || self.ktap.active()) && !prompt_echo {
             let mut out = Vec::new();
             let consumed = self.ktap.line(text, &mut out);
             for t in out {
@@ -512,18 +528,6 @@ impl Classifier {
         }
         if let Some((_, buf)) = &mut self.lava.tc {
             push_line_capped(buf, text, TC_OUTPUT_MAX);
-        }
-        if !kernel {
-            if let Some(c) = &mut self.command {
-                if !c.truncated {
-                    c.truncated = !push_line_capped(&mut c.output, text, commands::OUTPUT_MAX);
-                }
-            }
-        }
-        if let Some(set) = &self.failure_set {
-            if set.is_match(text) {
-                self.pattern_issue(text, line_no, events);
-            }
         }
     }
 
