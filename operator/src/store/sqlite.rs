@@ -46,6 +46,7 @@ CREATE INDEX jobs_created ON jobs (created_at);
 
 /// How many names `generateName` tries before giving up (collisions are ~1 in 28 million).
 const NAME_TRIES: usize = 8;
+const GENERATED_SUFFIX: usize = 5;
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -296,7 +297,7 @@ pub fn valid_name(name: &str) -> bool {
 fn generated_name(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let random = uuid::Uuid::new_v4();
-    let suffix: String = random.as_bytes()[..5]
+    let suffix: String = random.as_bytes()[..GENERATED_SUFFIX]
         .iter()
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect();
@@ -317,8 +318,15 @@ fn prepare_new(job: &mut BootJob, name: String, now: Timestamp) {
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn create(&self, mut job: BootJob, now: Timestamp) -> Result<BootJob, StoreError> {
-        let given = job.metadata.name.clone().filter(|n| !n.is_empty());
+        let mut given = job.metadata.name.clone().filter(|n| !n.is_empty());
         let prefix = job.metadata.generate_name.clone().filter(|n| !n.is_empty());
+        // A caller may have pre-filled a name from generateName (prefix + 5 characters): treat
+        // it as generated, so a collision picks another name instead of failing with 409.
+        if let (Some(n), Some(p)) = (&given, &prefix) {
+            if n.len() == p.len() + GENERATED_SUFFIX && n.starts_with(p.as_str()) {
+                given = None;
+            }
+        }
         match (&given, &prefix) {
             (Some(n), _) if !valid_name(n) => {
                 return Err(StoreError::Invalid(format!(

@@ -54,6 +54,19 @@ async fn create_assigns_identity_and_queues_and_refuses_a_taken_name() {
     let name = made.metadata.name.unwrap();
     assert!(name.starts_with("smoke-") && name.len() == 11, "{name}");
 
+    // A name pre-filled from generateName that collides is replaced, not refused.
+    let mut pre = job("smoke-");
+    pre.metadata.name = Some(name.clone());
+    pre.metadata.generate_name = Some("smoke-".into());
+    let other = store
+        .create(pre, t(2))
+        .await
+        .unwrap()
+        .metadata
+        .name
+        .unwrap();
+    assert!(other != name && other.starts_with("smoke-"), "{other}");
+
     let mut bad = job("Bad/Name");
     bad.metadata.generate_name = None;
     assert!(matches!(
