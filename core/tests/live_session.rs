@@ -54,6 +54,10 @@ struct Run {
 }
 
 fn boot(fx: &std::path::Path, cfg: SessionConfig) -> Run {
+    boot_initrd(fx, "initrd-login.cpio.gz", cfg)
+}
+
+fn boot_initrd(fx: &std::path::Path, initrd: &str, cfg: SessionConfig) -> Run {
     let child = Command::new("qemu-system-x86_64")
         .args([
             "-M", "q35", "-cpu", "Nehalem", "-m", "512M", "-smp", "1", "-accel", "tcg",
@@ -69,7 +73,7 @@ fn boot(fx: &std::path::Path, cfg: SessionConfig) -> Run {
         .arg("-kernel")
         .arg(fx.join("x86_64/kernel"))
         .arg("-initrd")
-        .arg(fx.join("x86_64/initrd-login.cpio.gz"))
+        .arg(fx.join("x86_64").join(initrd))
         .args(["-append", "console=ttyS0 panic=-1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -220,4 +224,68 @@ fn a_wrong_password_is_login_incorrect() {
         decide(&run.class, Expect::Auto, End::PromptReached).reason,
         "login_incorrect"
     );
+}
+
+#[test]
+fn lava_signals_and_ktap_from_a_real_shell_with_kmsg() {
+    let Some(fx) = fixtures() else {
+        return;
+    };
+    let run = boot_initrd(
+        &fx,
+        "initrd-shell.cpio.gz",
+        SessionConfig {
+            login: None,
+            commands: vec![
+                // Long enough for the terminal to wrap the echo, which repeats the signals.
+                "echo '<LAVA_SIGNAL_STARTRUN 0_smoke 77>'; echo '<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=echo RESULT=pass>'".into(),
+                "echo '<LAVA_SIGNAL_TESTCASE RESULT=fail TEST_CASE_ID=kmsg MEASUREMENT=2 UNITS=s>' > /dev/kmsg".into(),
+                "printf 'KTAP version 1\\n1..3\\nok 1 first\\nnot ok 2 second # SKIP later\\n'".into(),
+                "echo '<LAVA_SIGNAL_ENDRUN 0_smoke 77>'".into(),
+            ],
+        },
+    );
+    let text = String::from_utf8_lossy(&run.log);
+    let c = &run.class;
+    let tests: Vec<_> = c
+        .tests
+        .iter()
+        .map(|t| (t.suite.as_str(), t.name.as_str(), t.result))
+        .collect();
+    use TestOutcome::*;
+    let lava_and_ktap: Vec<_> = tests
+        .iter()
+        .filter(|t| t.0 != "commands")
+        .cloned()
+        .collect();
+    assert_eq!(
+        lava_and_ktap,
+        vec![
+            ("0_smoke", "echo", Pass),
+            ("0_smoke", "kmsg", Fail),
+            ("", "first", Pass),
+            ("", "second", Skip),
+            ("", "ktap: missing results (2 of 3)", Fail),
+        ],
+        "log:\n{text}"
+    );
+    let kmsg = c
+        .tests
+        .iter()
+        .find(|t| t.name == "kmsg")
+        .expect("kmsg case");
+    assert_eq!(
+        (kmsg.measurement, kmsg.units.as_deref()),
+        (Some(2.0), Some("s"))
+    );
+    let commands: Vec<_> = tests
+        .iter()
+        .filter(|t| t.0 == "commands")
+        .map(|t| t.2)
+        .collect();
+    assert_eq!(commands, vec![Pass; 4], "log:\n{text}");
+    assert!(c.powered_off, "log:\n{text}");
+    let mut offline = Classifier::new(ClassifierConfig::default());
+    offline.feed(&run.log);
+    assert_eq!(&offline.finish(), c);
 }
