@@ -36,12 +36,18 @@ pub fn operator_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bootfarm-operator"))
 }
 
-/// `bootfarm-runner` beside the operator binary (the test command builds the workspace first).
+/// `bootfarm-runner` in `BOOTFARM_BIN_DIR`, else beside the operator binary (the test command
+/// builds the workspace first).
 pub fn runner_bin() -> PathBuf {
-    let bin = operator_bin()
-        .parent()
-        .expect("the operator binary is in a directory")
-        .join("bootfarm-runner");
+    let dir = std::env::var_os("BOOTFARM_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            operator_bin()
+                .parent()
+                .expect("the operator binary is in a directory")
+                .to_path_buf()
+        });
+    let bin = dir.join("bootfarm-runner");
     assert!(
         bin.is_file(),
         "{} does not exist: build the workspace first (cargo build --workspace) so the standalone \
