@@ -98,7 +98,7 @@ impl Api {
 
     async fn json(&self, r: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
         let resp = self.send(r.timeout(Duration::from_secs(60))).await?;
-        Ok(resp.json().await.context("reading the operator's answer")?)
+        resp.json().await.context("reading the operator's answer")
     }
 
     pub async fn submit(

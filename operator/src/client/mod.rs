@@ -34,7 +34,7 @@ const AFTER_HELP: &str = "Exit status of `wait` and `submit --wait`: 0 Succeeded
 pub enum ClientCommand {
     /// Submit a BootJob: a YAML/JSON document (FILE, or - for stdin), or one built from flags.
     #[command(after_help = AFTER_HELP)]
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List BootJobs, newest first.
     List(ListArgs),
     /// Show one BootJob with its status.
@@ -152,7 +152,10 @@ pub struct NameArgs {
 /// Writes to stdout; a closed pipe (`| head`) is the reader's choice, not an error.
 fn out(text: &str) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
@@ -161,7 +164,7 @@ fn out(text: &str) -> std::io::Result<()> {
 /// Runs a client subcommand; returns the process exit status.
 pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
     match cmd {
-        ClientCommand::Submit(a) => submit(a).await,
+        ClientCommand::Submit(a) => submit(*a).await,
         ClientCommand::List(a) => list(a).await,
         ClientCommand::Get(a) => get(a).await,
         ClientCommand::Log(a) => log(a).await,

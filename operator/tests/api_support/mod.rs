@@ -1,6 +1,7 @@
 //! Shared by the `api_*` tests: the real router over a SQLite store and job files in a tempdir,
 //! driven with `oneshot` (no socket).
-#![allow(dead_code)]
+// Test-only helpers: a failed unwrap is a failed test, with its location.
+#![allow(dead_code, clippy::unwrap_used)]
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};

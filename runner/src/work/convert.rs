@@ -113,7 +113,6 @@ pub fn to_request(
             ignore: kinds("spec.ignore", &spec.ignore)?,
             failure_patterns,
             expect_tests: spec.expect_tests.clone(),
-            ..ClassifierConfig::default()
         },
         login,
         commands: spec.commands.clone(),
