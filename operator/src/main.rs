@@ -37,7 +37,9 @@ fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!(e))?
         }
         Command::Client(cmd) => {
-            let code = match tokio::runtime::Runtime::new()?.block_on(bootfarm_operator::client::run(cmd)) {
+            let code = match tokio::runtime::Runtime::new()?
+                .block_on(bootfarm_operator::client::run(cmd))
+            {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("bootfarm-operator: {e:#}");
