@@ -546,3 +546,52 @@ fn a_command_echo_wrapped_by_the_terminal_still_names_the_test() {
     assert_eq!(c.tests[0].name, "echo to-kmsg > /dev/kmsg; echo out; false");
     assert_eq!(c.tests[0].output.as_deref(), Some("out\n"));
 }
+
+#[test]
+fn a_cut_here_block_with_no_more_specific_line_is_an_exception() {
+    let log = "[    1.0] ------------[ cut here ]------------\r\n\
+[    1.0] refcount_t: underflow; use-after-free.\r\n\
+[    1.0] Modules linked in:\r\n\
+[    1.0] Call Trace:\r\n\
+[    1.0]  <TASK>\r\n\
+[    1.0]  put_thing+0x12/0x40 [thing]\r\n\
+[    1.0]  </TASK>\r\n\
+[    1.0] ---[ end trace 0000000000000000 ]---\r\n\
+[    2.0] Run /init as init process\r\n";
+    let (c, ev) = run(ClassifierConfig::default(), log.as_bytes());
+    assert_eq!(c.issues.len(), 1);
+    let i = &c.issues[0];
+    assert_eq!((i.kind, i.line, i.fatal), (IssueKind::Exception, 1, true));
+    assert_eq!(i.summary, "refcount_t: underflow; use-after-free.");
+    assert_eq!(i.excerpt.lines().count(), 8);
+    // The event comes once the kind is known, never as a premature guess.
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, Event::Issue { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn ktap_directives() {
+    let log = "TAP version 14\n1..6\nok 1 a # SKIP no hw\nnot ok 2 b # TODO later\nok 3 c # XFAIL known\nnot ok 4 d # TIMEOUT 30s\nok 5 e # ERROR setup\nnot ok 6 f\n";
+    let c = classify(log.as_bytes());
+    let got: Vec<_> = c
+        .tests
+        .iter()
+        .map(|t| (t.name.as_str(), t.result, t.reason.as_deref()))
+        .collect();
+    use TestOutcome::*;
+    assert_eq!(
+        got,
+        vec![
+            ("a", Skip, Some("SKIP no hw")),
+            ("b", Skip, Some("TODO later")),
+            ("c", Pass, Some("XFAIL known")),
+            ("d", Fail, Some("TIMEOUT 30s")),
+            ("e", Fail, Some("ERROR setup")),
+            ("f", Fail, None),
+        ]
+    );
+}

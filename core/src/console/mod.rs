@@ -321,7 +321,7 @@ impl Classifier {
         if let Some(f) = self.fragment.take() {
             self.user_line(&f.text, f.line, f.prompt_reported, &mut ev);
         }
-        self.close_report();
+        self.close_report(&mut ev);
         let mut out = Vec::new();
         self.ktap.close_all(&mut out);
         for t in out {
@@ -630,7 +630,7 @@ impl Classifier {
                     r.seen += 1;
                     return;
                 }
-                Some(_) => self.close_report(),
+                Some(_) => self.close_report(events),
                 None => {
                     append_excerpt(r, text);
                     r.seen += 1;
@@ -650,7 +650,7 @@ impl Classifier {
                     if issues::ends_report(r.kind, r.cut_here, r.framed, text)
                         || r.seen >= issues::window(r.kind)
                     {
-                        self.close_report();
+                        self.close_report(events);
                     }
                     return;
                 }
@@ -719,11 +719,10 @@ impl Classifier {
         }
     }
 
-    fn close_report(&mut self) {
+    fn close_report(&mut self, events: &mut Vec<Event>) {
         if self.report.as_ref().is_some_and(|r| !r.decided) {
             // A cut-here block with no more specific line.
-            let mut ev = Vec::new();
-            self.store_report(&mut ev);
+            self.store_report(events);
         }
         let Some(r) = self.report.take() else {
             return;
