@@ -278,3 +278,22 @@ async fn a_malformed_result_names_the_field() {
     assert_eq!(r.field().as_deref(), Some("result.result"), "{}", r.text());
     assert_eq!(app.phase("malformed").await, "Running");
 }
+
+#[tokio::test]
+async fn shutdown_ends_a_waiting_claim_at_once() {
+    let mut app = app();
+    app.state.claim_wait = Duration::from_secs(20);
+    app.router = bootfarm_operator::api::router(app.state.clone());
+    let app = std::sync::Arc::new(app);
+    let waiter = {
+        let app = app.clone();
+        tokio::spawn(async move { app.claim("r1").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.state.shutdown.cancel();
+    let claimed = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("the long-poll ends with the server")
+        .unwrap();
+    assert!(claimed.is_none());
+}

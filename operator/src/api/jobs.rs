@@ -211,7 +211,10 @@ fn follow(
                 f.offset += chunk.len() as u64;
                 return Some((Ok(bytes::Bytes::from(chunk)), f));
             }
-            if f.last_read || tokio::time::Instant::now() >= f.deadline {
+            if f.last_read
+                || tokio::time::Instant::now() >= f.deadline
+                || f.state.shutdown.is_cancelled()
+            {
                 f.done = true;
                 continue;
             }
@@ -227,7 +230,10 @@ fn follow(
                 f.last_read = true;
                 continue;
             }
-            tokio::time::sleep(FOLLOW_POLL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                _ = f.state.shutdown.cancelled() => {}
+            }
         }
     })
 }

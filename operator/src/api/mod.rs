@@ -25,6 +25,7 @@ use error::ApiError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// Largest BootJob document accepted (a real one is a few KiB).
 pub const MAX_JOB_BODY: usize = 1024 * 1024;
@@ -46,6 +47,9 @@ pub struct AppState {
     pub follow_limit: Duration,
     /// Signalled when work may have appeared (submission, requeue): wakes long-polling claims.
     pub work: Arc<Notify>,
+    /// Cancelled when the server is stopping: long-polls answer 204 and log follows end, so a
+    /// graceful shutdown does not wait on them.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -60,12 +64,24 @@ impl AppState {
             claim_wait: Duration::from_secs(25),
             follow_limit: Duration::from_secs(2 * 3600),
             work: Arc::new(Notify::new()),
+            shutdown: CancellationToken::new(),
         }
     }
 
     /// Wake every long-polling claim (call after anything that may have queued a job).
     pub fn work_available(&self) {
         self.work.notify_waiters();
+    }
+}
+
+/// Warns when the API is reachable beyond this machine with no tokens configured: anyone who can
+/// reach it could submit jobs (arbitrary kernels and URLs) or pose as a runner.
+pub fn warn_if_exposed(listen: std::net::SocketAddr, tokens: &Tokens) {
+    if !listen.ip().is_loopback() && !tokens.enabled() {
+        tracing::warn!(
+            listen = %listen,
+            "API listening beyond loopback without authentication; pass --token-file to require tokens"
+        );
     }
 }
 

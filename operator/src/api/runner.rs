@@ -88,11 +88,14 @@ pub async fn claim(State(state): State<AppState>, body: Body) -> Result<Response
             .into_response());
         }
         let now = tokio::time::Instant::now();
-        if now >= deadline {
+        if now >= deadline || state.shutdown.is_cancelled() {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         let wait = (deadline - now).min(CLAIM_RECHECK);
-        let _ = tokio::time::timeout(wait, notified).await;
+        tokio::select! {
+            _ = tokio::time::timeout(wait, notified) => {}
+            _ = state.shutdown.cancelled() => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
     }
 }
 
