@@ -69,6 +69,7 @@ async fn a_new_valid_bootjob_is_queued_by_a_server_side_apply_of_its_status() {
                     assert_eq!(condition(s, "Queued")["observedGeneration"], 1);
                 })
                 .patched(object),
+            event("Queued"),
         ],
     );
     let t = context(client, vec![], vec![]);
@@ -109,6 +110,7 @@ async fn an_invalid_bootjob_ends_in_error_with_a_valid_false_condition_naming_th
                     assert!(s["completionTime"].is_string());
                 })
                 .patched(object),
+            event("InvalidSpec"),
         ],
     );
     let t = context(client, vec![], vec![]);
@@ -148,6 +150,7 @@ async fn a_running_job_whose_lease_expired_is_requeued_by_a_conditional_status_r
                     assert_eq!(condition(s, "Running")["reason"], "LeaseExpired");
                 })
                 .echo(),
+            event("LeaseExpired"),
         ],
     );
     let t = context(client, vec![], vec![]);

@@ -126,6 +126,7 @@ async fn a_pool_with_two_queued_jobs_and_no_runners_creates_two_runner_pods() {
         handle,
         vec![
             list_pods("tcg-x86-64", vec![]),
+            event("ScaledUp"),
             expect_runner_pod_creation(names.clone()),
             expect_runner_pod_creation(names.clone()),
             status_patch(&pool, |b| {
@@ -179,6 +180,7 @@ async fn an_idle_runner_past_its_idle_timeout_is_deleted_with_a_uid_precondition
         handle,
         vec![
             list_pods("tcg-x86-64", vec![pod]),
+            event("ScaledDown"),
             Exchange::new(Method::DELETE, format!("{}/tcg-x86-64-aaaaa", pods_path()))
                 .body(|b| assert_eq!(b["preconditions"]["uid"], "uid-tcg-x86-64-aaaaa", "{b}"))
                 .reply(
@@ -282,6 +284,8 @@ async fn a_failed_runner_pod_is_deleted_and_replaced() {
         handle,
         vec![
             list_pods("tcg-x86-64", vec![failed]),
+            event("ScaledUp"),
+            event("ScaledDown"),
             expect_runner_pod_creation(names.clone()),
             Exchange::new(Method::DELETE, format!("{}/tcg-x86-64-aaaaa", pods_path()))
                 .body(|b| assert_eq!(b["preconditions"]["uid"], "uid-tcg-x86-64-aaaaa"))

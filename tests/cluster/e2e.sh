@@ -219,6 +219,8 @@ phase_is bad-smp Error || fail "bad-smp is not in phase Error"
 msg=$(jsonpath bootjob/bad-smp '{.status.conditions[?(@.type=="Valid")].message}')
 [[ $msg == *spec.smp* ]] || fail "the Valid condition does not name spec.smp: $msg"
 log "ok: smp 1000 ends in Error: $msg"
+wait_for 20 "a Warning Event InvalidSpec on bad-smp" \
+    bash -c "kubectl --kubeconfig '$CP/kubeconfig' -n $NS get events --field-selector involvedObject.name=bad-smp 2>/dev/null | grep -q InvalidSpec"
 
 # --- 2. the chart's examples boot; scale-up creates runner pods --------------------------------
 
@@ -266,6 +268,24 @@ curl -fsS -H "Authorization: Bearer $USER_TOKEN" "$API/api/v1/bootjobs/$X86" | g
 curl -fsS -H "Authorization: Bearer $USER_TOKEN" "$API/api/v1/bootjobs/$X86/log" | grep -q 'bootfarm: userspace up' ||
     fail "the console log of $X86 lacks the userspace marker"
 log "ok: the HTTP API serves the job and its console log"
+
+# A submission over HTTP is a BootJob like any other (the operator creates it with its own RBAC).
+job via-http x86_64 poweroff | python3 -c 'import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))' >"$WORK/via-http.json"
+code=$(curl -s -o "$WORK/via-http.out" -w '%{http_code}' -H "Authorization: Bearer $USER_TOKEN" \
+    -H 'Content-Type: application/json' --data-binary "@$WORK/via-http.json" "$API/api/v1/bootjobs")
+[[ $code == 201 ]] || fail "POST /api/v1/bootjobs answered $code: $(cat "$WORK/via-http.out")"
+k wait --for=condition=Succeeded bootjob/via-http --timeout=180s >/dev/null || fail "the job submitted over HTTP did not succeed"
+log "ok: a job submitted over HTTP is a BootJob that succeeds"
+
+# The admission status write relies on the server honouring resourceVersion in a server-side
+# apply: a stale one must be refused, or a late admission could undo a claim.
+stale=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$CP/pki/ca.crt" -H "Authorization: Bearer $(cat "$CP/admin.token")" \
+    -X PATCH -H 'Content-Type: application/apply-patch+yaml' \
+    "$APISERVER_URL/apis/bootfarm.dev/v1alpha1/namespaces/$NS/bootjobs/bad-smp/status?fieldManager=e2e&force=true" \
+    --data-binary '{"apiVersion":"bootfarm.dev/v1alpha1","kind":"BootJob","metadata":{"name":"bad-smp","resourceVersion":"1"},"status":{"phase":"Queued"}}')
+[[ $stale == 409 ]] || fail "a server-side apply with a stale resourceVersion answered $stale, not 409"
+phase_is bad-smp Error || fail "the refused apply changed bad-smp"
+log "ok: a server-side apply with a stale resourceVersion is refused (409)"
 
 # --- 3. deleting a BootJob cancels its boot ----------------------------------------------------
 

@@ -11,6 +11,7 @@ use bootfarm_core::spec::{BootJob, JobPhase, API_VERSION};
 use jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
 use serde_json::json;
@@ -95,6 +96,20 @@ async fn apply(
             tracing::info!(job = %name, phase = phase.as_str(), "BootJob admitted");
             if phase == JobPhase::Queued {
                 ctx.work.notify_waiters();
+                ctx.event(
+                    job,
+                    EventType::Normal,
+                    "Queued",
+                    "Admit",
+                    "valid; waiting for a runner".into(),
+                )
+                .await;
+            } else {
+                let message = queue::condition(&admitted, queue::condition::VALID)
+                    .map(|c| c.message.clone())
+                    .unwrap_or_default();
+                ctx.event(job, EventType::Warning, "InvalidSpec", "Admit", message)
+                    .await;
             }
             Ok(Action::requeue(IDLE_RECHECK))
         }
@@ -102,6 +117,18 @@ async fn apply(
         JobPhase::Running => {
             if queue::lease_expired(job, now) {
                 if let Some(expired) = ctx.store.expire_one(&name, now).await? {
+                    let note = format!(
+                        "runner {} stopped renewing its lease (attempt {}); {}",
+                        expired.runner.as_deref().unwrap_or("?"),
+                        expired.attempts,
+                        if expired.requeued {
+                            "retrying"
+                        } else {
+                            "no attempts left"
+                        }
+                    );
+                    ctx.event(job, EventType::Warning, "LeaseExpired", "Expire", note)
+                        .await;
                     let pool = job
                         .status
                         .as_ref()

@@ -7,8 +7,9 @@ use crate::metrics::Metrics;
 use crate::store::StoreError;
 use bootfarm_core::spec::{BootJob, RunnerPool};
 use jiff::Timestamp;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::Client;
+use kube::{Client, Resource};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::Notify;
 
@@ -26,6 +27,24 @@ pub struct Context {
     pub pools: Arc<OnceLock<Store<RunnerPool>>>,
     /// When this operator started: runners not seen since are "starting", not "stuck".
     pub started: Timestamp,
+    /// Events on transitions (`kubectl describe` shows them).
+    pub recorder: Recorder,
+}
+
+/// The reporting controller named in Events.
+pub const REPORTER: &str = "bootfarm-operator";
+
+pub fn recorder(client: Client) -> Recorder {
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok();
+    Recorder::new(
+        client,
+        Reporter {
+            controller: REPORTER.into(),
+            instance,
+        },
+    )
 }
 
 impl Context {
@@ -35,6 +54,27 @@ impl Context {
 
     pub fn pool_snapshot(&self) -> Vec<Arc<RunnerPool>> {
         self.pools.get().map(|s| s.state()).unwrap_or_default()
+    }
+
+    /// Records an Event about `object`; a failure is logged, never fatal (Events are advice).
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &object.object_ref(&())).await {
+            tracing::debug!(reason, error = %e, "Publishing an Event failed");
+        }
     }
 }
 

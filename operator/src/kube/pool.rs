@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use serde_json::json;
 use std::collections::HashSet;
@@ -140,6 +141,24 @@ pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Actio
     let d = &plan.decision;
     if d.create > 0 || !d.delete.is_empty() {
         tracing::info!(pool = %name, queued = plan.queued, desired = d.desired, supply = d.supply, create = d.create, delete = d.delete.len(), "Scaling runner pool");
+    }
+    if d.create > 0 {
+        let note = format!(
+            "{} queued, {} runners wanted, {} present: creating {}",
+            plan.queued, d.desired, d.supply, d.create
+        );
+        ctx.event(&*pool, EventType::Normal, "ScaledUp", "Scale", note)
+            .await;
+    }
+    if !d.delete.is_empty() {
+        let why: Vec<String> = d
+            .delete
+            .iter()
+            .map(|(id, r)| format!("{id} ({})", r.as_str()))
+            .collect();
+        let note = format!("deleting {}", why.join(", "));
+        ctx.event(&*pool, EventType::Normal, "ScaledDown", "Scale", note)
+            .await;
     }
 
     for _ in 0..d.create {

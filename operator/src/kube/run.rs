@@ -159,6 +159,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         jobs: Arc::default(),
         pools: Arc::default(),
         started: Timestamp::now(),
+        recorder: super::context::recorder(client.clone()),
     });
 
     let job_controller = Controller::new(jobs.clone(), watcher::Config::default());

@@ -281,6 +281,7 @@ pub fn context(client: Client, jobs: Vec<BootJob>, pools: Vec<RunnerPool>) -> Te
     let _ = job_cache.set(synced_store(jobs));
     let pool_cache = Arc::new(OnceLock::new());
     let _ = pool_cache.set(synced_store(pools));
+    let client_for_events = client.clone();
     let ctx = Context {
         client,
         store,
@@ -296,6 +297,7 @@ pub fn context(client: Client, jobs: Vec<BootJob>, pools: Vec<RunnerPool>) -> Te
         jobs: job_cache,
         pools: pool_cache,
         started: t(0),
+        recorder: bootfarm_operator::kube::context::recorder(client_for_events),
     };
     TestCtx {
         ctx: Arc::new(ctx),
@@ -306,6 +308,16 @@ pub fn context(client: Client, jobs: Vec<BootJob>, pools: Vec<RunnerPool>) -> Te
 
 pub fn jobs_path(name: &str) -> String {
     format!("/apis/bootfarm.dev/v1alpha1/namespaces/{NS}/bootjobs/{name}")
+}
+
+/// The Event recorded after a transition (`reason` checked).
+pub fn event(reason: &'static str) -> Exchange {
+    Exchange::new(
+        http::Method::POST,
+        format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
+    )
+    .body(move |b| assert_eq!(b["reason"], reason, "{b}"))
+    .echo()
 }
 
 pub fn pods_path() -> String {
