@@ -595,3 +595,19 @@ fn ktap_directives() {
         ]
     );
 }
+
+#[test]
+fn results_and_issues_are_bounded_and_counted() {
+    let mut log = String::new();
+    for i in 0..25_000 {
+        log.push_str(&format!(
+            "<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=t{i} RESULT=pass>\n"
+        ));
+    }
+    for _ in 0..1_200 {
+        log.push_str("BUG: scheduling while atomic: x/1/0x2\n");
+    }
+    let c = classify(log.as_bytes());
+    assert_eq!((c.tests.len(), c.dropped_tests), (20_000, 5_000));
+    assert_eq!((c.issues.len(), c.dropped_issues), (1_000, 200));
+}

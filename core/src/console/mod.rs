@@ -101,6 +101,10 @@ pub struct Classification {
 pub const MAX_LINE: usize = 4096;
 const MAX_ISSUES: usize = 1000;
 const MAX_TESTS: usize = 20_000;
+/// Bound on test and suite names.
+const NAME_MAX: usize = 512;
+/// Bound on all captured test output together.
+const OUTPUT_BUDGET: usize = 8 << 20;
 /// STARTTC/ENDTC excerpt bound.
 const TC_OUTPUT_MAX: usize = 2048;
 /// Kernel lines a split userspace fragment waits through before it is taken as a line of its own.
@@ -218,6 +222,8 @@ pub struct Classifier {
     command_names: VecDeque<(String, u32, String)>,
     /// The start of a command echo the terminal wrapped, with the lines joined so far.
     pending_echo: Option<(String, u32)>,
+    /// Captured output bytes still allowed (see `OUTPUT_BUDGET`).
+    output_budget: usize,
 }
 
 impl Classifier {
@@ -246,6 +252,7 @@ impl Classifier {
             command: None,
             command_names: VecDeque::new(),
             pending_echo: None,
+            output_budget: OUTPUT_BUDGET,
         }
     }
 
@@ -767,12 +774,23 @@ impl Classifier {
 
     // ---- tests ----
 
-    fn push_test(&mut self, t: TestCase) {
-        if self.state.tests.len() < MAX_TESTS {
-            self.state.tests.push(t);
-        } else {
+    fn push_test(&mut self, mut t: TestCase) {
+        if self.state.tests.len() >= MAX_TESTS {
             self.state.dropped_tests += 1;
+            return;
         }
+        for s in [&mut t.name, &mut t.suite] {
+            if s.len() > NAME_MAX {
+                let keep = issues::truncate(s, NAME_MAX).len();
+                s.truncate(keep);
+            }
+        }
+        if let Some(out) = &mut t.output {
+            let keep = issues::truncate(out, self.output_budget).len();
+            out.truncate(keep);
+            self.output_budget -= keep;
+        }
+        self.state.tests.push(t);
     }
 
     fn lava_suite(&self) -> String {
