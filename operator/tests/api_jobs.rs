@@ -168,6 +168,12 @@ async fn cancel_returns_the_canceled_job_and_stops_a_running_one() {
         .await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.json()["status"]["phase"], "Canceled");
+    // Counted once as a finished job with result "canceled".
+    let metrics = app.get("/metrics").await.text();
+    assert!(
+        metrics.contains(r#"bootfarm_jobs_finished_total{arch="x86_64",result="canceled"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -118,12 +118,21 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<BootJob>, ApiError> {
+    let before = find(&state, &name).await?;
     let job = state
         .store
         .cancel(&name, Timestamp::now())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("bootjob {name:?} not found")))?;
-    tracing::info!(job = %name, "BootJob canceled");
+    let was_finished = crate::queue::phase(&before).is_finished();
+    if !was_finished && crate::queue::phase(&job) == JobPhase::Canceled {
+        state
+            .metrics
+            .jobs_finished_total
+            .with_label_values(&[job.spec.arch.as_str(), "canceled"])
+            .inc();
+        tracing::info!(job = %name, "BootJob canceled");
+    }
     Ok(Json(job))
 }
 
