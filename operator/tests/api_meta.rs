@@ -186,3 +186,22 @@ async fn the_metrics_registry_holds_exactly_the_contract_names() {
         .iter()
         .any(|f| f.name() == "bootfarm_runners_desired"));
 }
+
+#[tokio::test]
+async fn a_first_claim_reports_runner_start_up_time() {
+    let app = app();
+    let created = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(20);
+    let r = app
+        .runner_post(
+            "claim",
+            json!({"runnerId": "r1", "pool": "tcg", "runnerCreatedAt": created.to_string(), "waitSeconds": 0}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let text = app.get("/metrics").await.text();
+    assert!(
+        text.contains(r#"bootfarm_runner_startup_seconds_bucket{pool="tcg",le="12.8"} 0"#)
+            && text.contains(r#"bootfarm_runner_startup_seconds_bucket{pool="tcg",le="25.6"} 1"#),
+        "{text}"
+    );
+}

@@ -48,6 +48,10 @@ pub struct WorkArgs {
     /// Arches this runner boots, comma-separated [default: any].
     #[arg(long, env = "BOOTFARM_ARCHES", value_delimiter = ',')]
     pub arches: Vec<Arch>,
+    /// When whoever started this runner created it (RFC 3339; set by the operator on runner
+    /// pods and processes): reported once, for the start-up time metric.
+    #[arg(long, env = "BOOTFARM_RUNNER_CREATED_AT")]
+    pub created_at: Option<String>,
     /// Exit 0 after this many jobs (0: no limit).
     #[arg(long, env = "BOOTFARM_MAX_JOBS", default_value_t = 0)]
     pub max_jobs: u64,
@@ -130,6 +134,7 @@ pub async fn run(args: WorkArgs) -> anyhow::Result<i32> {
     let mut idle_since = Instant::now();
     let mut backoff = Duration::from_millis(500);
     let mut done = 0u64;
+    let mut created_at = args.created_at.clone();
     loop {
         if shutdown.is_cancelled() {
             return Ok(0);
@@ -145,8 +150,12 @@ pub async fn run(args: WorkArgs) -> anyhow::Result<i32> {
         }
         let claimed = tokio::select! {
             _ = shutdown.cancelled() => return Ok(0),
-            c = client.claim(&runner_id, &args.pool, &args.arches, wait) => c,
+            c = client.claim(&runner_id, &args.pool, &args.arches, wait, created_at.as_deref()) => c,
         };
+        if claimed.is_ok() {
+            // Start-up is reported once: the first claim the operator answered.
+            created_at = None;
+        }
         match claimed {
             Ok(None) => backoff = Duration::from_millis(500),
             Ok(Some(job)) => {

@@ -128,6 +128,9 @@ pub fn document() -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
                     "required": ["runnerId"], "properties": {
                         "runnerId": {"type": "string"}, "pool": {"type": "string"},
+                        "waitSeconds": {"type": "integer", "description": "long-poll bound (capped by the server's)"},
+                        "runnerCreatedAt": {"type": "string", "format": "date-time",
+                            "description": "first claim only: when the runner's pod/process was created"},
                         "arches": {"type": "array", "items": {"type": "string"}}}}}}},
                 "responses": {"200": {"description": "a job under a lease", "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/Claim"}}}},

@@ -45,6 +45,10 @@ struct ClaimBody {
     /// The runner's own bound on the long-poll (e.g. its idle-exit is near); capped by the server's.
     #[serde(default)]
     wait_seconds: Option<u64>,
+    /// On a runner's first claim: when its pod or process was created (RFC 3339), for the
+    /// start-up histogram.
+    #[serde(default)]
+    runner_created_at: Option<String>,
 }
 
 pub async fn claim(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
@@ -54,6 +58,17 @@ pub async fn claim(State(state): State<AppState>, body: Body) -> Result<Response
             message: "runnerId must not be empty".into(),
             field: Some("runnerId".into()),
         });
+    }
+    if let Some(secs) = seconds_since(body.runner_created_at.as_deref()) {
+        // Anything beyond a day is a clock problem, not a start-up time.
+        if secs < 86_400.0 {
+            let pool = body.pool.as_deref().unwrap_or("default");
+            state
+                .metrics
+                .runner_startup_seconds
+                .with_label_values(&[pool])
+                .observe(secs);
+        }
     }
     let req = ClaimRequest {
         runner_id: body.runner_id,

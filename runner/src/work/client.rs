@@ -118,13 +118,17 @@ impl Client {
         pool: &str,
         arches: &[Arch],
         wait: Duration,
+        created_at: Option<&str>,
     ) -> Result<Option<Claimed>, ClientError> {
-        let body = json!({
+        let mut body = json!({
             "runnerId": runner_id,
             "pool": pool,
             "arches": arches,
             "waitSeconds": wait.as_secs(),
         });
+        if let Some(t) = created_at {
+            body["runnerCreatedAt"] = json!(t);
+        }
         // The server answers within its own wait; the margin covers a slow store.
         let resp = self
             .send(
