@@ -31,6 +31,12 @@ const TICK: Duration = Duration::from_millis(500);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// A local process that has not even spawned in this time is broken.
 const STARTUP_TIMEOUT_SECONDS: u64 = 60;
+/// A runner that dies sooner than this after its start is crash-looping (a wrong binary, a
+/// bad token): new starts back off, doubling up to `MAX_BACKOFF`, so capacity comes back as
+/// soon as it can without a fork storm.
+const QUICK_DEATH: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -59,6 +65,10 @@ pub struct LocalPool {
     /// Distinguishes this operator's runners from a previous run's in job status.
     id_prefix: String,
     seq: u64,
+    /// Runners in a row that died (or failed to start) right after starting.
+    crash_streak: u32,
+    /// No new runner before this (crash-loop backoff).
+    hold_until: Option<Instant>,
 }
 
 impl LocalPool {
@@ -80,6 +90,8 @@ impl LocalPool {
             children: BTreeMap::new(),
             id_prefix,
             seq: 0,
+            crash_streak: 0,
+            hold_until: None,
         }
     }
 
@@ -149,6 +161,7 @@ impl LocalPool {
                 RunnerState::Terminating
             } else if busy.contains_key(id.as_str()) {
                 child.idle_since = now;
+                self.crash_streak = 0;
                 RunnerState::Busy
             } else {
                 RunnerState::Idle {
@@ -193,9 +206,11 @@ impl LocalPool {
                 signal_group(child.pid, Signal::SIGKILL);
             }
         }
-        for _ in 0..decision.create {
+        let held = self.hold_until.is_some_and(|t| Instant::now() < t);
+        for _ in 0..if held { 0 } else { decision.create } {
             if let Err(e) = self.spawn(now) {
                 tracing::error!(error = %e, bin = %self.cfg.runner_bin.display(), "Starting a runner failed");
+                self.crashed();
                 break;
             }
         }
@@ -259,11 +274,29 @@ impl LocalPool {
             if child.stopping.is_some() || clean {
                 tracing::info!(runner = %id, status = ?status, "Runner exited");
             } else {
-                tracing::warn!(runner = %id, status = ?status, "Runner died");
+                tracing::warn!(runner = %id, status = ?status, log = %self.cfg.log_dir.join(format!("{id}.log")).display(), "Runner died");
+                let lived = Timestamp::now().duration_since(child.created_at);
+                if lived < jiff::SignedDuration::try_from(QUICK_DEATH).unwrap_or_default() {
+                    self.crashed();
+                }
                 failed.insert(id);
             }
         }
         failed
+    }
+
+    /// One more quick death: hold new starts for a doubling delay.
+    fn crashed(&mut self) {
+        self.crash_streak = self.crash_streak.saturating_add(1);
+        let delay = FIRST_BACKOFF
+            .saturating_mul(1 << self.crash_streak.min(16).saturating_sub(1))
+            .min(MAX_BACKOFF);
+        tracing::warn!(
+            streak = self.crash_streak,
+            delay_ms = delay.as_millis() as u64,
+            "Runners die at start; backing off"
+        );
+        self.hold_until = Some(Instant::now() + delay);
     }
 
     #[allow(unsafe_code)]

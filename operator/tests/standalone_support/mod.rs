@@ -89,6 +89,7 @@ pub struct Farm {
     port: u16,
     extra: Vec<String>,
     pub child: Option<Child>,
+    runner: PathBuf,
     http: reqwest::Client,
     pub log: PathBuf,
 }
@@ -96,6 +97,15 @@ pub struct Farm {
 impl Farm {
     /// Starts a farm in `data_dir` with extra flags, and waits until it answers.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Farm {
+        Self::start_with_runner(data_dir, extra, runner_bin()).await
+    }
+
+    /// Like `start`, with another runner binary (a fake, to test the supervisor).
+    pub async fn start_with_runner(
+        data_dir: &Path,
+        extra: &[&str],
+        runner: impl Into<PathBuf>,
+    ) -> Farm {
         let port = free_port();
         let mut farm = Farm {
             data_dir: data_dir.to_path_buf(),
@@ -103,6 +113,7 @@ impl Farm {
             port,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
+            runner: runner.into(),
             http: reqwest::Client::new(),
             log: data_dir.join("operator.log"),
         };
@@ -123,7 +134,7 @@ impl Farm {
             .arg(&self.data_dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--runner-bin")
-            .arg(runner_bin())
+            .arg(&self.runner)
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
