@@ -297,3 +297,25 @@ async fn shutdown_ends_a_waiting_claim_at_once() {
         .unwrap();
     assert!(claimed.is_none());
 }
+
+#[tokio::test]
+async fn eight_runners_racing_for_three_jobs_get_three_distinct_ones() {
+    let app = std::sync::Arc::new(app());
+    for i in 0..3 {
+        app.submit_yaml(&job_yaml(&format!("race-{i}"))).await;
+    }
+    let claims: Vec<_> = (0..8)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move { app.claim(&format!("r{i}")).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for c in claims {
+        if let Some((name, _)) = c.await.unwrap() {
+            won.push(name);
+        }
+    }
+    won.sort();
+    assert_eq!(won, ["race-0", "race-1", "race-2"]);
+}
