@@ -178,6 +178,59 @@ mod tests {
         assert!(text.ends_with("newest"));
     }
 
+    /// A console far faster than the operator: sending never stalls (the boot is never slowed),
+    /// the newest bytes arrive, and the gap is marked.
+    #[tokio::test]
+    async fn a_slow_operator_never_blocks_the_console() {
+        use axum::routing::post;
+        let received = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = received.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/runner/jobs/{name}/log",
+            post(move |body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    // A slow operator: 256 KiB per 200 ms at best.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    sink.lock().unwrap().extend_from_slice(&body);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Client::new(&format!("http://{addr}"), None).unwrap();
+        let (tx, shipper) = Shipper::start(client, "job".into(), "lease".into());
+
+        let started = std::time::Instant::now();
+        let chunk = vec![b'.'; 64 << 10];
+        for _ in 0..128 {
+            tx.send(Bytes::from(chunk.clone())).await.unwrap();
+        }
+        tx.send(Bytes::from_static(b"THE END\n")).await.unwrap();
+        let sending = started.elapsed();
+        drop(tx);
+        assert!(
+            sending < Duration::from_secs(1),
+            "8 MiB took {sending:?} to hand over"
+        );
+
+        shipper.finish(Duration::from_secs(30)).await;
+        let got = received.lock().unwrap().clone();
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.ends_with("THE END\n"), "the newest output must arrive");
+        assert!(
+            text.contains("bytes of console dropped"),
+            "the gap must be marked"
+        );
+        assert!(
+            got.len() < 8 << 20,
+            "{} bytes: nothing was dropped?",
+            got.len()
+        );
+    }
+
     #[test]
     fn batches_are_bounded() {
         let mut p = Pending::default();
