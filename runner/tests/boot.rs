@@ -51,6 +51,8 @@ struct Run {
     json: Value,
     elapsed: Duration,
     log: String,
+    /// The runner's peak resident memory as last sampled (VmHWM), in KiB.
+    peak_rss_kib: u64,
 }
 
 /// Run `bootfarm-runner boot ARGS --output json`, killing it if it outlives `limit`.
@@ -70,7 +72,7 @@ fn boot(args: &[&str], limit: Duration) -> Run {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (code, stdout) = wait_bounded(child, limit);
+    let (code, stdout, peak_rss_kib) = wait_bounded_sampling(child, limit);
     let elapsed = started.elapsed();
     let json: Value = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
         panic!(
@@ -84,10 +86,23 @@ fn boot(args: &[&str], limit: Duration) -> Run {
         json,
         elapsed,
         log,
+        peak_rss_kib,
     }
 }
 
-fn wait_bounded(mut child: Child, limit: Duration) -> (i32, Vec<u8>) {
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn wait_bounded(child: Child, limit: Duration) -> (i32, Vec<u8>) {
+    let (code, out, _) = wait_bounded_sampling(child, limit);
+    (code, out)
+}
+
+/// Wait for the child (killing it past `limit`), sampling its peak memory meanwhile.
+fn wait_bounded_sampling(mut child: Child, limit: Duration) -> (i32, Vec<u8>, u64) {
     use std::io::Read;
     let mut out = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
@@ -96,9 +111,13 @@ fn wait_bounded(mut child: Child, limit: Duration) -> (i32, Vec<u8>) {
         v
     });
     let deadline = Instant::now() + limit;
+    let mut peak = 0;
     loop {
+        if let Some(kib) = vm_hwm_kib(child.id()) {
+            peak = peak.max(kib);
+        }
         if let Some(status) = child.try_wait().unwrap() {
-            return (status.code().unwrap_or(-1), reader.join().unwrap());
+            return (status.code().unwrap_or(-1), reader.join().unwrap(), peak);
         }
         if Instant::now() > deadline {
             child.kill().unwrap();
@@ -484,6 +503,12 @@ fn a_flooding_guest_gets_a_bounded_log() {
         tail.len()
     );
     assert!(tail.contains("bootfarm: flood"), "the tail is the flood");
+    // Memory stays bounded too: the runner holds at most the cap's tail half, not the log.
+    assert!(
+        run.peak_rss_kib > 0 && run.peak_rss_kib < 64 * 1024,
+        "{} KiB",
+        run.peak_rss_kib
+    );
 }
 
 /// QEMU children of `pid` (any of its threads).
