@@ -235,7 +235,7 @@ ARM=$(example bootjob-arm64.yaml | awk '/^  name:/ {print $2; exit}')
 wait_for 30 "runner pods created for the x86_64 and arm64 pools" \
     bash -c "(( \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get pods -l bootfarm.dev/pool=tcg-x86-64 -o name 2>/dev/null | wc -l) >= 1 &&
                \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get pods -l bootfarm.dev/pool=tcg-arm64 -o name 2>/dev/null | wc -l) >= 1 ))"
-pod=$(k get pods -l bootfarm.dev/pool=tcg-x86-64 -o name | head -n1)
+pod=pod/$(k get pods -l bootfarm.dev/pool=tcg-x86-64 -o 'jsonpath={.items[0].metadata.name}')
 owner=$(k get "$pod" -o 'jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}')
 [[ $owner == RunnerPool/tcg-x86-64 ]] || fail "$pod is owned by '$owner', not RunnerPool/tcg-x86-64"
 k wait --for=condition=Succeeded "${EXAMPLES[@]}" --timeout=300s >/dev/null ||
@@ -250,7 +250,7 @@ log "ok: the panicking kernel ends Failed after one attempt"
 
 # `kubectl get bootjobs`: the printer columns show the real fields.
 k get bootjobs >"$WORK/get.txt"
-head -n1 "$WORK/get.txt" | grep -Eq '^NAME +ARCH +PHASE +RESULT +STAGE +RUNNER +AGE' ||
+sed -n 1p "$WORK/get.txt" | grep -Eq '^NAME +ARCH +PHASE +RESULT +STAGE +RUNNER +AGE' ||
     fail "unexpected columns: $(head -n1 "$WORK/get.txt")"
 grep -Eq "^$X86 +x86_64 +Succeeded +pass +[a-z_]+ +tcg-x86-64-[a-z0-9]+ " "$WORK/get.txt" ||
     fail "kubectl get bootjobs does not show $X86 as Succeeded/pass: $(cat "$WORK/get.txt")"
@@ -263,9 +263,12 @@ sed 's/^/    /' "$WORK/get.txt" >&2
 # The same job over the HTTP API (user token), and its console log.
 code=$(curl -s -o /dev/null -w '%{http_code}' "$API/api/v1/bootjobs/$X86")
 [[ $code == 401 ]] || fail "GET without a token answered $code, not 401"
-curl -fsS -H "Authorization: Bearer $USER_TOKEN" "$API/api/v1/bootjobs/$X86" | grep -q '"phase":"Succeeded"' ||
+# (Outputs are saved first: with pipefail, grep -q closing the pipe early would fail the check.)
+curl -fsS -H "Authorization: Bearer $USER_TOKEN" "$API/api/v1/bootjobs/$X86" >"$WORK/x86.json" || fail "GET $X86 over HTTP"
+grep -q '"phase":"Succeeded"' "$WORK/x86.json" ||
     fail "the API does not show $X86 Succeeded"
-curl -fsS -H "Authorization: Bearer $USER_TOKEN" "$API/api/v1/bootjobs/$X86/log" | grep -q 'bootfarm: userspace up' ||
+curl -fsS -H "Authorization: Bearer $USER_TOKEN" "$API/api/v1/bootjobs/$X86/log" >"$WORK/x86.log" || fail "GET $X86/log"
+grep -q 'bootfarm: userspace up' "$WORK/x86.log" ||
     fail "the console log of $X86 lacks the userspace marker"
 log "ok: the HTTP API serves the job and its console log"
 
@@ -304,6 +307,16 @@ k delete pod "$victim" --wait=false >/dev/null
 wait_for $((LEASE_TTL + 60)) "retry-me running again on another runner (attempt 2)" \
     bash -c "[[ \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get bootjob retry-me -o 'jsonpath={.status.phase} {.status.attempts}' 2>/dev/null) == 'Running 2' ]]"
 [[ $(jsonpath bootjob/retry-me '{.status.runner}') != "$victim" ]] || fail "retry-me went back to the deleted runner"
+
+# A runner that dies without a word (kill -9: OOM, node loss): its lease expires, the job is
+# retried, and the dead runner's Failed pod is replaced rather than blocking capacity.
+victim=$(jsonpath bootjob/retry-me '{.status.runner}')
+runner_pid=$(pgrep -f -- "--runner-id $victim" | head -n1 || true)
+[[ -n $runner_pid ]] || fail "no runner process for $victim"
+kill -KILL "$runner_pid"
+wait_for $((LEASE_TTL + 60)) "retry-me running again after its runner's lease expired (attempt 3)" \
+    bash -c "[[ \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get bootjob retry-me -o 'jsonpath={.status.phase} {.status.attempts}' 2>/dev/null) == 'Running 3' ]]"
+wait_for 30 "the dead runner's pod $victim removed" bash -c "! kubectl --kubeconfig '$CP/kubeconfig' -n $NS get pod $victim >/dev/null 2>&1"
 
 # --- 5. operator restart loses nothing ---------------------------------------------------------
 
