@@ -3,6 +3,9 @@
 //! `~/.cache/bootfarm/fixtures`). Boots are serialised: the machines are small and TCG boots
 //! contending for cores would only measure contention.
 
+// Test helpers outside #[test] functions: a failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,8 @@
 //! `run_boot` as the operator's work loop uses it: console hook and cancellation.
 
+// Test helpers outside #[test] functions: a failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used)]
+
 use bootfarm_core::result::Verdict;
 use bootfarm_core::Arch;
 use bootfarm_runner::accel::AccelRequest;
