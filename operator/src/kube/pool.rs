@@ -8,6 +8,7 @@ use super::store::FIELD_MANAGER;
 use crate::queue;
 use crate::scaler::{self, PoolDecision, PoolInput, RunnerState};
 use bootfarm_core::spec::{BootJob, JobPhase, RunnerPool, RunnerPoolSpec, RunnerPoolStatus};
+use bootfarm_core::Arch;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
@@ -15,7 +16,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ pub struct PoolPlan {
     pub views: Vec<RunnerView>,
     pub decision: PoolDecision,
     pub queued: u64,
+    /// This pool's queue by arch (for the queue-depth gauge).
+    pub queued_by_arch: BTreeMap<Arch, u64>,
 }
 
 pub fn plan(
@@ -54,6 +57,7 @@ pub fn plan(
 ) -> PoolPlan {
     let name = pool.name_any();
     let mut queued = 0;
+    let mut queued_by_arch = BTreeMap::new();
     let mut busy: HashSet<&str> = HashSet::new();
     for job in jobs {
         match queue::phase(job) {
@@ -62,6 +66,7 @@ pub fn plan(
                     && assigned_pool(job, pools) == Some(name.as_str()) =>
             {
                 queued += 1;
+                *queued_by_arch.entry(job.spec.arch).or_insert(0) += 1;
             }
             JobPhase::Running => {
                 if let Some(r) = job.status.as_ref().and_then(|s| s.runner.as_deref()) {
@@ -92,6 +97,7 @@ pub fn plan(
         views,
         decision,
         queued,
+        queued_by_arch,
     }
 }
 
@@ -209,7 +215,7 @@ pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Actio
     }
 
     let status = status_of(&plan);
-    record_metrics(&ctx, &name, &plan);
+    record_metrics(&ctx, &name, &pool.spec, &plan);
     if pool.status.as_ref() != Some(&status) {
         let patch = json!({
             "apiVersion": bootfarm_core::spec::API_VERSION,
@@ -245,12 +251,18 @@ pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Actio
     }))
 }
 
-fn record_metrics(ctx: &Context, pool: &str, plan: &PoolPlan) {
+fn record_metrics(ctx: &Context, pool: &str, pool_spec: &RunnerPoolSpec, plan: &PoolPlan) {
     let s = status_of(plan);
     let m = &ctx.metrics;
     m.runners_desired
         .with_label_values(&[pool])
         .set(f64::from(s.desired));
+    for arch in &pool_spec.arches {
+        let n = plan.queued_by_arch.get(arch).copied().unwrap_or(0);
+        m.queue_depth
+            .with_label_values(&[pool, arch.as_str()])
+            .set(n as f64);
+    }
     for (state, n) in [
         ("pending", s.pending),
         ("idle", s.idle),

@@ -497,3 +497,220 @@ pub fn owned_by(pod: &Pod, pool: &RunnerPool) -> bool {
             .iter()
             .any(|o| Some(o.uid.as_str()) == uid)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bootfarm_core::spec::RunnerPoolSpec;
+    use bootfarm_core::Arch;
+
+    fn pool(kvm: bool) -> RunnerPool {
+        let mut p = RunnerPool::new(
+            "kvm-x86-64",
+            RunnerPoolSpec {
+                arches: vec![Arch::X86_64, Arch::I386],
+                kvm,
+                ..RunnerPoolSpec::default()
+            },
+        );
+        p.metadata.namespace = Some("ns".into());
+        p.metadata.uid = Some("pool-uid".into());
+        p
+    }
+
+    fn settings() -> PodSettings {
+        PodSettings::builtin("http://op:8080", "runner:1", "tok")
+    }
+
+    fn runner_container(pod: &Pod) -> &Container {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == RUNNER_CONTAINER))
+            .expect("a runner container")
+    }
+
+    #[test]
+    fn only_kvm_pools_mount_the_kvm_device_as_a_char_device() {
+        let with = build_pod(&pool(true), "kvm-x86-64-aaaaa", &settings());
+        let volumes = with
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        let kvm: Vec<_> = volumes.iter().filter(|v| v.host_path.is_some()).collect();
+        assert_eq!(kvm.len(), 1, "only /dev/kvm comes from the host");
+        let hp = kvm[0].host_path.as_ref().expect("hostPath");
+        assert_eq!(hp.path, "/dev/kvm");
+        assert_eq!(hp.type_.as_deref(), Some("CharDevice"));
+        let mounts = runner_container(&with)
+            .volume_mounts
+            .clone()
+            .unwrap_or_default();
+        assert!(mounts.iter().any(|m| m.mount_path == "/dev/kvm"));
+
+        let without = build_pod(&pool(false), "kvm-x86-64-aaaaa", &settings());
+        let volumes = without
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        assert!(volumes.iter().all(|v| v.host_path.is_none()));
+    }
+
+    #[test]
+    fn runner_pods_run_as_non_root_without_privileges() {
+        let pod = build_pod(&pool(true), "kvm-x86-64-aaaaa", &settings());
+        let sc = runner_container(&pod)
+            .security_context
+            .clone()
+            .expect("set");
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.automount_service_account_token),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn the_template_pool_argument_is_replaced_and_the_runner_named_after_its_pod() {
+        let pod = build_pod(&pool(false), "kvm-x86-64-bbbbb", &settings());
+        let args = runner_container(&pod).args.clone().expect("args");
+        assert_eq!(
+            args,
+            [
+                "work",
+                "--server",
+                "http://op:8080",
+                "--pool",
+                "kvm-x86-64",
+                "--token-file",
+                "/etc/bootfarm/runner-token/token",
+                "--runner-id",
+                "kvm-x86-64-bbbbb",
+                "--arches",
+                "x86_64,i386"
+            ]
+        );
+        assert!(owned_by(&pod, &pool(false)));
+        let mut other = pool(false);
+        other.metadata.uid = Some("another".into());
+        assert!(
+            !owned_by(&pod, &other),
+            "a pod of a re-created pool is not ours"
+        );
+    }
+
+    #[test]
+    fn the_charts_yaml_1_1_file_modes_are_read_as_octal() {
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(
+            "volumes: [{secret: {defaultMode: \"0440\", items: [{mode: \"0600\"}]}}]",
+        )
+        .expect("yaml");
+        yaml11_file_modes(&mut doc);
+        assert_eq!(
+            doc["volumes"][0]["secret"]["defaultMode"].as_i64(),
+            Some(0o440)
+        );
+        assert_eq!(
+            doc["volumes"][0]["secret"]["items"][0]["mode"].as_i64(),
+            Some(0o600)
+        );
+    }
+
+    #[test]
+    fn runner_names_are_valid_pod_names_within_the_label_limit() {
+        let long = "p".repeat(80);
+        for pool in ["tcg-x86-64", long.as_str()] {
+            let n = runner_name(pool);
+            assert!(n.len() <= 63, "{n}");
+            assert!(n
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        }
+        assert_ne!(runner_name("p"), runner_name("p"));
+    }
+
+    fn pod(phase: &str, annotations: &[(&str, &str)]) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = Some("r".into());
+        p.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Timestamp::from_second(1_800_000_000).expect("in range"),
+        ));
+        p.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some(phase.into()),
+            ..Default::default()
+        });
+        p
+    }
+
+    #[test]
+    fn pod_states_follow_phase_lease_and_first_poll() {
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).expect("in range");
+        let seen = Some(Seen {
+            first_poll: t(10),
+            idle_since: t(10),
+            last_busy: Some(t(50)),
+        });
+        let state = |p: &Pod, busy, seen| classify(p, busy, seen, t(0), t(100)).runner.state;
+        assert_eq!(
+            state(&pod("Pending", &[]), false, None),
+            RunnerState::Pending
+        );
+        assert_eq!(
+            state(&pod("Running", &[]), false, None),
+            RunnerState::Starting
+        );
+        assert_eq!(state(&pod("Running", &[]), true, seen), RunnerState::Busy);
+        assert_eq!(
+            state(&pod("Running", &[]), false, seen),
+            RunnerState::Idle { since: t(50) },
+            "idle from the last time it held a lease"
+        );
+        let annotated = pod("Running", &[(IDLE_SINCE, "2027-01-15T08:01:40Z")]);
+        assert_eq!(
+            state(&annotated, false, seen),
+            RunnerState::Idle {
+                since: "2027-01-15T08:01:40Z".parse().expect("time")
+            }
+        );
+        assert_eq!(state(&pod("Failed", &[]), false, seen), RunnerState::Failed);
+        let mut deleting = pod("Running", &[]);
+        deleting.metadata.deletion_timestamp = deleting.metadata.creation_timestamp.clone();
+        assert_eq!(state(&deleting, true, seen), RunnerState::Terminating);
+    }
+
+    #[test]
+    fn eviction_annotations_flip_between_busy_and_idle() {
+        let now = Timestamp::from_second(1_800_000_000).expect("in range");
+        let busy = eviction_patch(true, now);
+        assert_eq!(busy["metadata"]["annotations"][SAFE_TO_EVICT], "false");
+        assert_eq!(busy["metadata"]["annotations"][DO_NOT_DISRUPT], "true");
+        let idle = eviction_patch(false, now);
+        assert_eq!(idle["metadata"]["annotations"][SAFE_TO_EVICT], "true");
+        assert!(idle["metadata"]["annotations"][DO_NOT_DISRUPT].is_null());
+        assert!(eviction_annotations_match(
+            &pod(
+                "Running",
+                &[(SAFE_TO_EVICT, "false"), (DO_NOT_DISRUPT, "true")]
+            ),
+            true
+        ));
+        assert!(!eviction_annotations_match(
+            &pod(
+                "Running",
+                &[(SAFE_TO_EVICT, "true"), (DO_NOT_DISRUPT, "true")]
+            ),
+            false
+        ));
+    }
+}
