@@ -137,6 +137,22 @@ async fn unknown_jobs_and_routes_are_json_404s() {
 }
 
 #[tokio::test]
+async fn a_wrong_method_is_a_json_405() {
+    let app = app();
+    let r = app
+        .call(
+            Method::PUT,
+            "/api/v1/bootjobs",
+            Some(USER),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.message().contains("method not allowed"), "{}", r.text());
+}
+
+#[tokio::test]
 async fn cancel_returns_the_canceled_job_and_stops_a_running_one() {
     let app = app();
     app.submit_yaml(&job_yaml("busy")).await;

@@ -127,6 +127,9 @@ pub fn router(state: AppState) -> Router {
         .merge(user)
         .merge(runner)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("method not allowed on this route".into())
+        })
         .with_state(state)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             track(metrics.clone(), req, next)
