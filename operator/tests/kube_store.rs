@@ -234,3 +234,20 @@ async fn a_result_for_a_lease_that_is_not_current_changes_nothing() {
     assert!(matches!(outcome, CompleteOutcome::Stale), "{outcome:?}");
     server.done().await;
 }
+
+#[tokio::test]
+async fn a_runner_being_scaled_down_gets_no_new_work() {
+    let (client, handle) = mock_client();
+    // Not a single request: the draining runner is answered "no work" at once.
+    let server = ApiServer::run(handle, vec![]);
+    let t = context(client, vec![], vec![]);
+    t.ctx.activity.drain("tcg-x86-64-aaaaa");
+    let claim = t
+        .ctx
+        .store
+        .claim(&request("tcg-x86-64-aaaaa"), TTL, Timestamp::now())
+        .await
+        .expect("no backend error");
+    assert!(claim.is_none());
+    server.done().await;
+}

@@ -181,6 +181,8 @@ pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Actio
             .iter()
             .find(|v| &v.runner.id == victim)
             .and_then(|v| v.uid.clone());
+        // No new work for it from here on; a claim that slipped in before is undone by the store.
+        ctx.activity.drain(victim);
         tracing::info!(pool = %name, pod = %victim, reason = reason.as_str(), "Deleting runner pod");
         delete_pod(&pods_api, victim, uid).await?;
         ctx.metrics

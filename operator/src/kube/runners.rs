@@ -58,6 +58,8 @@ pub fn eviction_annotations_match(pod: &Pod, busy: bool) -> bool {
 #[derive(Debug, Default)]
 pub struct RunnerActivity {
     seen: Mutex<HashMap<String, Seen>>,
+    /// Runners being scaled down: they get no new work, so a deletion never races a claim.
+    draining: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +126,25 @@ impl RunnerActivity {
     /// Forget runners whose pods are gone.
     pub fn retain(&self, alive: impl Fn(&str) -> bool) {
         self.with(|m| m.retain(|k, _| alive(k)));
+        self.draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k| alive(k));
+    }
+
+    /// From now on `runner` is handed no work (its pod is about to be deleted).
+    pub fn drain(&self, runner: &str) {
+        self.draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(runner.to_string());
+    }
+
+    pub fn is_draining(&self, runner: &str) -> bool {
+        self.draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(runner)
     }
 }
 

@@ -255,6 +255,9 @@ impl JobStore for KubeJobStore {
         lease_ttl: Duration,
         now: Timestamp,
     ) -> Result<Option<Claim>, StoreError> {
+        if self.activity.is_draining(&req.runner_id) {
+            return Ok(None);
+        }
         self.activity.polled(&req.runner_id, now);
         let req = &self.complete_arches(req);
         let mut candidates: Vec<BootJob> = self
@@ -269,6 +272,7 @@ impl JobStore for KubeJobStore {
             .collect();
         candidates.sort_by_key(queue::claim_order);
         for mut job in candidates.into_iter().take(CLAIM_CANDIDATES) {
+            let before = job.status.clone();
             let lease_id = uuid::Uuid::new_v4().to_string();
             let expires_at = queue::start_attempt(
                 &mut job,
@@ -280,6 +284,12 @@ impl JobStore for KubeJobStore {
             );
             match self.write_status(&job).await {
                 Ok(stored) => {
+                    if self.activity.is_draining(&req.runner_id) {
+                        // Scale-down chose this runner while we were claiming: put the job back
+                        // as it was (no attempt used) rather than lose it with the pod.
+                        self.unclaim(stored, before).await;
+                        return Ok(None);
+                    }
                     let attempt = stored.status.as_ref().map(|s| s.attempts).unwrap_or(1);
                     self.activity.busy(&req.runner_id, now);
                     self.annotate_runner(&req.runner_id, true, now).await;
@@ -423,6 +433,23 @@ impl JobStore for KubeJobStore {
 }
 
 impl KubeJobStore {
+    /// Restores a job's pre-claim status (conditional on the claim's own write). If anything
+    /// changed since, the lease simply runs out and the job is retried.
+    async fn unclaim(
+        &self,
+        mut claimed: BootJob,
+        before: Option<bootfarm_core::spec::BootJobStatus>,
+    ) {
+        let name = claimed.name_any();
+        claimed.status = before;
+        match self.write_status(&claimed).await {
+            Ok(_) => tracing::info!(job = %name, "Claim undone: its runner is being scaled down"),
+            Err(e) => {
+                tracing::warn!(job = %name, error = %e, "Undoing a claim failed; the lease will expire")
+            }
+        }
+    }
+
     /// A runner that names no arches serves those of its pool (when the pool is known), so it
     /// does not take work another pool was scaled up for.
     fn complete_arches(&self, req: &ClaimRequest) -> ClaimRequest {
