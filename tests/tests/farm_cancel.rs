@@ -37,6 +37,22 @@ fn cancel_stops_a_running_boot_and_leaves_no_qemu() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The console streams while the boot runs, not only at the end.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = farm.cli(&["log", "forever"]);
+        if String::from_utf8_lossy(&log.stdout).contains("Linux version") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no live console:\n{}",
+            farm.operator_log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(farm.phase("forever"), "Running");
+
     let canceled_at = Instant::now();
     let out = farm.cli(&["cancel", "forever"]);
     assert!(out.status.success());
