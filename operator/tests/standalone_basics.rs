@@ -102,3 +102,22 @@ async fn a_crash_looping_runner_backs_off_and_leaves_the_job_queued() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_operator_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _farm = Farm::start(dir.path(), &["--max-runners", "0"]).await;
+    let out = std::process::Command::new(operator_bin())
+        .arg("standalone")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--max-runners", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another bootfarm operator"),
+        "{stderr}"
+    );
+}

@@ -85,6 +85,9 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     if args.lease_ttl == 0 {
         anyhow::bail!("--lease-ttl must be at least 1 second");
     }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let _lock = lock_data_dir(&args.data_dir)?;
     let store = SqliteStore::open(&args.data_dir)
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     // Local runners are our children and die with us (PR_SET_PDEATHSIG), so a job Running in
@@ -152,6 +155,25 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
     }
     supervised
+}
+
+/// One operator per data dir: a second one would requeue the first one's running jobs at start
+/// and run a second set of runners on the same queue. The lock dies with the process (even on
+/// `kill -9`), so a restart never finds a stale lock.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = dir.join("operator.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "{} is in use by another bootfarm operator ({e}); stop it first",
+            dir.display()
+        )
+    })
 }
 
 /// The address our runners use: a wildcard listen address is reachable on loopback.
