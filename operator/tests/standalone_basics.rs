@@ -121,3 +121,18 @@ async fn a_second_operator_on_the_same_data_dir_is_refused() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_for_a_pool_this_farm_does_not_have_ends_in_error_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let farm = Farm::start(dir.path(), &["--max-runners", "0"]).await;
+    let mut doc = job("elsewhere", None);
+    doc["spec"]["pool"] = json!("gpu");
+    farm.submit(&doc).await;
+    let job = farm
+        .wait_job("elsewhere", Duration::from_secs(10), finished)
+        .await;
+    assert_eq!(phase(&job), "Error", "{job:#}");
+    let conditions = job["status"]["conditions"].to_string();
+    assert!(conditions.contains("no runner pool"), "{job:#}");
+}

@@ -100,7 +100,8 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let files = JobFiles::new(&args.data_dir);
     let (metrics, _registry) = Metrics::new();
     let metrics = Arc::new(metrics);
-    let store: Arc<dyn JobStore> = Arc::new(store);
+    let sqlite = Arc::new(store);
+    let store: Arc<dyn JobStore> = sqlite.clone();
     let mut state = AppState::new(store.clone(), files.clone(), metrics.clone());
     state.lease_ttl = Duration::from_secs(args.lease_ttl);
 
@@ -138,14 +139,17 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             .await
     });
     let housekeeping = tokio::spawn(housekeeping::run(state.clone(), files, shutdown.clone()));
-    let pool = LocalPool::new(supervisor::Config {
-        runner_bin: args.runner_bin(),
-        server_url,
-        token_file: runner_token_file,
-        log_dir: args.data_dir.join("runners"),
-        max_runners: args.max_runners(),
-        idle_timeout: Duration::from_secs(args.idle_timeout),
-    });
+    let pool = LocalPool::new(
+        supervisor::Config {
+            runner_bin: args.runner_bin(),
+            server_url,
+            token_file: runner_token_file,
+            log_dir: args.data_dir.join("runners"),
+            max_runners: args.max_runners(),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+        },
+        sqlite,
+    );
     let supervised = pool.run(state, shutdown.clone()).await;
     shutdown.cancel();
     let _ = housekeeping.await;

@@ -11,6 +11,7 @@
 
 use crate::api::AppState;
 use crate::scaler::{self, DeleteReason, PoolInput, Runner, RunnerState};
+use crate::store::sqlite::SqliteStore;
 use bootfarm_core::spec::RunnerPoolSpec;
 use jiff::Timestamp;
 use nix::sys::signal::{killpg, Signal};
@@ -18,6 +19,7 @@ use nix::unistd::Pid;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +62,7 @@ struct Child {
 
 pub struct LocalPool {
     cfg: Config,
+    store: Arc<SqliteStore>,
     policy: RunnerPoolSpec,
     children: BTreeMap<String, Child>,
     /// Distinguishes this operator's runners from a previous run's in job status.
@@ -72,7 +75,7 @@ pub struct LocalPool {
 }
 
 impl LocalPool {
-    pub fn new(cfg: Config) -> Self {
+    pub fn new(cfg: Config, store: Arc<SqliteStore>) -> Self {
         let policy = RunnerPoolSpec {
             arches: Vec::new(),
             min_idle: 0,
@@ -86,6 +89,7 @@ impl LocalPool {
         let id_prefix = uuid::Uuid::new_v4().simple().to_string()[..4].to_string();
         LocalPool {
             cfg,
+            store,
             policy,
             children: BTreeMap::new(),
             id_prefix,
@@ -132,6 +136,20 @@ impl LocalPool {
                 return;
             }
         };
+        if counts
+            .queued
+            .iter()
+            .any(|q| q.pool.as_deref().is_some_and(|p| p != LOCAL_POOL))
+        {
+            match self.store.reject_other_pools(LOCAL_POOL, now).await {
+                Ok(names) => {
+                    for name in names {
+                        tracing::warn!(job = %name, "Job names a pool this farm does not have: Error");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Rejecting jobs for other pools failed"),
+            }
+        }
         let busy: BTreeMap<&str, &str> = counts
             .running
             .iter()

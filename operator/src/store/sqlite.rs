@@ -147,6 +147,37 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Ends in Error every queued job naming a pool other than `served`: in standalone mode no
+    /// runner would ever claim it, and a job must never wait silently forever.
+    pub async fn reject_other_pools(
+        &self,
+        served: &str,
+        now: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let served = served.to_string();
+        self.tx(move |tx| {
+            let jobs = select_docs(
+                tx,
+                "SELECT doc FROM jobs WHERE phase = 'Queued' AND pool IS NOT NULL AND pool != ?1",
+                [&served],
+            )?;
+            let mut names = Vec::with_capacity(jobs.len());
+            for mut job in jobs {
+                let pool = job.spec.pool.clone().unwrap_or_default();
+                let message = format!(
+                    "spec.pool: no runner pool {pool:?} here (this farm has one pool, {served:?}; leave spec.pool unset)"
+                );
+                queue::reject_invalid(&mut job, &message, now);
+                put(tx, &job)?;
+                names.push(job.metadata.name.unwrap_or_default());
+            }
+            Ok(names)
+        })
+        .await
+    }
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(db_err)?;
     tx.execute_batch(

@@ -373,3 +373,31 @@ async fn a_reopened_database_keeps_every_job_and_requeues_running_ones() {
     assert_eq!(c.job.metadata.name.as_deref(), Some("running"));
     assert_eq!(c.attempt, 2);
 }
+
+#[tokio::test]
+async fn jobs_for_a_pool_nobody_serves_end_in_error_with_the_reason() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    submit(&store, "mine", 0, t(0)).await;
+    let mut other = job("other");
+    other.spec.pool = Some("gpu".into());
+    store.create(other, t(0)).await.unwrap();
+    let mut local = job("local");
+    local.spec.pool = Some("local".into());
+    store.create(local, t(0)).await.unwrap();
+    assert_eq!(
+        store.reject_other_pools("local", t(1)).await.unwrap(),
+        ["other"]
+    );
+    let other = store.get("other").await.unwrap().unwrap();
+    assert_eq!(phase_of(&other), JobPhase::Error);
+    let valid = queue::condition(&other, queue::condition::VALID).unwrap();
+    assert!(valid.message.contains("\"gpu\""), "{}", valid.message);
+    assert_eq!(
+        phase_of(&store.get("local").await.unwrap().unwrap()),
+        JobPhase::Queued
+    );
+    assert_eq!(
+        phase_of(&store.get("mine").await.unwrap().unwrap()),
+        JobPhase::Queued
+    );
+}
