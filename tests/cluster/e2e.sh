@@ -280,6 +280,14 @@ code=$(curl -s -o "$WORK/via-http.out" -w '%{http_code}' -H "Authorization: Bear
 k wait --for=condition=Succeeded bootjob/via-http --timeout=180s >/dev/null || fail "the job submitted over HTTP did not succeed"
 log "ok: a job submitted over HTTP is a BootJob that succeeds"
 
+# A finished job past ttlSecondsAfterFinished is deleted with its console log and result.
+job short-lived x86_64 poweroff "  ttlSecondsAfterFinished: 3" | k apply -f - >/dev/null
+k wait --for=condition=Succeeded bootjob/short-lived --timeout=180s >/dev/null || fail "short-lived did not succeed"
+[[ -n $(find "$WORK/data" -path '*short-lived*' -name console.log) ]] || fail "no console log kept for short-lived"
+wait_for 30 "short-lived deleted after its TTL" bash -c "! kubectl --kubeconfig '$CP/kubeconfig' -n $NS get bootjob short-lived >/dev/null 2>&1"
+[[ -z $(find "$WORK/data" -path '*short-lived*') ]] || fail "the files of short-lived outlived it"
+log "ok: the TTL removed short-lived and its files"
+
 # The admission status write relies on the server honouring resourceVersion in a server-side
 # apply: a stale one must be refused, or a late admission could undo a claim.
 stale=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$CP/pki/ca.crt" -H "Authorization: Bearer $(cat "$CP/admin.token")" \
@@ -303,6 +311,11 @@ wait_for 20 "QEMU of cancel-me stopped after the delete" no_qemu
 job retry-me x86_64 silent | k apply -f - >/dev/null
 wait_for 60 "retry-me running" phase_is retry-me Running
 victim=$(jsonpath bootjob/retry-me '{.status.runner}')
+# A busy runner is off limits to node autoscalers; an idle one is not.
+busy_annotations() {
+    [[ $(jsonpath "pod/$1" '{.metadata.annotations.cluster-autoscaler\.kubernetes\.io/safe-to-evict} {.metadata.annotations.karpenter\.sh/do-not-disrupt}') == "false true" ]]
+}
+wait_for 10 "busy runner $victim annotated safe-to-evict=false, do-not-disrupt=true" busy_annotations "$victim"
 k delete pod "$victim" --wait=false >/dev/null
 wait_for $((LEASE_TTL + 60)) "retry-me running again on another runner (attempt 2)" \
     bash -c "[[ \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get bootjob retry-me -o 'jsonpath={.status.phase} {.status.attempts}' 2>/dev/null) == 'Running 2' ]]"
