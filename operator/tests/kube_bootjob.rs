@@ -246,3 +246,25 @@ async fn a_deleted_bootjob_loses_its_logs_and_then_its_finalizer() {
     server.done().await;
     assert!(!log.exists(), "the console log is removed with the job");
 }
+
+#[tokio::test]
+async fn an_admission_that_lost_a_race_is_looked_at_again_at_once() {
+    let (client, handle) = mock_client();
+    let job = with_finalizer(bootjob("j1", Arch::X86_64));
+    let server = ApiServer::run(
+        handle,
+        vec![
+            Exchange::new(Method::PATCH, format!("{}/status", jobs_path("j1")))
+                .reply(StatusCode::CONFLICT, conflict("j1")),
+        ],
+    );
+    let t = context(client, vec![], vec![]);
+    let job = Arc::new(job);
+    let err = bootjob::reconcile(job.clone(), t.ctx.clone())
+        .await
+        .expect_err("the stale write is refused");
+    assert!(err.is_conflict(), "{err}");
+    let action = bootjob::error_policy(job, &err, t.ctx.clone());
+    assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+    server.done().await;
+}

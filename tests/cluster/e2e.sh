@@ -112,6 +112,8 @@ k create namespace "$NS" >/dev/null
 # --- install: the chart's CRDs, RBAC, Secrets, RunnerPools and runner pod template -------------
 
 HELM=$("$ROOT/scripts/helm")
+# A Python with PyYAML (the kubernetes-validate venv has it; a fresh machine's python3 may not).
+PY=$(dirname "$("$ROOT/scripts/helm" --validate)")/python
 "$HELM" template "$RELEASE" "$CHART" --namespace "$NS" --kube-version "v$K8S_VERSION" \
     --set "runnerPools.tcg.arches={x86_64,arm64}" \
     --set runnerPools.tcg.maxRunners=2 \
@@ -120,7 +122,7 @@ HELM=$("$ROOT/scripts/helm")
     --set "auth.userTokens={$USER_TOKEN}" --set "auth.runnerToken=$RUNNER_TOKEN" \
     >"$WORK/chart.yaml" || fail "helm template"
 # What the operator needs from the chart (no Deployment: the operator runs here, as a process).
-python3 - "$WORK/chart.yaml" "$WORK" <<'EOF' || fail "splitting the rendered chart"
+"$PY" - "$WORK/chart.yaml" "$WORK" <<'EOF' || fail "splitting the rendered chart"
 import os, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 keep = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Secret", "RunnerPool"}
@@ -273,7 +275,7 @@ grep -q 'bootfarm: userspace up' "$WORK/x86.log" ||
 log "ok: the HTTP API serves the job and its console log"
 
 # A submission over HTTP is a BootJob like any other (the operator creates it with its own RBAC).
-job via-http x86_64 poweroff | python3 -c 'import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))' >"$WORK/via-http.json"
+job via-http x86_64 poweroff | "$PY" -c 'import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))' >"$WORK/via-http.json"
 code=$(curl -s -o "$WORK/via-http.out" -w '%{http_code}' -H "Authorization: Bearer $USER_TOKEN" \
     -H 'Content-Type: application/json' --data-binary "@$WORK/via-http.json" "$API/api/v1/bootjobs")
 [[ $code == 201 ]] || fail "POST /api/v1/bootjobs answered $code: $(cat "$WORK/via-http.out")"

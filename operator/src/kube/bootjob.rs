@@ -41,6 +41,10 @@ pub async fn reconcile(job: Arc<BootJob>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 pub fn error_policy(job: Arc<BootJob>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if error.is_conflict() {
+        tracing::debug!(job = %job.name_any(), "BootJob changed while reconciling; looking again");
+        return Action::requeue(Duration::from_secs(1));
+    }
     tracing::warn!(job = %job.name_any(), kind = error.kind(), error = %error, "BootJob reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }

@@ -95,6 +95,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// Someone wrote the object since we read it: not a failure, just look again.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => s.code == 409,
+            Error::Store(StoreError::Conflict(_)) => true,
+            Error::Finalizer(f) => match &**f {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_conflict(),
+                kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(s))
+                | kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s)) => {
+                    s.code == 409 || s.code == 422
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// A short, fixed label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -307,7 +307,7 @@ async fn delete_pod(api: &Api<Pod>, name: &str, uid: Option<String>) -> Result<(
 }
 
 pub fn error_policy(pool: Arc<RunnerPool>, error: &Error, _ctx: Arc<Context>) -> Action {
-    if matches!(error, Error::NotSynced) {
+    if matches!(error, Error::NotSynced) || error.is_conflict() {
         return Action::requeue(Duration::from_millis(500));
     }
     tracing::warn!(pool = %pool.name_any(), kind = error.kind(), error = %error, "RunnerPool reconcile failed");
