@@ -268,3 +268,55 @@ async fn an_admission_that_lost_a_race_is_looked_at_again_at_once() {
     assert_eq!(action, Action::requeue(Duration::from_secs(1)));
     server.done().await;
 }
+
+#[tokio::test]
+async fn an_invalid_bootjob_whose_spec_is_fixed_is_admitted_again() {
+    let (client, handle) = mock_client();
+    let mut job = with_finalizer(bootjob("j1", Arch::X86_64));
+    queue::reject_invalid(
+        &mut job,
+        "spec.smp: 1000 is outside 1..=64",
+        Timestamp::now(),
+    );
+    // `kubectl apply` of the fixed spec: a new generation, the old verdict still in status.
+    job.metadata.generation = Some(2);
+    let object = serde_json::to_value(&job).expect("json");
+    let server = ApiServer::run(
+        handle,
+        vec![
+            Exchange::new(Method::PATCH, format!("{}/status", jobs_path("j1")))
+                .body(|b| {
+                    let s = &b["status"];
+                    assert_eq!(s["phase"], "Queued", "{b}");
+                    assert_eq!(condition(s, "Valid")["status"], "True");
+                    assert_eq!(condition(s, "Valid")["observedGeneration"], 2);
+                    assert!(s.get("completionTime").is_none(), "a fresh status: {b}");
+                })
+                .patched(object),
+            event("Queued"),
+        ],
+    );
+    let t = context(client, vec![], vec![]);
+    bootjob::reconcile(Arc::new(job), t.ctx.clone())
+        .await
+        .expect("reconciled");
+    server.done().await;
+}
+
+#[tokio::test]
+async fn an_invalid_bootjob_left_unchanged_is_not_judged_again() {
+    let (client, handle) = mock_client();
+    let mut job = with_finalizer(bootjob("j1", Arch::X86_64));
+    job.spec.smp = Some(1000);
+    queue::reject_invalid(
+        &mut job,
+        "spec.smp: 1000 is outside 1..=64",
+        Timestamp::now(),
+    );
+    let server = ApiServer::run(handle, vec![]);
+    let t = context(client, vec![], vec![]);
+    bootjob::reconcile(Arc::new(job), t.ctx.clone())
+        .await
+        .expect("reconciled");
+    server.done().await;
+}

@@ -300,6 +300,11 @@ stale=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$CP/pki/ca.crt" -H "Aut
 phase_is bad-smp Error || fail "the refused apply changed bad-smp"
 log "ok: a server-side apply with a stale resourceVersion is refused (409)"
 
+# Fixing the invalid job's spec (a new generation) gets it judged again, and it runs.
+job bad-smp x86_64 poweroff "  smp: 1" | k apply -f - >/dev/null
+k wait --for=condition=Succeeded bootjob/bad-smp --timeout=180s >/dev/null || fail "bad-smp, fixed, did not succeed"
+log "ok: the fixed bad-smp was admitted again and succeeded"
+
 # --- 3. deleting a BootJob cancels its boot ----------------------------------------------------
 
 job cancel-me x86_64 silent | k apply -f - >/dev/null

@@ -85,6 +85,53 @@ fn until(t: Timestamp, now: Timestamp) -> Duration {
     Duration::try_from(d).unwrap_or(Duration::ZERO)
 }
 
+/// An Error for an invalid spec whose spec has changed since: worth judging again.
+pub fn rejected_spec_was_edited(job: &BootJob) -> bool {
+    let Some(status) = job.status.as_ref() else {
+        return false;
+    };
+    let invalid =
+        queue::condition(job, queue::condition::VALID).is_some_and(|c| c.status == "False");
+    status.phase == JobPhase::Error
+        && invalid
+        && job.metadata.generation.is_some()
+        && status.observed_generation < job.metadata.generation
+}
+
+/// Validates `candidate` (the job as read, or with its status cleared) into Queued or Error,
+/// writes that status, and says so in an Event.
+async fn admit_and_record(
+    api: &Api<BootJob>,
+    job: &BootJob,
+    candidate: &BootJob,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let name = job.name_any();
+    let admitted = admit(candidate, now);
+    apply_status(api, &admitted).await?;
+    let phase = queue::phase(&admitted);
+    tracing::info!(job = %name, phase = phase.as_str(), "BootJob admitted");
+    if phase == JobPhase::Queued {
+        ctx.work.notify_waiters();
+        ctx.event(
+            job,
+            EventType::Normal,
+            "Queued",
+            "Admit",
+            "valid; waiting for a runner".into(),
+        )
+        .await;
+    } else {
+        let message = queue::condition(&admitted, queue::condition::VALID)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.event(job, EventType::Warning, "InvalidSpec", "Admit", message)
+            .await;
+    }
+    Ok(Action::requeue(IDLE_RECHECK))
+}
+
 async fn apply(
     api: &Api<BootJob>,
     job: &BootJob,
@@ -92,31 +139,14 @@ async fn apply(
     now: Timestamp,
 ) -> Result<Action, Error> {
     let name = job.name_any();
+    if rejected_spec_was_edited(job) {
+        // The user fixed an invalid spec: judge the new one from scratch.
+        let mut fresh = job.clone();
+        fresh.status = None;
+        return admit_and_record(api, job, &fresh, ctx, now).await;
+    }
     match queue::phase(job) {
-        JobPhase::Pending => {
-            let admitted = admit(job, now);
-            apply_status(api, &admitted).await?;
-            let phase = queue::phase(&admitted);
-            tracing::info!(job = %name, phase = phase.as_str(), "BootJob admitted");
-            if phase == JobPhase::Queued {
-                ctx.work.notify_waiters();
-                ctx.event(
-                    job,
-                    EventType::Normal,
-                    "Queued",
-                    "Admit",
-                    "valid; waiting for a runner".into(),
-                )
-                .await;
-            } else {
-                let message = queue::condition(&admitted, queue::condition::VALID)
-                    .map(|c| c.message.clone())
-                    .unwrap_or_default();
-                ctx.event(job, EventType::Warning, "InvalidSpec", "Admit", message)
-                    .await;
-            }
-            Ok(Action::requeue(IDLE_RECHECK))
-        }
+        JobPhase::Pending => admit_and_record(api, job, job, ctx, now).await,
         JobPhase::Queued => Ok(Action::requeue(IDLE_RECHECK)),
         JobPhase::Running => {
             if queue::lease_expired(job, now) {
