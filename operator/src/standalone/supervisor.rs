@@ -118,7 +118,7 @@ impl LocalPool {
     async fn tick(&mut self, state: &AppState) {
         let now = Timestamp::now();
         let hung = self.expire_leases(state, now).await;
-        let mut failed = self.reap();
+        let (mut failed, gone) = self.reap();
         for id in hung {
             // Frozen or wedged, not dead: stop it for good (its QEMU dies with it) so it
             // neither holds a slot nor looks idle while work waits.
@@ -156,10 +156,12 @@ impl LocalPool {
             .map(|(job, runner)| (runner.as_str(), job.as_str()))
             .collect();
 
-        // A dead runner's job is requeued now: it cannot post any more, so its lease is moot.
-        for id in &failed {
+        // A gone runner's job is requeued now: it cannot post any more, so its lease is moot.
+        // Besides crashes this covers a runner stopped while idle that had just been handed a
+        // job (the claim answer died with it), which would otherwise wait out the lease.
+        for id in &gone {
             if let Some(job) = busy.get(id.as_str()) {
-                release_dead_runners_job(state, job, id, now).await;
+                release_gone_runners_job(state, job, id, now).await;
             }
         }
 
@@ -268,8 +270,9 @@ impl LocalPool {
         runners
     }
 
-    /// Collects exited runners; returns those that died without being asked to.
-    fn reap(&mut self) -> BTreeSet<String> {
+    /// Collects exited runners; returns those that died without being asked to, and all that
+    /// exited.
+    fn reap(&mut self) -> (BTreeSet<String>, BTreeSet<String>) {
         let mut exited: Vec<(String, Option<ExitStatus>)> = Vec::new();
         for (id, child) in &mut self.children {
             match child.proc.try_wait() {
@@ -282,6 +285,7 @@ impl LocalPool {
             }
         }
         let mut failed = BTreeSet::new();
+        let gone: BTreeSet<String> = exited.iter().map(|(id, _)| id.clone()).collect();
         for (id, status) in exited {
             let Some(child) = self.children.remove(&id) else {
                 continue;
@@ -300,7 +304,7 @@ impl LocalPool {
                 failed.insert(id);
             }
         }
-        failed
+        (failed, gone)
     }
 
     /// One more quick death: hold new starts for a doubling delay.
@@ -411,22 +415,22 @@ fn signal_group(pid: i32, signal: Signal) {
     let _ = killpg(Pid::from_raw(pid), signal);
 }
 
-async fn release_dead_runners_job(state: &AppState, job: &str, runner: &str, now: Timestamp) {
+async fn release_gone_runners_job(state: &AppState, job: &str, runner: &str, now: Timestamp) {
     let lease = match state.store.get(job).await {
         Ok(Some(j)) => j.status.and_then(|s| s.lease_id),
         Ok(None) => None,
         Err(e) => {
-            tracing::warn!(job, error = %e, "Reading a dead runner's job failed; its lease will expire");
+            tracing::warn!(job, error = %e, "Reading a gone runner's job failed; its lease will expire");
             None
         }
     };
     let Some(lease) = lease else {
         return;
     };
-    let reason = format!("runner {runner} died");
+    let reason = format!("runner {runner} exited while holding the job");
     match state.store.release(job, &lease, &reason, now).await {
         Ok(()) => {
-            tracing::warn!(job, runner, "Released the job of a dead runner");
+            tracing::warn!(job, runner, "Released the job of a runner that exited");
             state
                 .metrics
                 .infra_retries_total
@@ -435,7 +439,7 @@ async fn release_dead_runners_job(state: &AppState, job: &str, runner: &str, now
             state.work_available();
         }
         Err(e) => {
-            tracing::warn!(job, error = %e, "Releasing a dead runner's job failed; its lease will expire")
+            tracing::warn!(job, error = %e, "Releasing a gone runner's job failed; its lease will expire")
         }
     }
 }
