@@ -136,3 +136,105 @@ async fn a_job_for_a_pool_this_farm_does_not_have_ends_in_error_with_the_reason(
     let conditions = job["status"]["conditions"].to_string();
     assert!(conditions.contains("no runner pool"), "{job:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_farm_promptly_even_while_a_log_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut farm = Farm::start(dir.path(), &["--max-runners", "0"]).await;
+    farm.submit(&job("followed", None)).await;
+    // A queued job's log followed: without the shutdown signal this stream lasts for hours.
+    let follow = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/bootjobs/followed/log?follow=true",
+            farm.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(follow.status().is_success());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(farm.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut child = farm.child.take().expect("running");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the operator did not stop within 10 s of SIGTERM:\n{}",
+                farm.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status:?}\n{}", farm.log_text());
+    // The follow ended with the server instead of hanging.
+    let rest = tokio::time::timeout(Duration::from_secs(5), follow.bytes()).await;
+    assert!(rest.is_ok(), "the followed log stream outlived the server");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listening_beyond_loopback_without_tokens_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    // On loopback: no warning.
+    let farm = Farm::start(dir.path().join("quiet").as_path(), &["--max-runners", "0"]).await;
+    assert!(
+        !farm.log_text().contains("without authentication"),
+        "{}",
+        farm.log_text()
+    );
+    drop(farm);
+
+    let log_path = dir.path().join("exposed.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(operator_bin())
+        .arg("standalone")
+        .arg("--data-dir")
+        .arg(dir.path().join("exposed"))
+        .args(["--listen", "0.0.0.0:0", "--max-runners", "0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("without authentication") || std::time::Instant::now() >= deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.contains("without authentication") && text.contains("--token-file"),
+        "no warning about an open API:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_runners_report_their_start_up_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let farm = Farm::start(dir.path(), &["--max-runners", "1"]).await;
+    // A missing kernel: the runner claims it and fails fast, no QEMU needed.
+    farm.submit(&job("no-kernel", None)).await;
+    let job = farm
+        .wait_job("no-kernel", Duration::from_secs(60), finished)
+        .await;
+    assert_eq!(phase(&job), "Error", "{job:#}");
+    let metrics = farm.metrics().await;
+    let count = metric_sum(&metrics, "bootfarm_runner_startup_seconds_count");
+    let sum = metric_sum(&metrics, "bootfarm_runner_startup_seconds_sum");
+    assert!(count >= 1.0, "no start-up observed:\n{metrics}");
+    // Process start to first claim: well under a minute even on a loaded machine.
+    assert!(sum / count < 60.0, "{metrics}");
+}

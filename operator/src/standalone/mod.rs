@@ -9,7 +9,7 @@ mod housekeeping;
 mod supervisor;
 
 use crate::api::auth::Tokens;
-use crate::api::{router, AppState};
+use crate::api::{router, warn_if_exposed, AppState};
 use crate::files::JobFiles;
 use crate::metrics::Metrics;
 use crate::store::sqlite::SqliteStore;
@@ -128,14 +128,21 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let server_url = format!("http://{}", loopback_for(bound));
     tracing::info!(listen = %bound, data_dir = %args.data_dir.display(), max_runners = args.max_runners(), "Standalone farm ready");
 
+    warn_if_exposed(bound, &state.tokens);
+
     let shutdown = CancellationToken::new();
     spawn_signal_watch(shutdown.clone())?;
+    // Long-polling claims answer at once and log follows end, so the server can stop promptly.
+    state.shutdown = shutdown.clone();
 
     let app = router(state.clone());
-    let server_stop = shutdown.clone();
+    // The server stops only after the runners: a runner told to stop releases its job through
+    // the API, which must still be listening.
+    let server_stop = CancellationToken::new();
+    let server_stopped = server_stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
+            .with_graceful_shutdown(async move { server_stopped.cancelled().await })
             .await
     });
     let housekeeping = tokio::spawn(housekeeping::run(state.clone(), files, shutdown.clone()));
@@ -152,6 +159,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     );
     let supervised = pool.run(state, shutdown.clone()).await;
     shutdown.cancel();
+    server_stop.cancel();
     let _ = housekeeping.await;
     match server.await {
         Ok(Ok(())) => {}

@@ -343,6 +343,8 @@ impl LocalPool {
         if let Some(token) = &self.cfg.token_file {
             cmd.arg("--token-file").arg(token);
         }
+        // RFC 3339; the runner reports it on its first claim for the start-up histogram.
+        cmd.env("BOOTFARM_RUNNER_CREATED_AT", now.to_string());
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
