@@ -8,11 +8,12 @@ use crate::api::auth::Tokens;
 use crate::api::{router, AppState};
 use crate::files::JobFiles;
 use crate::metrics::Metrics;
-use bootfarm_core::spec::{BootJob, RunnerPool};
+use bootfarm_core::spec::{BootJob, JobPhase, RunnerPool};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
+use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::Client;
@@ -173,20 +174,29 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     when_synced(pool_store.clone(), ctx.pools.clone(), move |c| {
         s.use_pool_cache(c)
     });
-    // Any job change can move any pool's queue; pools are few, so wake them all.
+    // A queued job can count against any pool (pools are few: wake them all); a running or
+    // finished job concerns only the pool that ran it (heartbeats must not wake every pool).
     let all_pools = pool_store.clone();
     let pool_controller = pool_controller
         .owns(
             pods,
             watcher::Config::default().labels(&format!("{COMPONENT_LABEL}={COMPONENT_RUNNER}")),
         )
-        .watches(jobs, watcher::Config::default(), move |_job: BootJob| {
+        .watches(jobs, watcher::Config::default(), move |job: BootJob| {
+            let ran_in = job.status.as_ref().and_then(|s| s.pool.clone());
+            let queued = matches!(
+                crate::queue::phase(&job),
+                JobPhase::Pending | JobPhase::Queued
+            );
             all_pools
                 .state()
                 .iter()
+                .filter(|p| queued || ran_in.is_none() || p.metadata.name == ran_in)
                 .map(|p| ObjectRef::from_obj(&**p))
                 .collect::<Vec<_>>()
-        });
+        })
+        // Bursts of job changes (a batch submitted, many heartbeats) become one reconcile.
+        .with_config(ControllerConfig::default().debounce(Duration::from_millis(300)));
 
     let jobs_run = job_controller
         .shutdown_on_signal()
