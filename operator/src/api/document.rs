@@ -196,8 +196,8 @@ fn known_spec_fields() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Checks a submitted document and builds the BootJob from it. The name comes from
-/// `metadata.name`, or `metadata.generateName` plus a random suffix. Any submitted status is dropped.
+/// Checks a submitted document and builds the BootJob from it. It has `metadata.name`, or only
+/// `metadata.generateName` (the store then generates the name). Any submitted status is dropped.
 pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
     let Some(obj) = doc.as_object_mut() else {
         return Err(ApiError::invalid(
@@ -247,8 +247,9 @@ pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
     ] {
         meta.remove(owned);
     }
-    let name = match (meta.get("name"), meta.get("generateName")) {
-        (Some(Value::String(n)), _) if !n.is_empty() => n.clone(),
+    // With only `generateName`, the store picks the name (and retries on a collision).
+    match (meta.get("name"), meta.get("generateName")) {
+        (Some(Value::String(n)), _) if !n.is_empty() => check_name(n)?,
         (Some(v), _) if !v.is_null() && !v.as_str().is_some_and(str::is_empty) => {
             return Err(ApiError::invalid(
                 "metadata.name",
@@ -256,13 +257,8 @@ pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
             ))
         }
         (_, Some(Value::String(prefix))) if !prefix.is_empty() => {
-            let suffix: String = uuid::Uuid::new_v4()
-                .simple()
-                .to_string()
-                .chars()
-                .take(5)
-                .collect();
-            format!("{prefix}{suffix}")
+            check_generate_name(prefix)?;
+            meta.remove("name");
         }
         _ => {
             return Err(ApiError::invalid(
@@ -270,9 +266,7 @@ pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
                 "metadata.name or metadata.generateName is required",
             ))
         }
-    };
-    check_name(&name)?;
-    meta.insert("name".into(), Value::String(name));
+    }
 
     let spec = obj
         .get("spec")
@@ -307,9 +301,7 @@ pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
 
 /// Kubernetes object names: a DNS-1123 subdomain (lowercase alphanumerics, `-` and `.`, at most 253).
 pub fn check_name(name: &str) -> Result<(), ApiError> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let ok_chars = dns_chars(name);
     let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if name.len() > 253 || !ok_chars || !ok_ends {
@@ -319,6 +311,33 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
                 "metadata.name {:?} is not a valid name: lowercase letters, digits, '-' and '.', \
                  starting and ending with a letter or digit, at most 253 characters",
                 name.chars().take(64).collect::<String>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Only the characters of a DNS subdomain (lowercase letters, digits, '-', '.').
+fn dns_chars(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// Longest `generateName` (the embedded store's bound: a suffix must still fit in 253).
+const MAX_GENERATE_NAME: usize = 247;
+
+/// A `generateName` prefix that makes valid names once a suffix is appended.
+fn check_generate_name(prefix: &str) -> Result<(), ApiError> {
+    if prefix.len() > MAX_GENERATE_NAME
+        || !dns_chars(prefix)
+        || !prefix.starts_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        return Err(ApiError::invalid(
+            "metadata.generateName",
+            format!(
+                "metadata.generateName {:?} is not a valid name prefix: lowercase letters, digits, \
+                 '-' and '.', starting with a letter or digit, at most {MAX_GENERATE_NAME} characters",
+                prefix.chars().take(64).collect::<String>()
             ),
         ));
     }
@@ -407,8 +426,11 @@ spec:
         assert_eq!(field.as_deref(), Some("metadata.name"));
         let doc = GOOD.replace("  name: hello\n", "  generateName: boot-\n");
         let job = parse_bootjob(Some("text/yaml"), doc.as_bytes()).unwrap();
-        let name = job.metadata.name.unwrap();
-        assert!(name.starts_with("boot-") && name.len() == 10, "{name}");
+        assert_eq!(job.metadata.name, None, "the store generates the name");
+        assert_eq!(job.metadata.generate_name.as_deref(), Some("boot-"));
+        let doc = GOOD.replace("  name: hello\n", "  generateName: Boot_\n");
+        let (_, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
+        assert_eq!(field.as_deref(), Some("metadata.generateName"));
         let doc = GOOD.replace("name: hello", "name: Hello_World");
         let (_, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
         assert_eq!(field.as_deref(), Some("metadata.name"));

@@ -349,15 +349,9 @@ fn prepare_new(job: &mut BootJob, name: String, now: Timestamp) {
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn create(&self, mut job: BootJob, now: Timestamp) -> Result<BootJob, StoreError> {
-        let mut given = job.metadata.name.clone().filter(|n| !n.is_empty());
+        // A given name wins over generateName, as in Kubernetes.
+        let given = job.metadata.name.clone().filter(|n| !n.is_empty());
         let prefix = job.metadata.generate_name.clone().filter(|n| !n.is_empty());
-        // A caller may have pre-filled a name from generateName (prefix + 5 characters): treat
-        // it as generated, so a collision picks another name instead of failing with 409.
-        if let (Some(n), Some(p)) = (&given, &prefix) {
-            if n.len() == p.len() + GENERATED_SUFFIX && n.starts_with(p.as_str()) {
-                given = None;
-            }
-        }
         match (&given, &prefix) {
             (Some(n), _) if !valid_name(n) => {
                 return Err(StoreError::Invalid(format!(

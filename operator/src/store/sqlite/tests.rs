@@ -54,18 +54,14 @@ async fn create_assigns_identity_and_queues_and_refuses_a_taken_name() {
     let name = made.metadata.name.unwrap();
     assert!(name.starts_with("smoke-") && name.len() == 11, "{name}");
 
-    // A name pre-filled from generateName that collides is replaced, not refused.
-    let mut pre = job("smoke-");
-    pre.metadata.name = Some(name.clone());
-    pre.metadata.generate_name = Some("smoke-".into());
-    let other = store
-        .create(pre, t(2))
-        .await
-        .unwrap()
-        .metadata
-        .name
-        .unwrap();
-    assert!(other != name && other.starts_with("smoke-"), "{other}");
+    // A given name wins over generateName, so taking a generated one is a conflict.
+    let mut given = job("smoke-");
+    given.metadata.name = Some(name.clone());
+    given.metadata.generate_name = Some("smoke-".into());
+    assert!(matches!(
+        store.create(given, t(2)).await,
+        Err(StoreError::AlreadyExists(n)) if n == name
+    ));
 
     let mut bad = job("Bad/Name");
     bad.metadata.generate_name = None;
