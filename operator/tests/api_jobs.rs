@@ -112,6 +112,36 @@ async fn list_filters_by_phase_and_label() {
 }
 
 #[tokio::test]
+async fn lists_are_paged_newest_first_and_say_when_they_were_cut() {
+    let app = app();
+    for name in ["p1", "p2", "p3"] {
+        app.submit_yaml(&job_yaml(name)).await;
+    }
+    let page = app.get("/api/v1/bootjobs?limit=2").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let v = page.json();
+    assert_eq!(v["items"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["metadata"]["truncated"], true, "{v}");
+    assert_eq!(v["metadata"]["limit"], 2);
+    // Without a limit: the default page, here everything.
+    let all = app.get("/api/v1/bootjobs").await.json();
+    assert_eq!(all["items"].as_array().unwrap().len(), 3, "{all}");
+    assert_eq!(all["metadata"]["truncated"], false);
+    assert_eq!(all["metadata"]["limit"], 500);
+    for bad in ["0", "5001", "-1", "many"] {
+        let r = app.get(&format!("/api/v1/bootjobs?limit={bad}")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "limit={bad}: {}",
+            r.text()
+        );
+    }
+    let r = app.get("/api/v1/bootjobs?limit=5001").await;
+    assert_eq!(r.field().as_deref(), Some("limit"));
+}
+
+#[tokio::test]
 async fn unknown_jobs_and_routes_are_json_404s() {
     let app = app();
     for uri in [

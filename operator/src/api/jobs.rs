@@ -18,6 +18,10 @@ use std::time::Duration;
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// Largest piece of log sent per read.
 const LOG_READ_CHUNK: usize = 256 * 1024;
+/// `GET /api/v1/bootjobs` page size when `limit` is not given, and the largest one allowed:
+/// a farm keeps every finished job until its TTL, so "all" can be far too many to load.
+pub const DEFAULT_LIST_LIMIT: usize = 500;
+pub const MAX_LIST_LIMIT: usize = 5000;
 
 pub async fn submit(
     State(state): State<AppState>,
@@ -86,15 +90,29 @@ pub async fn list(
                 field: Some("labelSelector".into()),
             }
         })?;
+    let limit = match q.limit {
+        None => DEFAULT_LIST_LIMIT,
+        Some(n @ 1..=MAX_LIST_LIMIT) => n,
+        Some(n) => {
+            return Err(ApiError::BadRequest {
+                message: format!("limit: {n} is out of range (1 to {MAX_LIST_LIMIT})"),
+                field: Some("limit".into()),
+            })
+        }
+    };
+    // One more than asked tells whether the list was cut.
     let filter = JobFilter {
         phase,
         labels,
-        limit: q.limit,
+        limit: Some(limit + 1),
     };
-    let items = state.store.list(&filter).await?;
+    let mut items = state.store.list(&filter).await?;
+    let truncated = items.len() > limit;
+    items.truncate(limit);
     Ok(Json(serde_json::json!({
         "apiVersion": API_VERSION,
         "kind": "BootJobList",
+        "metadata": {"limit": limit, "truncated": truncated},
         "items": items,
     })))
 }

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
+pub use jobs::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;

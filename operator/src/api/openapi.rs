@@ -1,6 +1,7 @@
 //! The OpenAPI 3 description of the HTTP API, served at `/api/v1/openapi.json`. Written by hand
 //! (a test checks every route of the router is described here).
 
+use super::jobs::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use serde_json::{json, Value};
 
 fn error_response(description: &str) -> Value {
@@ -59,6 +60,9 @@ pub fn document() -> Value {
                     }},
                 "BootJobList": {"type": "object", "properties": {
                     "apiVersion": {"type": "string"}, "kind": {"type": "string", "enum": ["BootJobList"]},
+                    "metadata": {"type": "object", "properties": {
+                        "limit": {"type": "integer", "description": "the page size applied"},
+                        "truncated": {"type": "boolean", "description": "more jobs match than were returned"}}},
                     "items": {"type": "array", "items": {"$ref": "#/components/schemas/BootJob"}}}},
                 "BootResult": {"type": "object", "description": "The runner's result document, schema bootfarm.result/v1."},
                 "Claim": {"type": "object", "properties": {
@@ -96,10 +100,14 @@ pub fn document() -> Value {
                         {"name": "phase", "in": "query", "schema": {"type": "string",
                             "enum": ["Pending", "Queued", "Running", "Succeeded", "Failed", "Error", "Canceled"]}},
                         {"name": "labelSelector", "in": "query", "schema": {"type": "string"}, "example": "team=kernel"},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer"}}],
+                        {"name": "limit", "in": "query", "description": format!(
+                            "at most this many jobs, newest first (default {DEFAULT_LIST_LIMIT}); \
+                             `metadata.truncated` says whether more match"),
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT,
+                                "default": DEFAULT_LIST_LIMIT}}],
                     "responses": {"200": {"description": "jobs", "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/BootJobList"}}}},
-                        "400": error_response("bad filter")}}
+                        "400": error_response("bad filter or limit")}}
             },
             "/api/v1/bootjobs/{name}": {
                 "parameters": [name_param()],

@@ -114,12 +114,14 @@ impl Api {
         .await
     }
 
+    /// The newest jobs matching, as many as the server gives in one page, and whether more match.
     pub async fn list(
         &self,
         phase: Option<&str>,
         selector: Option<&str>,
-    ) -> anyhow::Result<Vec<serde_json::Value>> {
-        let mut query = Vec::new();
+    ) -> anyhow::Result<(Vec<serde_json::Value>, bool)> {
+        let max = crate::api::MAX_LIST_LIMIT.to_string();
+        let mut query = vec![("limit", max.as_str())];
         if let Some(p) = phase {
             query.push(("phase", p));
         }
@@ -129,7 +131,11 @@ impl Api {
         let v = self
             .json(self.req(reqwest::Method::GET, "bootjobs").query(&query))
             .await?;
-        Ok(v["items"].as_array().cloned().unwrap_or_default())
+        let truncated = v["metadata"]["truncated"].as_bool().unwrap_or(false);
+        Ok((
+            v["items"].as_array().cloned().unwrap_or_default(),
+            truncated,
+        ))
     }
 
     pub async fn get(&self, name: &str) -> anyhow::Result<serde_json::Value> {

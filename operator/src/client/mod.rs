@@ -295,9 +295,15 @@ fn age(job: &Value) -> String {
 }
 
 async fn list(a: ListArgs) -> anyhow::Result<i32> {
-    let items = Api::new(&a.conn)?
+    let (items, truncated) = Api::new(&a.conn)?
         .list(a.phase.as_deref(), a.selector.as_deref())
         .await?;
+    if truncated {
+        eprintln!(
+            "Only the newest {} jobs are listed; narrow the list with --phase or --selector.",
+            items.len()
+        );
+    }
     if a.json {
         out(&format!("{}\n", serde_json::to_string_pretty(&items)?))?;
         return Ok(0);
