@@ -274,6 +274,16 @@ grep -q 'bootfarm: userspace up' "$WORK/x86.log" ||
     fail "the console log of $X86 lacks the userspace marker"
 log "ok: the HTTP API serves the job and its console log"
 
+# The scaling signals reach /metrics: runner start-up times, runners by state, desired runners.
+curl -fsS "$API/metrics" >"$WORK/metrics.txt" || fail "GET /metrics"
+for m in 'bootfarm_runner_startup_seconds_count{pool="tcg-x86-64"}' 'bootfarm_runners_desired{pool="tcg-x86-64"}' \
+    'bootfarm_runners{pool="tcg-x86-64",state="idle"}' 'bootfarm_queue_depth{arch="x86_64",pool="tcg-x86-64"}'; do
+    grep -qF "$m" "$WORK/metrics.txt" || fail "/metrics lacks $m"
+done
+awk '/^bootfarm_runner_startup_seconds_count\{pool="tcg-x86-64"\}/ {found = ($2 >= 1)} END {exit !found}' "$WORK/metrics.txt" ||
+    fail "no runner start-up time recorded for tcg-x86-64"
+log "ok: /metrics has runner start-up times, runners by state, desired runners and queue depth"
+
 # A submission over HTTP is a BootJob like any other (the operator creates it with its own RBAC).
 job via-http x86_64 poweroff | "$PY" -c 'import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))' >"$WORK/via-http.json"
 code=$(curl -s -o "$WORK/via-http.out" -w '%{http_code}' -H "Authorization: Bearer $USER_TOKEN" \

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A kubelet stand-in for runner pods, for tests against a real kube-apiserver with no nodes.
 
-It does for pods matching a label selector what a kubelet (and the scheduler) would: binds each new
-pod to a fake node, materialises its Secret/ConfigMap/emptyDir volumes as local directories, starts
+It does for pods matching a label selector what a kubelet (and the scheduler) would: registers a
+Node, binds each new pod to it, materialises its Secret/ConfigMap/emptyDir volumes as local directories, starts
 the runner container's command as a local process (`--runner-bin ARGS`, env from the pod spec, paths
 under mount points rewritten to the local volume directories), reports the pod phase through the
 status subresource (Running, then Succeeded/Failed when the process exits), and when a pod is deleted
@@ -189,12 +189,26 @@ class Kubelet:
         for uid in [u for u in self.procs if u not in seen]:
             self.stop(uid, 0)
 
+    def register_node(self):
+        # Pods bound to a node that does not exist are force-deleted as orphans by the
+        # controller-manager's pod GC: the node must exist, as a real kubelet's would.
+        node = {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}},
+        }
+        r = subprocess.run(["kubectl", "--kubeconfig", self.args.kubeconfig, "apply", "-f", "-"],
+                           input=json.dumps(node), capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            log(f"registering node {NODE} failed: {r.stderr.strip()[:300]}")
+            sys.exit(1)
+
     def run(self):
         def on_signal(_sig, _frame):
             self.stopping = True
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         os.makedirs(self.args.work, exist_ok=True)
+        self.register_node()
         while not self.stopping:
             try:
                 self.step()
