@@ -101,6 +101,14 @@ fn expect_runner_pod_creation(names: Arc<std::sync::Mutex<Vec<String>>>) -> Exch
             assert_eq!(c["securityContext"]["runAsNonRoot"], true);
             assert_eq!(c["securityContext"]["privileged"], false);
             assert_eq!(p["spec"]["restartPolicy"], "Never");
+            let env = c["env"].as_array().expect("env");
+            assert!(
+                env.iter().any(|e| e["name"] == "BOOTFARM_RUNNER_CREATED_AT"
+                    && e["value"]
+                        .as_str()
+                        .is_some_and(|v| v.parse::<Timestamp>().is_ok())),
+                "the runner reports its start-up time from this: {env:?}"
+            );
             let no_kvm = p["spec"]["volumes"]
                 .as_array()
                 .is_none_or(|vs| vs.iter().all(|v| v.get("hostPath").is_none()));

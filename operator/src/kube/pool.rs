@@ -168,7 +168,7 @@ pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Actio
     }
 
     for _ in 0..d.create {
-        let pod = runners::build_pod(&pool, &runners::runner_name(&name), &ctx.pods);
+        let pod = runners::build_pod(&pool, &runners::runner_name(&name), &ctx.pods, now);
         pods_api.create(&PostParams::default(), &pod).await?;
         ctx.metrics
             .scale_decisions_total

@@ -387,7 +387,7 @@ fn set_arg(args: &mut Vec<String>, flag: &str, value: &str) {
 
 /// A new runner pod for `pool`, named `name`: the base pod plus the pool's template, labels,
 /// owner reference and arguments.
-pub fn build_pod(pool: &RunnerPool, name: &str, settings: &PodSettings) -> Pod {
+pub fn build_pod(pool: &RunnerPool, name: &str, settings: &PodSettings, now: Timestamp) -> Pod {
     let pool_name = pool.name_any();
     let mut pod = settings.base.clone();
     let tpl = &pool.spec.template;
@@ -485,6 +485,13 @@ pub fn build_pod(pool: &RunnerPool, name: &str, settings: &PodSettings) -> Pod {
             set_arg(args, "--arches", &arches);
         }
         let env = c.env.get_or_insert_with(Vec::new);
+        // When the runner was asked for: its first claim reports the start-up time.
+        env.retain(|e| e.name != "BOOTFARM_RUNNER_CREATED_AT");
+        env.push(EnvVar {
+            name: "BOOTFARM_RUNNER_CREATED_AT".into(),
+            value: Some(crate::queue::fmt_time(now)),
+            ..EnvVar::default()
+        });
         for (k, v) in &tpl.extra_env {
             env.retain(|e| &e.name != k);
             env.push(EnvVar {
@@ -552,7 +559,12 @@ mod tests {
 
     #[test]
     fn only_kvm_pools_mount_the_kvm_device_as_a_char_device() {
-        let with = build_pod(&pool(true), "kvm-x86-64-aaaaa", &settings());
+        let with = build_pod(
+            &pool(true),
+            "kvm-x86-64-aaaaa",
+            &settings(),
+            Timestamp::now(),
+        );
         let volumes = with
             .spec
             .as_ref()
@@ -569,7 +581,12 @@ mod tests {
             .unwrap_or_default();
         assert!(mounts.iter().any(|m| m.mount_path == "/dev/kvm"));
 
-        let without = build_pod(&pool(false), "kvm-x86-64-aaaaa", &settings());
+        let without = build_pod(
+            &pool(false),
+            "kvm-x86-64-aaaaa",
+            &settings(),
+            Timestamp::now(),
+        );
         let volumes = without
             .spec
             .as_ref()
@@ -580,7 +597,12 @@ mod tests {
 
     #[test]
     fn runner_pods_run_as_non_root_without_privileges() {
-        let pod = build_pod(&pool(true), "kvm-x86-64-aaaaa", &settings());
+        let pod = build_pod(
+            &pool(true),
+            "kvm-x86-64-aaaaa",
+            &settings(),
+            Timestamp::now(),
+        );
         let sc = runner_container(&pod)
             .security_context
             .clone()
@@ -598,7 +620,12 @@ mod tests {
 
     #[test]
     fn the_template_pool_argument_is_replaced_and_the_runner_named_after_its_pod() {
-        let pod = build_pod(&pool(false), "kvm-x86-64-bbbbb", &settings());
+        let pod = build_pod(
+            &pool(false),
+            "kvm-x86-64-bbbbb",
+            &settings(),
+            Timestamp::now(),
+        );
         let args = runner_container(&pod).args.clone().expect("args");
         assert_eq!(
             args,
