@@ -149,28 +149,42 @@ pub fn decide(c: &Classification, expect: Expect, end: End) -> Decision {
 }
 
 /// The result document for a classified console and its decision. Fields that only a live run
-/// knows (arch, accel, durations, qemu, artifacts) are left empty for the caller to fill.
+/// knows (arch, accel, durations, qemu, artifacts, whether the stored log was cut) are left
+/// empty for the caller to fill.
 pub fn result_from(c: Classification, d: Decision) -> BootResult {
-    BootResult {
+    let mut r = BootResult {
         schema: SCHEMA.to_string(),
         result: d.verdict,
         reason: d.reason,
         summary: d.summary,
-        stage: c.stage,
-        kernel_version: c.kernel_version,
+        stage: Stage::None,
+        kernel_version: None,
         arch: None,
         accel: None,
         accel_reason: None,
         durations: Default::default(),
-        issues: c.issues,
-        tests: c.tests,
+        issues: Vec::new(),
+        tests: Vec::new(),
         error: None,
         qemu: None,
         artifacts: Default::default(),
-        console: ConsoleInfo {
-            bytes: c.bytes,
-            lines: c.lines,
-            truncated: false,
-        },
-    }
+        console: ConsoleInfo::default(),
+    };
+    record_console(&mut r, c);
+    r
+}
+
+/// Puts what the console showed into `r` (stage, kernel version, issues, tests, console
+/// counts), whatever the verdict: an infrastructure error keeps how far the guest got.
+/// `console.truncated` is left as it is: only the log's writer knows it.
+pub fn record_console(r: &mut BootResult, c: Classification) {
+    r.stage = c.stage;
+    r.kernel_version = c.kernel_version;
+    r.issues = c.issues;
+    r.tests = c.tests;
+    r.console = ConsoleInfo {
+        bytes: c.bytes,
+        lines: c.lines,
+        truncated: r.console.truncated,
+    };
 }

@@ -54,6 +54,8 @@ struct Run {
     json: Value,
     elapsed: Duration,
     log: String,
+    /// The stored console log as written.
+    raw_log: Vec<u8>,
     /// The runner's peak resident memory as last sampled (VmHWM), in KiB.
     peak_rss_kib: u64,
 }
@@ -83,14 +85,61 @@ fn boot(args: &[&str], limit: Duration) -> Run {
             String::from_utf8_lossy(&stdout)
         )
     });
-    let log = String::from_utf8_lossy(&std::fs::read(log.path()).unwrap()).into_owned();
+    let raw_log = std::fs::read(log.path()).unwrap();
     Run {
         code,
         json,
         elapsed,
-        log,
+        log: String::from_utf8_lossy(&raw_log).into_owned(),
+        raw_log,
         peak_rss_kib,
     }
+}
+
+/// `bootfarm-runner classify` on the stored log decides what the live boot decided, from the
+/// same console facts: the two build their result the same way and must never drift.
+fn assert_classify_agrees(run: &Run) {
+    let mut log = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut log, &run.raw_log).unwrap();
+    let out = Command::new(RUNNER)
+        .arg("classify")
+        .arg(log.path())
+        .output()
+        .unwrap();
+    let offline: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "classify printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    for field in [
+        "schema",
+        "result",
+        "reason",
+        "summary",
+        "stage",
+        "kernel_version",
+        "issues",
+        "tests",
+    ] {
+        assert_eq!(
+            offline[field], run.json[field],
+            "{field}: offline {offline:#}"
+        );
+    }
+    for field in [
+        "bytes",
+        "lines",
+        "truncated",
+        "dropped_issues",
+        "dropped_tests",
+    ] {
+        assert_eq!(
+            offline["console"][field], run.json["console"][field],
+            "console.{field}: offline {offline:#}"
+        );
+    }
+    assert_eq!(out.status.code(), Some(run.code), "{offline:#}");
 }
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
@@ -204,6 +253,7 @@ fn x86_64_boots_to_userspace_and_powers_off() {
     assert_eq!(kernel["sha256"].as_str().unwrap().len(), 64);
     assert!(run.json["artifacts"]["initrd"]["size"].as_u64().unwrap() > 0);
     assert!(run.json["console"]["bytes"].as_u64().unwrap() > 1000);
+    assert_classify_agrees(&run);
 }
 
 #[test]
@@ -291,6 +341,7 @@ fn a_panic_fails_at_once_not_at_the_timeout() {
         total - user < 5.0,
         "stopped {total} s in, userspace at {user} s"
     );
+    assert_classify_agrees(&run);
 }
 
 #[test]

@@ -11,8 +11,8 @@ use crate::qemu::profile::{build_args, Profile, QemuConfig};
 use crate::qmp::{GuestEvent, Qmp};
 use bootfarm_core::console::session::{Action, Session, SessionConfig};
 use bootfarm_core::console::{Classification, Classifier, Event};
-use bootfarm_core::result::{ConsoleInfo, Durations, QemuInfo, Stage, Verdict};
-use bootfarm_core::verdict::{decide, End, Expect};
+use bootfarm_core::result::{Durations, QemuInfo, Stage, Verdict};
+use bootfarm_core::verdict::{decide, record_console, result_from, Decision, End, Expect};
 use bootfarm_core::BootResult;
 use std::future::Future;
 use std::path::Path;
@@ -48,17 +48,10 @@ pub(super) async fn boot(req: BootRequest, hooks: BootHooks) -> BootResult {
         Err(e) => {
             tracing::debug!(kind = e.kind, message = %e.message, "Boot error");
             let mut r = BootResult::error(e.kind, e.message);
-            if let Some(c) = &known.classification {
-                r.stage = c.stage;
-                r.kernel_version = c.kernel_version.clone();
-                r.issues = c.issues.clone();
-                r.tests = c.tests.clone();
-                r.console = ConsoleInfo {
-                    bytes: c.bytes,
-                    lines: c.lines,
-                    truncated: known.truncated,
-                };
+            if let Some(c) = known.classification.take() {
+                record_console(&mut r, c);
             }
+            r.console.truncated = known.truncated;
             r.durations = known.durations.clone();
             r.durations
                 .total
@@ -246,12 +239,12 @@ async fn drive(
                 _ => why,
             };
             if kernel_rejected(&tail) {
-                let mut r = BootResult::error("qemu_failed", String::new());
-                r.error = None;
-                r.result = Verdict::Fail;
-                r.reason = "kernel_rejected".to_string();
-                r.summary = format!("QEMU could not load the kernel: {tail}");
-                return Ok(r);
+                let rejected = Decision {
+                    verdict: Verdict::Fail,
+                    reason: "kernel_rejected".to_string(),
+                    summary: format!("QEMU could not load the kernel: {tail}"),
+                };
+                return Ok(result_from(Classification::default(), rejected));
             }
             return Err(InfraError::new("qemu_failed", format!("{why}: {tail}")));
         }
@@ -400,28 +393,15 @@ async fn drive(
             return Err(e);
         }
     };
-    let truncated = watch.sink.truncated();
-    let durations = watch.durations.clone();
     let class = watch.classifier.finish();
-    let d = decide(&class, req.expect, end);
-    let mut r = BootResult::error("internal", String::new());
-    r.error = None;
-    r.result = d.verdict;
-    r.reason = d.reason;
-    r.summary = match vm_state {
-        Some(state) => format!("{} (QEMU run state: {state})", d.summary),
-        None => d.summary,
-    };
-    r.stage = class.stage;
-    r.kernel_version = class.kernel_version;
-    r.durations = durations;
-    r.issues = class.issues;
-    r.tests = class.tests;
-    r.console = ConsoleInfo {
-        bytes: class.bytes,
-        lines: class.lines,
-        truncated,
-    };
+    let mut d = decide(&class, req.expect, end);
+    if let Some(state) = vm_state {
+        d.summary = format!("{} (QEMU run state: {state})", d.summary);
+    }
+    // The same document `classify` builds from the log; then what only a live run knows.
+    let mut r = result_from(class, d);
+    r.console.truncated = watch.sink.truncated();
+    r.durations = watch.durations.clone();
     Ok(r)
 }
 
