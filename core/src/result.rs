@@ -247,6 +247,12 @@ pub struct ConsoleInfo {
     pub lines: u64,
     /// True when the stored log was cut (head and tail kept).
     pub truncated: bool,
+    /// Issues the classifier counted beyond its bound on kept issues (not in `issues`).
+    #[serde(default)]
+    pub dropped_issues: u64,
+    /// Test results counted beyond the bound on kept tests (not in `tests`).
+    #[serde(default)]
+    pub dropped_tests: u64,
 }
 
 /// The whole result document.
@@ -325,5 +331,13 @@ mod tests {
         assert_eq!(v["result"], "error");
         assert_eq!(v["stage"], "none");
         assert_eq!(v["error"]["kind"], "artifact_missing");
+    }
+
+    #[test]
+    fn console_info_without_dropped_counts_still_reads() {
+        // Documents written before the dropped counts existed.
+        let old = r#"{"bytes": 10, "lines": 2, "truncated": false}"#;
+        let c: ConsoleInfo = serde_json::from_str(old).unwrap();
+        assert_eq!((c.bytes, c.dropped_issues, c.dropped_tests), (10, 0, 0));
     }
 }

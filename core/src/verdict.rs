@@ -186,5 +186,7 @@ pub fn record_console(r: &mut BootResult, c: Classification) {
         bytes: c.bytes,
         lines: c.lines,
         truncated: r.console.truncated,
+        dropped_issues: c.dropped_issues,
+        dropped_tests: c.dropped_tests,
     };
 }

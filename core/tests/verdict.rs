@@ -95,3 +95,17 @@ fn the_result_document_carries_the_classification() {
     assert_eq!(v["console"]["lines"], 4);
     assert!(v["accel"].is_null() && v["qemu"].is_null() && v["durations"]["total"].is_null());
 }
+
+#[test]
+fn the_result_document_counts_what_the_classifier_dropped() {
+    let mut log = KERNEL.to_string();
+    for _ in 0..1_005 {
+        log.push_str("[    1.000000] BUG: scheduling while atomic: x/1/0x2\r\n");
+    }
+    let c = class(&log);
+    let d = decide(&c, Expect::Auto, End::LogEnded);
+    let v = serde_json::to_value(result_from(c, d)).expect("json");
+    assert_eq!(v["issues"].as_array().map(Vec::len), Some(1_000));
+    assert_eq!(v["console"]["dropped_issues"], 5, "{}", v["console"]);
+    assert_eq!(v["console"]["dropped_tests"], 0);
+}
