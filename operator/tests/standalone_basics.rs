@@ -238,3 +238,28 @@ async fn local_runners_report_their_start_up_time() {
     // Process start to first claim: well under a minute even on a loaded machine.
     assert!(sum / count < 60.0, "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_lists_every_job_of_a_small_farm() {
+    let dir = tempfile::tempdir().unwrap();
+    let farm = Farm::start(dir.path(), &["--max-runners", "0"]).await;
+    for name in ["one", "two", "three"] {
+        farm.submit(&job(name, None)).await;
+    }
+    let out = std::process::Command::new(operator_bin())
+        .args(["list", "--server", &farm.url])
+        .env_remove("BOOTFARM_TOKEN_FILE")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let names: Vec<&str> = stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["three", "two", "one"], "{stdout}");
+    assert!(stdout.starts_with("NAME"), "{stdout}");
+    assert!(!stderr.contains("Only the newest"), "{stderr}");
+}
