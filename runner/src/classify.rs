@@ -2,9 +2,10 @@
 //! same classifier a live boot uses and prints the same result document (fields only a live
 //! run knows are null), so a log classifies the same way offline as it did live.
 
+use crate::cli::{parse_expect, PolicyArgs};
 use anyhow::Context;
 use bootfarm_core::console::{Classifier, ClassifierConfig};
-use bootfarm_core::result::{BootResult, IssueKind};
+use bootfarm_core::result::BootResult;
 use bootfarm_core::verdict::{decide, result_from, End, Expect};
 use clap::{Args, ValueEnum};
 use std::io::Read;
@@ -17,18 +18,8 @@ pub struct ClassifyArgs {
     /// login or shell.
     #[arg(long, default_value = "auto", value_parser = parse_expect)]
     pub expect: Expect,
-    /// Issue kinds that fail the run on top of the default policy (comma-separated).
-    #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
-    pub fail_on: Vec<IssueKind>,
-    /// Issue kinds that never fail the run (comma-separated).
-    #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
-    pub ignore: Vec<IssueKind>,
-    /// A regular expression whose matching console lines fail the run (repeatable).
-    #[arg(long, value_parser = parse_regex)]
-    pub failure_pattern: Vec<regex::Regex>,
-    /// Test names that must report a result (comma-separated); missing ones fail.
-    #[arg(long, value_delimiter = ',')]
-    pub expect_tests: Vec<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// `json` (the bootfarm.result/v1 document) or `text` (one line).
     #[arg(long, value_enum, default_value = "json")]
     pub output: Output,
@@ -38,18 +29,6 @@ pub struct ClassifyArgs {
 pub enum Output {
     Json,
     Text,
-}
-
-fn parse_expect(s: &str) -> Result<Expect, String> {
-    s.parse()
-}
-
-fn parse_kind(s: &str) -> Result<IssueKind, String> {
-    s.parse()
-}
-
-fn parse_regex(s: &str) -> Result<regex::Regex, String> {
-    regex::Regex::new(s).map_err(|e| e.to_string())
 }
 
 /// The marker the runner writes where it cut an over-long stored log.
@@ -92,12 +71,7 @@ pub fn classify_reader(
 
 /// Returns the process exit status: 0 pass, 1 fail.
 pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
-    let cfg = ClassifierConfig {
-        fail_on: args.fail_on,
-        ignore: args.ignore,
-        failure_patterns: args.failure_pattern,
-        expect_tests: args.expect_tests,
-    };
+    let cfg = args.policy.classifier_config();
     let result = if args.file.as_os_str() == "-" {
         classify_reader(std::io::stdin().lock(), cfg, args.expect)
             .context("reading the console log from standard input")?

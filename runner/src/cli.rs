@@ -108,6 +108,20 @@ pub struct BootArgs {
     /// Directory holding the qemu-system-* binaries [default: PATH].
     #[arg(long, env = "BOOTFARM_QEMU_DIR")]
     pub qemu_binary_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Log in at a `login:` prompt as USER[:PASSWORD].
+    #[arg(long, value_name = "USER[:PASSWORD]", value_parser = parse_login)]
+    pub login: Option<Login>,
+    /// A shell command to run at the prompt (repeatable; each is a test case).
+    #[arg(long = "command", value_name = "CMD")]
+    pub commands: Vec<String>,
+}
+
+/// What fails a run besides the default policy: the same flags for `boot` and `classify`, so a
+/// console is judged alike live and offline.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
     /// Issue kinds that fail the run on top of the default policy (comma-separated).
     #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
     pub fail_on: Vec<IssueKind>,
@@ -120,19 +134,27 @@ pub struct BootArgs {
     /// Test names that must report a result (comma-separated); missing ones fail.
     #[arg(long, value_delimiter = ',')]
     pub expect_tests: Vec<String>,
-    /// Log in at a `login:` prompt as USER[:PASSWORD].
-    #[arg(long, value_name = "USER[:PASSWORD]", value_parser = parse_login)]
-    pub login: Option<Login>,
-    /// A shell command to run at the prompt (repeatable; each is a test case).
-    #[arg(long = "command", value_name = "CMD")]
-    pub commands: Vec<String>,
+}
+
+impl PolicyArgs {
+    pub fn classifier_config(&self) -> ClassifierConfig {
+        // The struct update keeps this compiling when the classifier grows options.
+        #[allow(clippy::needless_update)]
+        ClassifierConfig {
+            fail_on: self.fail_on.clone(),
+            ignore: self.ignore.clone(),
+            failure_patterns: self.failure_pattern.clone(),
+            expect_tests: self.expect_tests.clone(),
+            ..ClassifierConfig::default()
+        }
+    }
 }
 
 fn parse_accel(s: &str) -> Result<AccelRequest, String> {
     s.parse()
 }
 
-fn parse_expect(s: &str) -> Result<Expect, String> {
+pub(crate) fn parse_expect(s: &str) -> Result<Expect, String> {
     s.parse()
 }
 
@@ -201,15 +223,7 @@ impl BootArgs {
                 Some(p) => ConsoleOut::File(p.clone()),
                 None => ConsoleOut::Stderr,
             },
-            // The struct update keeps this compiling when the classifier grows options.
-            #[allow(clippy::needless_update)]
-            classifier: ClassifierConfig {
-                fail_on: self.fail_on.clone(),
-                ignore: self.ignore.clone(),
-                failure_patterns: self.failure_pattern.clone(),
-                expect_tests: self.expect_tests.clone(),
-                ..ClassifierConfig::default()
-            },
+            classifier: self.policy.classifier_config(),
             login: self.login.clone(),
             commands: self.commands.clone(),
             cache_dir: self.cache_dir.clone().or_else(default_cache_dir),
