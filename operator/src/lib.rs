@@ -6,5 +6,6 @@ pub mod kube;
 pub mod metrics;
 pub mod queue;
 pub mod scaler;
+pub mod shutdown;
 pub mod standalone;
 pub mod store;

@@ -5,7 +5,7 @@ use super::runners::{PodSettings, RunnerActivity, COMPONENT_LABEL, COMPONENT_RUN
 use super::store::KubeJobStore;
 use super::{bootjob, pool};
 use crate::api::auth::Tokens;
-use crate::api::{router, AppState};
+use crate::api::{router, warn_if_exposed, AppState};
 use crate::files::JobFiles;
 use crate::metrics::Metrics;
 use bootfarm_core::spec::{BootJob, JobPhase, RunnerPool};
@@ -213,17 +213,22 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
             futures::future::ready(())
         });
 
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    crate::shutdown::cancel_on_signal(shutdown.clone())
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
     let mut state = AppState::new(Arc::new(store), files, metrics);
     state.tokens = tokens;
+    // Long-polls and log follows end at once on shutdown instead of holding the server open.
+    state.shutdown = shutdown.clone();
     state.lease_ttl = Duration::from_secs(args.lease_ttl.max(1));
     state.work = work;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
+    warn_if_exposed(args.listen, &state.tokens);
     tracing::info!(namespace = %ns, listen = %args.listen, server_url = %server_url, "bootfarm operator running");
-    let serve = axum::serve(listener, router(state)).with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    });
+    let serve = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
 
     tokio::select! {
         r = serve => r.map_err(|e| format!("HTTP server: {e}"))?,

@@ -131,7 +131,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     warn_if_exposed(bound, &state.tokens);
 
     let shutdown = CancellationToken::new();
-    spawn_signal_watch(shutdown.clone())?;
+    crate::shutdown::cancel_on_signal(shutdown.clone())?;
     // Long-polling claims answer at once and log follows end, so the server can stop promptly.
     state.shutdown = shutdown.clone();
 
@@ -213,18 +213,4 @@ fn write_private(path: &std::path::Path, token: &str) -> anyhow::Result<PathBuf>
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(f, "runner:{token}")?;
     Ok(path.to_path_buf())
-}
-
-fn spawn_signal_watch(shutdown: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping the farm"),
-            _ = int.recv() => tracing::info!("SIGINT: stopping the farm"),
-        }
-        shutdown.cancel();
-    });
-    Ok(())
 }
