@@ -64,7 +64,6 @@ cleanup() {
         k get bootjobs,runnerpools,pods -o wide >&2 2>/dev/null
     fi
     stop_pid "$OPERATOR_PID" 10
-    [[ -n $KUBELET_PID ]] && kill -CONT "$KUBELET_PID" 2>/dev/null
     # The kubelet stops its runner processes (and so their QEMUs) before it exits.
     stop_pid "$KUBELET_PID" 30
     cp_stop "$CP" >/dev/null 2>&1
@@ -372,7 +371,7 @@ wait_for $((IDLE_TIMEOUT + 60)) "idle runner pods deleted (pools back to zero)" 
 
 # --- 7. pending pods beyond demand are removed -------------------------------------------------
 
-kill -STOP "$KUBELET_PID" # no kubelet: new pods stay Pending
+kill -USR1 "$KUBELET_PID" # the kubelet pauses: new pods stay Pending
 job pending-1 arm64 silent | k apply -f - >/dev/null
 job pending-2 arm64 silent | k apply -f - >/dev/null
 wait_for 30 "two Pending arm64 runner pods" bash -c "(( \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get pods -l bootfarm.dev/pool=tcg-arm64 --field-selector=status.phase=Pending -o name 2>/dev/null | wc -l) == 2 ))"
@@ -380,6 +379,6 @@ sleep 3
 [[ $(pool_pods tcg-arm64) == 2 ]] || fail "pending pods were over-provisioned: $(pool_pods tcg-arm64) pods for 2 jobs"
 k delete bootjob pending-1 pending-2 --timeout=30s >/dev/null
 wait_for 20 "Pending pods beyond demand removed" bash -c "(( \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get pods -l bootfarm.dev/pool=tcg-arm64 -o name 2>/dev/null | wc -l) == 0 ))"
-kill -CONT "$KUBELET_PID"
+kill -USR2 "$KUBELET_PID"
 
 log "PASS in $((SECONDS - STARTED))s"

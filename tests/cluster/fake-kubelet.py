@@ -10,8 +10,10 @@ stops the process (SIGTERM, then SIGKILL after the grace period) and removes the
 period 0. Only kubectl is needed.
 
 Usage: fake-kubelet.py --kubeconfig F --namespace NS --selector L --runner-bin PATH --work DIR
-SIGTERM/SIGINT: stops every process it started, then exits. SIGSTOP/SIGCONT pause it (tests use
-that to keep pods Pending).
+SIGTERM/SIGINT: stops every process it started, then exits. SIGUSR1 pauses it and SIGUSR2 resumes
+it (tests use that to keep pods Pending). Not SIGSTOP: a stopped process in a process group whose
+parent has gone (as under a CI harness that starts the run in its own session) makes the kernel
+hang up the whole group.
 """
 
 import argparse
@@ -38,6 +40,7 @@ class Kubelet:
         self.procs = {}  # pod uid -> (name, Popen)
         self.started = set()  # uids ever started (never restarted: restartPolicy Never)
         self.stopping = False
+        self.paused = False
 
     def kubectl(self, *argv, stdin=None, check=True):
         cmd = ["kubectl", "--kubeconfig", self.args.kubeconfig, "-n", self.args.namespace, *argv]
@@ -205,13 +208,20 @@ class Kubelet:
     def run(self):
         def on_signal(_sig, _frame):
             self.stopping = True
+
+        def on_pause(sig, _frame):
+            self.paused = sig == signal.SIGUSR1
+            log("paused" if self.paused else "resumed")
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGUSR1, on_pause)
+        signal.signal(signal.SIGUSR2, on_pause)
         os.makedirs(self.args.work, exist_ok=True)
         self.register_node()
         while not self.stopping:
             try:
-                self.step()
+                if not self.paused:
+                    self.step()
             except Exception as e:  # one bad pod or a slow apiserver must not end the kubelet
                 log(f"step failed: {e!r}")
             time.sleep(POLL)
