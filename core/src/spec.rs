@@ -122,6 +122,41 @@ pub struct BootJobSpec {
     pub ttl_seconds_after_finished: Option<u64>,
 }
 
+impl BootJobSpec {
+    /// The smallest job: boot `kernel_url` on `arch` with every other setting at its default.
+    pub fn new(arch: Arch, kernel_url: impl Into<String>) -> Self {
+        BootJobSpec {
+            arch,
+            kernel: ArtifactRef {
+                url: kernel_url.into(),
+                sha256: None,
+            },
+            initrd: None,
+            rootfs: None,
+            modules: None,
+            dtb: None,
+            boot_args: None,
+            machine: None,
+            cpu: None,
+            memory: None,
+            smp: None,
+            accel: None,
+            expect: None,
+            login: None,
+            commands: Vec::new(),
+            expect_tests: Vec::new(),
+            fail_on: Vec::new(),
+            ignore: Vec::new(),
+            failure_patterns: Vec::new(),
+            timeouts: None,
+            priority: 0,
+            max_attempts: None,
+            pool: None,
+            ttl_seconds_after_finished: None,
+        }
+    }
+}
+
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 #[derive(

@@ -476,42 +476,11 @@ pub fn ttl_expired(job: &BootJob, now: Timestamp) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use bootfarm_core::spec::{ArtifactRef, BootJobSpec};
+    use bootfarm_core::spec::BootJobSpec;
     use bootfarm_core::Arch;
 
     pub(crate) fn job(name: &str) -> BootJob {
-        let mut job = BootJob::new(
-            name,
-            BootJobSpec {
-                arch: Arch::X86_64,
-                kernel: ArtifactRef {
-                    url: "file:///k".into(),
-                    sha256: None,
-                },
-                initrd: None,
-                rootfs: None,
-                modules: None,
-                dtb: None,
-                boot_args: None,
-                machine: None,
-                cpu: None,
-                memory: None,
-                smp: None,
-                accel: None,
-                expect: None,
-                login: None,
-                commands: vec![],
-                expect_tests: vec![],
-                fail_on: vec![],
-                ignore: vec![],
-                failure_patterns: vec![],
-                timeouts: None,
-                priority: 0,
-                max_attempts: None,
-                pool: None,
-                ttl_seconds_after_finished: None,
-            },
-        );
+        let mut job = BootJob::new(name, BootJobSpec::new(Arch::X86_64, "file:///k"));
         job.metadata.generation = Some(1);
         job
     }

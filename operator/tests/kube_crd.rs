@@ -1,8 +1,8 @@
 //! The committed CRDs match the Rust types, and every printer column shows a real field.
 
 use bootfarm_core::spec::{
-    ArtifactRef, BootJob, BootJobSpec, BootJobStatus, JobPhase, ResultSummary, RunnerPool,
-    RunnerPoolSpec, RunnerPoolStatus,
+    BootJob, BootJobSpec, BootJobStatus, JobPhase, ResultSummary, RunnerPool, RunnerPoolSpec,
+    RunnerPoolStatus,
 };
 use bootfarm_core::Arch;
 use bootfarm_operator::kube::crd;
@@ -36,38 +36,7 @@ fn creation_time() -> Time {
 }
 
 fn finished_bootjob() -> BootJob {
-    let mut job = BootJob::new(
-        "x",
-        BootJobSpec {
-            arch: Arch::Arm64,
-            kernel: ArtifactRef {
-                url: "file:///k".into(),
-                sha256: None,
-            },
-            initrd: None,
-            rootfs: None,
-            modules: None,
-            dtb: None,
-            boot_args: None,
-            machine: None,
-            cpu: None,
-            memory: None,
-            smp: None,
-            accel: None,
-            expect: None,
-            login: None,
-            commands: vec![],
-            expect_tests: vec![],
-            fail_on: vec![],
-            ignore: vec![],
-            failure_patterns: vec![],
-            timeouts: None,
-            priority: 0,
-            max_attempts: None,
-            pool: None,
-            ttl_seconds_after_finished: None,
-        },
-    );
+    let mut job = BootJob::new("x", BootJobSpec::new(Arch::Arm64, "file:///k"));
     job.metadata.creation_timestamp = Some(creation_time());
     job.status = Some(BootJobStatus {
         phase: JobPhase::Succeeded,

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
-use bootfarm_core::spec::{ArtifactRef, BootJob, BootJobSpec, RunnerPool, RunnerPoolSpec};
+use bootfarm_core::spec::{BootJob, BootJobSpec, RunnerPool, RunnerPoolSpec};
 use bootfarm_core::Arch;
 use bootfarm_operator::files::JobFiles;
 use bootfarm_operator::kube::context::Context;
@@ -173,35 +173,7 @@ pub fn mock_client() -> (Client, mock::Handle<Request<Body>, Response<Body>>) {
 }
 
 pub fn spec(arch: Arch) -> BootJobSpec {
-    BootJobSpec {
-        arch,
-        kernel: ArtifactRef {
-            url: "file:///fixtures/kernel".into(),
-            sha256: None,
-        },
-        initrd: None,
-        rootfs: None,
-        modules: None,
-        dtb: None,
-        boot_args: None,
-        machine: None,
-        cpu: None,
-        memory: None,
-        smp: None,
-        accel: None,
-        expect: None,
-        login: None,
-        commands: vec![],
-        expect_tests: vec![],
-        fail_on: vec![],
-        ignore: vec![],
-        failure_patterns: vec![],
-        timeouts: None,
-        priority: 0,
-        max_attempts: None,
-        pool: None,
-        ttl_seconds_after_finished: None,
-    }
+    BootJobSpec::new(arch, "file:///fixtures/kernel")
 }
 
 pub fn t(secs: i64) -> Timestamp {
