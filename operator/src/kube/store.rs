@@ -290,16 +290,10 @@ impl JobStore for KubeJobStore {
                         self.unclaim(stored, before).await;
                         return Ok(None);
                     }
-                    let attempt = stored.status.as_ref().map(|s| s.attempts).unwrap_or(1);
                     self.activity.busy(&req.runner_id, now);
                     self.annotate_runner(&req.runner_id, true, now).await;
                     tracing::debug!(job = %stored.name_any(), runner = %req.runner_id, "Claim won");
-                    return Ok(Some(Claim {
-                        job: stored,
-                        lease_id,
-                        attempt,
-                        expires_at,
-                    }));
+                    return Ok(Some(Claim::new(stored, lease_id, expires_at)));
                 }
                 // Someone else changed it first (another claim, a cancel, a delete): next one.
                 Err(e) if is_status(&e, 409) || is_status(&e, 404) => {

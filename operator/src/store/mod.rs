@@ -107,6 +107,20 @@ pub struct Claim {
     pub expires_at: Timestamp,
 }
 
+impl Claim {
+    /// A claim of `job` as stored after [`crate::queue::start_attempt`]; the attempt number is
+    /// the one that call recorded.
+    pub fn new(job: BootJob, lease_id: String, expires_at: Timestamp) -> Self {
+        let attempt = job.status.as_ref().map(|s| s.attempts).unwrap_or(1);
+        Claim {
+            job,
+            lease_id,
+            attempt,
+            expires_at,
+        }
+    }
+}
+
 /// The answer to a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseState {

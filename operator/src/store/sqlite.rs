@@ -492,13 +492,7 @@ impl JobStore for SqliteStore {
             );
             put(tx, &job)?;
             bump_resource_version(&mut job);
-            let attempt = job.status.as_ref().map(|s| s.attempts).unwrap_or(1);
-            Ok(Some(Claim {
-                job,
-                lease_id,
-                attempt,
-                expires_at,
-            }))
+            Ok(Some(Claim::new(job, lease_id, expires_at)))
         })
         .await
     }
