@@ -9,33 +9,8 @@ use std::time::{Duration, Instant};
 fn cancel_stops_a_running_boot_and_leaves_no_qemu() {
     let Some(fx) = fixtures() else { return };
     let farm = Farm::start(Options::default());
-    let kernel = url(&fx, "x86_64/kernel");
     // A guest that never finishes on its own.
-    let initrd = url(&fx, "x86_64/initrd-silent.cpio.gz");
-    let out = farm.cli(&[
-        "submit",
-        "--name",
-        "forever",
-        "--arch",
-        "x86_64",
-        "--kernel",
-        &kernel,
-        "--initrd",
-        &initrd,
-        "--timeout",
-        "600",
-    ]);
-    assert!(out.status.success());
-    farm.wait_phase("forever", "Running", Duration::from_secs(60));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while qemu_descendants(farm.pid()).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no QEMU started:\n{}",
-            farm.operator_log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    farm.start_endless_boot(&fx, "forever");
 
     // The console streams while the boot runs, not only at the end.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -16,32 +16,7 @@ fn sigterm_mid_boot_releases_the_job_for_another_attempt() {
         lease_ttl: 60,
         ..Options::default()
     });
-    let kernel = url(&fx, "x86_64/kernel");
-    let initrd = url(&fx, "x86_64/initrd-silent.cpio.gz");
-    let out = farm.cli(&[
-        "submit",
-        "--name",
-        "handback",
-        "--arch",
-        "x86_64",
-        "--kernel",
-        &kernel,
-        "--initrd",
-        &initrd,
-        "--timeout",
-        "600",
-    ]);
-    assert!(out.status.success());
-    farm.wait_phase("handback", "Running", Duration::from_secs(60));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while qemu_descendants(farm.pid()).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no QEMU:\n{}",
-            farm.operator_log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    farm.start_endless_boot(&fx, "handback");
     let runners = descendants_named(farm.pid(), "bootfarm-runner");
     assert_eq!(runners.len(), 1, "{runners:?}");
     let signaled = Instant::now();

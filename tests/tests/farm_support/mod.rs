@@ -204,6 +204,37 @@ impl Farm {
     }
 
     /// A raw HTTP/1.1 request; returns (status, body).
+    /// Submits `name`: an x86_64 guest that never finishes on its own, and returns once its
+    /// QEMU runs (the job is Running and a QEMU descends from the operator).
+    pub fn start_endless_boot(&self, fx: &Path, name: &str) {
+        let kernel = url(fx, "x86_64/kernel");
+        let initrd = url(fx, "x86_64/initrd-silent.cpio.gz");
+        let out = self.cli(&[
+            "submit",
+            "--name",
+            name,
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--timeout",
+            "600",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        self.wait_phase(name, "Running", Duration::from_secs(60));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while qemu_descendants(self.pid()).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "no QEMU started:\n{}",
+                self.operator_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn http(
         &self,
         method: &str,
