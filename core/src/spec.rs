@@ -375,6 +375,10 @@ pub struct RunnerPoolStatus {
     pub busy: u32,
     #[serde(default)]
     pub queued: u32,
+    /// `RunnersCanStart`: False, with the kubelet's reason, while the pool's runner pods cannot
+    /// start (an image that does not exist, a pod the kubelet cannot set up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
 
 #[cfg(feature = "crd")]

@@ -67,6 +67,7 @@ fn busy_runnerpool() -> RunnerPool {
         idle: 1,
         busy: 1,
         queued: 1,
+        conditions: vec![],
     });
     pool
 }

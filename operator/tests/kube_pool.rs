@@ -163,6 +163,7 @@ async fn pods_still_starting_count_as_supply_so_nothing_more_is_created() {
         idle: 0,
         busy: 0,
         queued: 1,
+        conditions: vec![],
     });
     let mut pending = runner_pod(&pool, "tcg-x86-64-aaaaa", json!({}));
     pending["status"]["phase"] = json!("Pending");

@@ -106,12 +106,45 @@ fn tcg(reason: String) -> AccelChoice {
 }
 
 fn open_dev_kvm() -> Result<(), String> {
-    std::fs::OpenOptions::new()
+    let path = Path::new(KVM_DEVICE);
+    match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/kvm")
-        .map(|_| ())
-        .map_err(|e| format!("/dev/kvm: {e}"))
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            use std::os::unix::fs::MetadataExt;
+            let present = std::fs::metadata(path).is_ok();
+            // /proc/self belongs to the effective uid.
+            let uid = std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid());
+            Err(kvm_open_blocker(&e, present, uid))
+        }
+    }
+}
+
+const KVM_DEVICE: &str = "/dev/kvm";
+
+/// Why opening `/dev/kvm` failed, in words that say what to change (pure). `present`: the device
+/// node exists. In a container, a node that exists but answers EPERM is the device cgroup
+/// refusing it: a hostPath `/dev/kvm` in a non-privileged pod (only a device plugin or a
+/// privileged container grants the device). EACCES is the file mode: the user lacks the
+/// device's group.
+pub fn kvm_open_blocker(err: &std::io::Error, present: bool, uid: u32) -> String {
+    match err.raw_os_error() {
+        Some(libc::EPERM) if present => format!(
+            "{KVM_DEVICE}: present but not permitted in this container ({err}: the device cgroup \
+             denies it; a KVM device plugin or a privileged container grants it)"
+        ),
+        Some(libc::EACCES) if present => format!(
+            "{KVM_DEVICE}: present but uid {uid} may not open it ({err}: add the device's group \
+             to the runner's supplementary groups)"
+        ),
+        Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) if !present => {
+            format!("{KVM_DEVICE}: not present ({err})")
+        }
+        _ => format!("{KVM_DEVICE}: {err}"),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -351,6 +384,28 @@ mod tests {
             static_kvm_blocker(&Profile::for_arch(Arch::X86_64), "x86_64"),
             None
         );
+    }
+
+    #[test]
+    fn a_device_the_container_may_not_open_is_reported_as_such() {
+        let eperm = std::io::Error::from_raw_os_error(libc::EPERM);
+        let why = kvm_open_blocker(&eperm, true, 65532);
+        assert!(
+            why.starts_with("/dev/kvm: present but not permitted in this container"),
+            "{why}"
+        );
+        assert!(why.contains("device cgroup"), "{why}");
+
+        let eacces = std::io::Error::from_raw_os_error(libc::EACCES);
+        let why = kvm_open_blocker(&eacces, true, 65532);
+        assert!(why.contains("uid 65532 may not open it"), "{why}");
+        assert!(why.contains("group"), "{why}");
+
+        let enoent = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert!(kvm_open_blocker(&enoent, false, 0).starts_with("/dev/kvm: not present"));
+        // EPERM without a device node is not the container case: said as it is.
+        let why = kvm_open_blocker(&eperm, false, 0);
+        assert!(!why.contains("container"), "{why}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 # A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager v1.20.2) on loopback,
 # built from Debian bookworm's packages. See tests/cluster/README.md.
 #
-#   control-plane.sh build          build or reuse the cached binaries; prints the bin dir
+#   control-plane.sh build          build or reuse the cached binaries (also kube-scheduler, kubelet
+#                                   and a static pause binary for tests/cluster/e2e-node.sh); prints
+#                                   the bin dir
 #   control-plane.sh start DIR      start everything with all state under DIR; writes DIR/kubeconfig
 #   control-plane.sh stop DIR       stop everything started under DIR
 #   control-plane.sh env DIR        print `export KUBECONFIG=...` lines for eval
@@ -19,7 +21,10 @@ BOOTFARM_CACHE=${BOOTFARM_CACHE:-$HOME/.cache/bootfarm}
 CP_CACHE=$BOOTFARM_CACHE/k8s
 CP_BIN=$CP_CACHE/v$K8S_VERSION/bin
 # Bump when the build recipe changes so cached binaries are rebuilt.
-CP_RECIPE=2
+# 3: kube-scheduler, kubelet and pause (the real node) beside the control plane.
+CP_RECIPE=3
+# What a complete build holds.
+CP_BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet pause)
 # Bounds on every wait, in seconds.
 CP_READY_TIMEOUT=${CP_READY_TIMEOUT:-90}
 CP_STOP_TIMEOUT=${CP_STOP_TIMEOUT:-15}
@@ -75,7 +80,9 @@ cp_build() (
     exec 9>"$CP_CACHE/build.lock"
     timeout 3600 flock 9 || { cp_die "timed out waiting for $CP_CACHE/build.lock"; return 1; }
     local stamp=$CP_BIN/.complete
-    if grep -qx "recipe=$CP_RECIPE" "$stamp" 2>/dev/null && [[ -x $CP_BIN/kube-apiserver && -x $CP_BIN/kube-controller-manager && -x $CP_BIN/etcd ]]; then
+    local b have=1
+    for b in "${CP_BINARIES[@]}"; do [[ -x $CP_BIN/$b ]] || have=0; done
+    if ((have)) && grep -qx "recipe=$CP_RECIPE" "$stamp" 2>/dev/null; then
         cp_log "reusing cached binaries in $CP_BIN"
         echo "$CP_BIN"
         return 0
@@ -156,13 +163,18 @@ cp_build() (
     done
     mkdir -p "$CP_BIN"
     local cmd
-    for cmd in kube-apiserver kube-controller-manager; do
+    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
         cp_log "go build $cmd (nice 10)"
         (cd "$kdir" && nice -n 10 timeout 3000 go build -ldflags "$ldflags" -o "$CP_BIN/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd" >&2) ||
             { cp_die "go build $cmd failed"; return 1; }
         mv "$CP_BIN/$cmd.tmp" "$CP_BIN/$cmd"
     done
     cp "$work/root/usr/bin/etcd" "$CP_BIN/etcd"
+    # The pod sandbox ("pause") image's only file: upstream's pause.c, static, so the image needs no libc.
+    cp_log "gcc -static build/pause/linux/pause.c"
+    gcc -Os -static -o "$CP_BIN/pause.tmp" "$srcdir/build/pause/linux/pause.c" -DVERSION="v$K8S_VERSION-bootfarm" >&2 ||
+        { cp_die "building pause failed (gcc and libc6-dev come from scripts/setup-host)"; return 1; }
+    strip "$CP_BIN/pause.tmp" && mv "$CP_BIN/pause.tmp" "$CP_BIN/pause"
     printf 'recipe=%s\nbuilt in %s s on %s\n' "$CP_RECIPE" "$((SECONDS - started))" "$(date -u +%FT%TZ)" >"$stamp"
     cp_log "built in $((SECONDS - started)) s into $CP_BIN"
     echo "$CP_BIN"
@@ -241,8 +253,23 @@ cp_start() {
     echo "$token,admin,admin-uid,\"system:masters\"" >"$dir/tokens.csv"
     chmod 600 "$dir/admin.token" "$dir/tokens.csv"
 
-    local etcd_port etcd_peer api_port kcm_port
-    etcd_port=$(cp_free_port) etcd_peer=$(cp_free_port) api_port=$(cp_free_port) kcm_port=$(cp_free_port)
+    # CP_NODE=1 (a real kubelet will join, tests/cluster/e2e-node.sh): the apiserver reaches kubelets
+    # at their InternalIP and admits node taints and pod priorities; the controller-manager also runs
+    # the node lifecycle (not-ready taints), PersistentVolume binding and protection controllers; a
+    # kube-scheduler runs. Without it: no scheduler, and controllers that need no node.
+    local admit="NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
+    local no_admit="DefaultTolerationSeconds,StorageObjectInUseProtection,PersistentVolumeClaimResize,Priority,TaintNodesByCondition,CertificateApproval,CertificateSigning,CertificateSubjectRestriction,DefaultIngressClass,RuntimeClass"
+    local controllers='*,-nodeipam,-nodelifecycle,-csrsigning,-bootstrapsigner,-tokencleaner,-cloud-node-lifecycle,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-pvc-protection,-pv-protection,-ttl'
+    local node_flags=()
+    if [[ ${CP_NODE:-0} == 1 ]]; then
+        admit+=",DefaultTolerationSeconds,StorageObjectInUseProtection,Priority,TaintNodesByCondition"
+        no_admit="PersistentVolumeClaimResize,CertificateApproval,CertificateSigning,CertificateSubjectRestriction,DefaultIngressClass,RuntimeClass"
+        controllers='*,-nodeipam,-csrsigning,-bootstrapsigner,-tokencleaner,-cloud-node-lifecycle,-persistentvolume-expander'
+        node_flags=(--kubelet-preferred-address-types=InternalIP)
+    fi
+
+    local etcd_port etcd_peer api_port kcm_port sched_port
+    etcd_port=$(cp_free_port) etcd_peer=$(cp_free_port) api_port=$(cp_free_port) kcm_port=$(cp_free_port) sched_port=$(cp_free_port)
     cp_spawn "$dir" etcd "$CP_BIN/etcd" \
         --name bootfarm-test --data-dir "$dir/etcd" --unsafe-no-fsync \
         --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
@@ -259,8 +286,7 @@ cp_start() {
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \
         --api-audiences=https://kubernetes.default.svc.cluster.local \
         --service-cluster-ip-range=10.0.0.0/24 \
-        --enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
-        --disable-admission-plugins=DefaultTolerationSeconds,StorageObjectInUseProtection,PersistentVolumeClaimResize,Priority,TaintNodesByCondition,CertificateApproval,CertificateSigning,CertificateSubjectRestriction,DefaultIngressClass,RuntimeClass \
+        --enable-admission-plugins="$admit" --disable-admission-plugins="$no_admit" "${node_flags[@]}" \
         --allow-privileged=true --profiling=false --logtostderr=true --v=1
 
     if ! cp_wait_ready "$dir" "$api_port"; then
@@ -294,14 +320,22 @@ EOF
         --authentication-kubeconfig="$dir/kubeconfig" --authorization-kubeconfig="$dir/kubeconfig" \
         --use-service-account-credentials=false \
         --service-account-private-key-file="$dir/pki/sa.key" --root-ca-file="$dir/pki/ca.crt" \
-        --controllers='*,-nodeipam,-nodelifecycle,-csrsigning,-bootstrapsigner,-tokencleaner,-cloud-node-lifecycle,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-pvc-protection,-pv-protection,-ttl' \
+        --controllers="$controllers" \
         --leader-elect=false --logtostderr=true --v=1
+    if [[ ${CP_NODE:-0} == 1 ]]; then
+        [[ -x $CP_BIN/kube-scheduler ]] || { cp_die "no kube-scheduler in $CP_BIN: run '$0 build'"; cp_stop "$dir"; return 1; }
+        cp_spawn "$dir" kube-scheduler "$CP_BIN/kube-scheduler" \
+            --kubeconfig="$dir/kubeconfig" --bind-address=127.0.0.1 --secure-port="$sched_port" --port=0 \
+            --authentication-kubeconfig="$dir/kubeconfig" --authorization-kubeconfig="$dir/kubeconfig" \
+            --leader-elect=false --logtostderr=true --v=1
+    fi
 
     cat >"$dir/ports.env" <<EOF
 ETCD_PORT=$etcd_port
 APISERVER_PORT=$api_port
 APISERVER_URL=https://127.0.0.1:$api_port
 KCM_PORT=$kcm_port
+SCHEDULER_PORT=$sched_port
 EOF
     # The controller-manager is part of "started": give it a bounded moment to prove it runs.
     local deadline=$((SECONDS + CP_READY_TIMEOUT))
@@ -319,8 +353,8 @@ EOF
 cp_stop() {
     local dir=${1:?usage: stop DIR} f pid name
     [[ -d $dir/pids ]] || return 0
-    # Reverse start order: controller-manager, apiserver, etcd.
-    for name in kube-controller-manager kube-apiserver etcd; do
+    # Reverse start order: scheduler, controller-manager, apiserver, etcd.
+    for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
         f=$dir/pids/$name.pid
         [[ -f $f ]] || continue
         pid=$(cat "$f")

@@ -16,6 +16,8 @@ ROOT=$(cd "$HERE/../.." && pwd)
 CHART=$ROOT/charts/bootfarm
 # shellcheck source=tests/cluster/control-plane.sh
 source "$HERE/control-plane.sh"
+# shellcheck source=tests/cluster/lib.sh
+source "$HERE/lib.sh"
 set -euo pipefail
 
 BOOTFARM_CACHE=${BOOTFARM_CACHE:-$HOME/.cache/bootfarm}
@@ -27,31 +29,15 @@ USER_TOKEN=e2e-user-token-0123456789abcdef
 RUNNER_TOKEN=e2e-runner-token-0123456789abcdef
 LEASE_TTL=10
 IDLE_TIMEOUT=15
-STARTED=$SECONDS
+E2E_NAME=e2e
+FIXTURE_URL=file://$FIXTURES
 
-log() { echo "e2e: [$((SECONDS - STARTED))s] $*" >&2; }
-fail() {
-    echo "e2e: FAIL: $*" >&2
-    exit 1
-}
-
-if [[ ! -f $FIXTURES/x86_64/kernel || ! -f $FIXTURES/arm64/kernel ]]; then
-    echo "e2e: SKIP: no boot fixtures in $FIXTURES (run scripts/fixtures); CI always has them" >&2
-    exit 0
-fi
+require_fixtures x86_64 arm64
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bootfarm-e2e.XXXXXX")
 CP=$WORK/cp
+E2E_KUBECONFIG=$CP/kubeconfig
 OPERATOR_PID="" KUBELET_PID=""
-
-stop_pid() { # stop_pid PID SECONDS: TERM, then KILL after SECONDS
-    local pid=$1 wait=$2
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + wait))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$?
@@ -76,23 +62,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-k() { timeout 60 kubectl --kubeconfig "$CP/kubeconfig" -n "$NS" "$@" 2> >(grep -v -i 'warning' >&2); }
-
-# wait_for SECONDS WHAT CMD...: retries CMD every 0.5 s until it succeeds or time runs out.
-wait_for() {
-    local limit=$1 what=$2
-    shift 2
-    local deadline=$((SECONDS + limit))
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || fail "timed out after ${limit}s waiting for: $what"
-        sleep 0.5
-    done
-    log "ok: $what"
-}
-
-jsonpath() { k get "$1" -o "jsonpath=$2" 2>/dev/null; }
-pool_pods() { k get pods -l "bootfarm.dev/pool=$1" -o name 2>/dev/null | grep -c . || true; }
 
 # --- build and start ---------------------------------------------------------------------------
 
@@ -181,28 +150,7 @@ python3 "$HERE/fake-kubelet.py" --kubeconfig "$CP/kubeconfig" --namespace "$NS" 
     >"$WORK/kubelet.log" 2>&1 &
 KUBELET_PID=$!
 
-# The chart's examples, with their artifact server replaced by the local fixtures.
-example() {
-    sed "s#http://bootfarm-fixtures/#file://$FIXTURES/#g" "$CHART/examples/$1"
-}
-# job NAME ARCH INITRD [extra spec lines]: a BootJob on the fixtures.
-job() {
-    local name=$1 arch=$2 initrd=$3 console=ttyS0
-    [[ $arch == arm64 ]] && console=ttyAMA0
-    cat <<EOF
-apiVersion: bootfarm.dev/v1alpha1
-kind: BootJob
-metadata: {name: $name}
-spec:
-  arch: $arch
-  kernel: {url: "file://$FIXTURES/$arch/kernel"}
-  initrd: {url: "file://$FIXTURES/$arch/initrd-$initrd.cpio.gz"}
-  bootArgs: console=$console panic=-1
-  timeouts: {boot: 300, total: 600}
-${4:-}
-EOF
-}
-phase_is() { [[ $(jsonpath "bootjob/$1" '{.status.phase}') == "$2" ]]; }
+# The chart's examples (lib.sh's `example`) read the local fixtures as file:// URLs.
 # Called directly (never through bash -c, whose own command line would match the pattern).
 qemu_running() { pgrep -f "qemu-system.*$WORK/kubelet" >/dev/null; }
 no_qemu() { ! qemu_running; }
@@ -381,4 +329,4 @@ k delete bootjob pending-1 pending-2 --timeout=30s >/dev/null
 wait_for 20 "Pending pods beyond demand removed" bash -c "(( \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get pods -l bootfarm.dev/pool=tcg-arm64 -o name 2>/dev/null | wc -l) == 0 ))"
 kill -USR2 "$KUBELET_PID"
 
-log "PASS in $((SECONDS - STARTED))s"
+log "PASS in $((SECONDS - E2E_STARTED))s"

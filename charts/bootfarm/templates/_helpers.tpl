@@ -77,9 +77,13 @@ app.kubernetes.io/component: runner
 {{- printf "%s-runner-token" (include "bootfarm.fullname" .) }}
 {{- end }}
 
-{{/* The URL runner pods use to reach the operator (the Service in the release namespace). */}}
+{{/* The URL runner pods use to reach the operator: runner.serverURL, else the Service in the release namespace. */}}
 {{- define "bootfarm.serverURL" -}}
+{{- if .Values.runner.serverURL }}
+{{- .Values.runner.serverURL }}
+{{- else }}
 {{- printf "http://%s.%s.svc:%d" (include "bootfarm.fullname" .) .Release.Namespace (int .Values.service.port) }}
+{{- end }}
 {{- end }}
 
 {{/* Pool names are DNS-1123 labels: x86_64 -> x86-64. */}}

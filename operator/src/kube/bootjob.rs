@@ -98,6 +98,45 @@ pub fn rejected_spec_was_edited(job: &BootJob) -> bool {
         && status.observed_generation < job.metadata.generation
 }
 
+/// Reason of the Queued condition while the job's pool cannot start runners.
+pub const RUNNERS_CANNOT_START: &str = "RunnersCannotStart";
+
+/// The queued job with its Queued condition saying what it waits for: `blocked` is its pool and
+/// why that pool cannot start runners. None when the condition already says so (pure).
+pub fn queued_reason(
+    job: &BootJob,
+    blocked: Option<&(String, String)>,
+    now: Timestamp,
+) -> Option<BootJob> {
+    let current = queue::condition(job, queue::condition::QUEUED)?;
+    let (reason, message) = match blocked {
+        Some((pool, why)) => (
+            RUNNERS_CANNOT_START,
+            format!("waiting for a runner: pool {pool} cannot start runners ({why})"),
+        ),
+        None if current.reason == RUNNERS_CANNOT_START => {
+            ("Submitted", "waiting for a runner".to_string())
+        }
+        None => return None,
+    };
+    if current.reason == reason && current.message == message {
+        return None;
+    }
+    let mut job = job.clone();
+    let generation = job.metadata.generation;
+    let status = job.status.get_or_insert_with(Default::default);
+    queue::set_condition(
+        status,
+        queue::condition::QUEUED,
+        true,
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    Some(job)
+}
+
 /// Validates `candidate` (the job as read, or with its status cleared) into Queued or Error,
 /// writes that status, and says so in an Event.
 async fn admit_and_record(
@@ -147,7 +186,21 @@ async fn apply(
     }
     match queue::phase(job) {
         JobPhase::Pending => admit_and_record(api, job, job, ctx, now).await,
-        JobPhase::Queued => Ok(Action::requeue(IDLE_RECHECK)),
+        JobPhase::Queued => {
+            // Say in the Queued condition when the job waits on a pool that cannot start runners.
+            let pools = ctx.pool_snapshot();
+            let blocked = super::pool::assigned_pool(job, &pools)
+                .and_then(|name| {
+                    pools
+                        .iter()
+                        .find(|p| p.metadata.name.as_deref() == Some(name))
+                })
+                .and_then(|p| Some((p.name_any(), super::pool::cannot_start(p)?.message.clone())));
+            if let Some(updated) = queued_reason(job, blocked.as_ref(), now) {
+                apply_status(api, &updated).await?;
+            }
+            Ok(Action::requeue(IDLE_RECHECK))
+        }
         JobPhase::Running => {
             if queue::lease_expired(job, now) {
                 if let Some(expired) = ctx.store.expire_one(&name, now).await? {
@@ -240,4 +293,48 @@ fn cleanup(job: &BootJob, ctx: &Context, now: Timestamp) -> Result<Action, Error
         });
     }
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bootfarm_core::spec::BootJobSpec;
+    use bootfarm_core::Arch;
+
+    #[test]
+    fn a_queued_job_says_when_its_pool_cannot_start_runners_and_stops_saying_it_after() {
+        let now = Timestamp::from_second(1_800_000_000).expect("in range");
+        let mut job = BootJob::new(
+            "j",
+            BootJobSpec::new(Arch::X86_64, "http://127.0.0.1:1/kernel"),
+        );
+        queue::enqueue(&mut job, now);
+        assert!(queued_reason(&job, None, now).is_none(), "nothing to say");
+        let why = (
+            "tcg-x86-64".to_string(),
+            "runner pod tcg-x86-64-abcde cannot start: ErrImageNeverPull: ...".to_string(),
+        );
+        let blocked = queued_reason(&job, Some(&why), now).expect("a new reason");
+        let c = queue::condition(&blocked, queue::condition::QUEUED).expect("Queued");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", RUNNERS_CANNOT_START)
+        );
+        assert_eq!(
+            c.message,
+            "waiting for a runner: pool tcg-x86-64 cannot start runners \
+             (runner pod tcg-x86-64-abcde cannot start: ErrImageNeverPull: ...)"
+        );
+        assert_eq!(queue::phase(&blocked), JobPhase::Queued);
+        assert!(
+            queued_reason(&blocked, Some(&why), now).is_none(),
+            "said once"
+        );
+        let recovered = queued_reason(&blocked, None, now).expect("back to waiting");
+        let c = queue::condition(&recovered, queue::condition::QUEUED).expect("Queued");
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            ("Submitted", "waiting for a runner")
+        );
+    }
 }

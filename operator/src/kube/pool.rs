@@ -7,7 +7,9 @@ use super::runners::{self, RunnerView, POOL_LABEL};
 use super::store::FIELD_MANAGER;
 use crate::queue;
 use crate::scaler::{self, PoolDecision, PoolInput, RunnerState};
-use bootfarm_core::spec::{BootJob, JobPhase, RunnerPool, RunnerPoolSpec, RunnerPoolStatus};
+use bootfarm_core::spec::{
+    BootJob, Condition, JobPhase, RunnerPool, RunnerPoolSpec, RunnerPoolStatus,
+};
 use bootfarm_core::Arch;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
@@ -101,6 +103,67 @@ pub fn plan(
     }
 }
 
+/// Condition type on RunnerPools: whether the pool's runner pods can start.
+pub const RUNNERS_CAN_START: &str = "RunnersCanStart";
+
+/// The pool's conditions from what its pods show (pure): `RunnersCanStart` False with the
+/// kubelet's reason while a runner container is stuck, True once one runs, else as it was.
+pub fn conditions_of(
+    previous: &[Condition],
+    evidence: Option<runners::StartEvidence>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let mut conditions = previous.to_vec();
+    let (value, reason, message) = match evidence {
+        None => return conditions,
+        Some(runners::StartEvidence::Started) => (
+            "True",
+            "RunnerStarted".to_string(),
+            "runner pods start".to_string(),
+        ),
+        Some(runners::StartEvidence::Failing {
+            pod,
+            reason,
+            message,
+        }) => (
+            "False",
+            reason.clone(),
+            format!("runner pod {pod} cannot start: {reason}: {message}"),
+        ),
+    };
+    let time = now.round(jiff::Unit::Second).unwrap_or(now).to_string();
+    match conditions.iter_mut().find(|c| c.type_ == RUNNERS_CAN_START) {
+        Some(c) => {
+            if c.status != value {
+                c.last_transition_time = time;
+            }
+            c.status = value.into();
+            c.reason = reason;
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: RUNNERS_CAN_START.into(),
+            status: value.into(),
+            reason,
+            message,
+            last_transition_time: time,
+            observed_generation: generation,
+        }),
+    }
+    conditions
+}
+
+/// Why the pool cannot start runners, when its status says so.
+pub fn cannot_start(pool: &RunnerPool) -> Option<&Condition> {
+    pool.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == RUNNERS_CAN_START && c.status == "False")
+}
+
 pub fn status_of(plan: &PoolPlan) -> RunnerPoolStatus {
     let count = |f: fn(&RunnerState) -> bool| {
         plan.views.iter().filter(|v| f(&v.runner.state)).count() as u32
@@ -111,6 +174,7 @@ pub fn status_of(plan: &PoolPlan) -> RunnerPoolStatus {
         idle: count(|s| matches!(s, RunnerState::Idle { .. })),
         busy: count(|s| matches!(s, RunnerState::Busy)),
         queued: plan.queued as u32,
+        conditions: Vec::new(),
     }
 }
 
@@ -216,7 +280,31 @@ pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Actio
         }
     }
 
-    let status = status_of(&plan);
+    let mut status = status_of(&plan);
+    let previous = pool.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
+    status.conditions = conditions_of(
+        previous,
+        runners::start_evidence(&pods),
+        pool.metadata.generation,
+        now,
+    );
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == RUNNERS_CAN_START)
+    {
+        if c.status == "False" && previous.iter().all(|p| p != c) {
+            tracing::warn!(pool = %name, reason = %c.reason, message = %c.message, "Runner pods cannot start");
+            ctx.event(
+                &*pool,
+                EventType::Warning,
+                &c.reason,
+                "Scale",
+                c.message.clone(),
+            )
+            .await;
+        }
+    }
     record_metrics(&ctx, &name, &pool.spec, &plan);
     if pool.status.as_ref() != Some(&status) {
         let patch = json!({
@@ -312,4 +400,62 @@ pub fn error_policy(pool: Arc<RunnerPool>, error: &Error, _ctx: Arc<Context>) ->
     }
     tracing::warn!(pool = %pool.name_any(), kind = error.kind(), error = %error, "RunnerPool reconcile failed");
     Action::requeue(Duration::from_secs(3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runners::StartEvidence;
+
+    #[test]
+    fn the_pool_says_why_its_runners_cannot_start_and_when_they_can_again() {
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).expect("in range");
+        assert!(conditions_of(&[], None, Some(1), t(0)).is_empty());
+        let failing = StartEvidence::Failing {
+            pod: "tcg-x86-64-abcde".into(),
+            reason: "ErrImageNeverPull".into(),
+            message: "Container image \"bootfarm/nope:1\" is not present with pull policy of Never"
+                .into(),
+        };
+        let down = conditions_of(&[], Some(failing.clone()), Some(1), t(0));
+        assert_eq!(down.len(), 1);
+        assert_eq!(
+            (
+                down[0].type_.as_str(),
+                down[0].status.as_str(),
+                down[0].reason.as_str()
+            ),
+            (RUNNERS_CAN_START, "False", "ErrImageNeverPull")
+        );
+        assert!(
+            down[0].message.starts_with(
+                "runner pod tcg-x86-64-abcde cannot start: ErrImageNeverPull: Container image"
+            ),
+            "{}",
+            down[0].message
+        );
+        // No news keeps the condition; the same news keeps its transition time.
+        assert_eq!(conditions_of(&down, None, Some(1), t(5)), down);
+        assert_eq!(conditions_of(&down, Some(failing), Some(1), t(9)), down);
+        let up = conditions_of(&down, Some(StartEvidence::Started), Some(2), t(10));
+        assert_eq!(
+            (up[0].status.as_str(), up[0].reason.as_str()),
+            ("True", "RunnerStarted")
+        );
+        assert_ne!(up[0].last_transition_time, down[0].last_transition_time);
+        let mut pool = RunnerPool::new("p", RunnerPoolSpec::default());
+        pool.status = Some(RunnerPoolStatus {
+            conditions: down,
+            ..RunnerPoolStatus::default()
+        });
+        assert_eq!(
+            cannot_start(&pool).map(|c| c.reason.as_str()),
+            Some("ErrImageNeverPull")
+        );
+        pool.status = Some(RunnerPoolStatus {
+            conditions: up,
+            ..RunnerPoolStatus::default()
+        });
+        assert_eq!(cannot_start(&pool), None);
+    }
 }

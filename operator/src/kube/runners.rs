@@ -516,6 +516,61 @@ pub fn build_pod(pool: &RunnerPool, name: &str, settings: &PodSettings, now: Tim
     pod
 }
 
+/// Kubelet reasons for a waiting container that waiting will not fix: the image cannot be had,
+/// or the kubelet cannot set the container up.
+const START_FAILURES: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "ImageInspectError",
+    "RegistryUnavailable",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// What a runner pod's start says about its pool (pure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartEvidence {
+    /// The runner container is stuck: the kubelet's reason and message, and the pod.
+    Failing {
+        pod: String,
+        reason: String,
+        message: String,
+    },
+    /// The runner container runs.
+    Started,
+}
+
+/// The first stuck runner container among `pods` (they fail alike), else whether one runs;
+/// None when no pod has got that far.
+pub fn start_evidence(pods: &[Pod]) -> Option<StartEvidence> {
+    let mut started = false;
+    for pod in pods {
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_deref())
+            .unwrap_or_default();
+        for cs in statuses.iter().filter(|c| c.name == RUNNER_CONTAINER) {
+            let state = cs.state.as_ref();
+            if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+                let reason = w.reason.clone().unwrap_or_default();
+                if START_FAILURES.contains(&reason.as_str()) {
+                    return Some(StartEvidence::Failing {
+                        pod: pod.name_any(),
+                        reason,
+                        message: w.message.clone().unwrap_or_default(),
+                    });
+                }
+            }
+            started |= state.is_some_and(|s| s.running.is_some());
+        }
+    }
+    started.then_some(StartEvidence::Started)
+}
+
 /// Whether a pod is one of `pool`'s runners (label and owner), so foreign pods are never deleted.
 pub fn owned_by(pod: &Pod, pool: &RunnerPool) -> bool {
     let uid = pool.meta().uid.as_deref();
@@ -735,6 +790,53 @@ mod tests {
         let mut deleting = pod("Running", &[]);
         deleting.metadata.deletion_timestamp = deleting.metadata.creation_timestamp.clone();
         assert_eq!(state(&deleting, true, seen), RunnerState::Terminating);
+    }
+
+    fn with_runner_state(mut p: Pod, state: serde_json::Value) -> Pod {
+        let cs = serde_json::from_value(json!([{
+            "name": RUNNER_CONTAINER, "image": "bootfarm/runner:x", "imageID": "", "ready": false,
+            "restartCount": 0, "state": state
+        }]))
+        .expect("a container status");
+        if let Some(s) = p.status.as_mut() {
+            s.container_statuses = Some(cs);
+        }
+        p
+    }
+
+    #[test]
+    fn a_runner_image_that_cannot_be_had_is_evidence_that_the_pool_cannot_start_runners() {
+        assert_eq!(start_evidence(&[]), None);
+        assert_eq!(start_evidence(&[pod("Pending", &[])]), None);
+        let creating = with_runner_state(
+            pod("Pending", &[]),
+            json!({"waiting": {"reason": "ContainerCreating"}}),
+        );
+        assert_eq!(start_evidence(&[creating.clone()]), None, "still starting");
+        let running = with_runner_state(
+            pod("Running", &[]),
+            json!({"running": {"startedAt": "2027-01-15T08:00:00Z"}}),
+        );
+        assert_eq!(
+            start_evidence(&[creating.clone(), running.clone()]),
+            Some(StartEvidence::Started)
+        );
+        let never = with_runner_state(
+            pod("Pending", &[]),
+            json!({"waiting": {"reason": "ErrImageNeverPull",
+                "message": "Container image \"bootfarm/nope:1\" is not present with pull policy of Never"}}),
+        );
+        assert_eq!(
+            start_evidence(&[running, never]),
+            Some(StartEvidence::Failing {
+                pod: "r".into(),
+                reason: "ErrImageNeverPull".into(),
+                message:
+                    "Container image \"bootfarm/nope:1\" is not present with pull policy of Never"
+                        .into(),
+            }),
+            "one stuck pod is enough: the others share its template"
+        );
     }
 
     #[test]
