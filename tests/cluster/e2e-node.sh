@@ -174,10 +174,11 @@ remove_stale_node() {
 }
 
 # The pod sandbox image: the static pause binary control-plane.sh builds, alone (cached by content).
+# A docker-archive: `ctr images import` gives its name the fully qualified form the CRI looks up.
 pause_image() {
     local bin=$CP_BIN/pause sum out c
     sum=$(sha256sum "$bin" | cut -c1-16)
-    out=$BOOTFARM_CACHE/images/pause-$sum.oci.tar
+    out=$BOOTFARM_CACHE/images/pause-$sum.docker.tar
     if [[ ! -s $out ]]; then
         local store=$BOOTFARM_CACHE/containers bh=(buildah --storage-driver vfs)
         bh+=(--root "$store/storage" --runroot "$store/run")
@@ -186,8 +187,8 @@ pause_image() {
         "${bh[@]}" copy "$c" "$bin" /pause >/dev/null &&
             "${bh[@]}" config --entrypoint '["/pause"]' --user 65535:65535 "$c" &&
             "${bh[@]}" commit --quiet --rm "$c" "bootfarm/pause:v$K8S_VERSION" >/dev/null &&
-            "${bh[@]}" push --quiet --disable-compression "bootfarm/pause:v$K8S_VERSION" \
-                "oci-archive:$out.tmp:bootfarm/pause:v$K8S_VERSION" && mv "$out.tmp" "$out" || return 1
+            "${bh[@]}" push --quiet "bootfarm/pause:v$K8S_VERSION" \
+                "docker-archive:$out.tmp:bootfarm/pause:v$K8S_VERSION" && mv "$out.tmp" "$out" || return 1
     fi
     echo "$out"
 }
@@ -217,12 +218,13 @@ outer_main() {
     log "building bootfarm (cargo), the images (scripts/images) and the node (control-plane.sh)"
     (cd "$ROOT" && cargo build -q --locked -p bootfarm-operator -p bootfarm-runner) || fail "cargo build"
     local t0=$SECONDS
-    "$ROOT/scripts/images" --out "$WORK/images" >/dev/null || fail "scripts/images"
-    log "images ready in $((SECONDS - t0)) s: $(tr '\n' ';' <"$WORK/images/sizes.txt")"
+    # The archives scripts/images keeps (target/images): rebuilt only when a binary or Dockerfile changed.
+    IMAGES=$("$ROOT/scripts/images" | tail -n1) || fail "scripts/images"
+    log "images ready in $((SECONDS - t0)) s: $(tr '\n' ';' <"$IMAGES/sizes.txt")"
     cp_build >/dev/null || fail "control plane and kubelet build"
     HELM=$("$ROOT/scripts/helm") || fail "scripts/helm"
     PAUSE_ARCHIVE=$(pause_image) || fail "building the pause image"
-    export HELM PAUSE_ARCHIVE CP_BIN FIXTURES BOOTFARM_CACHE
+    export HELM PAUSE_ARCHIVE IMAGES CP_BIN FIXTURES BOOTFARM_CACHE
     export E2E_STARTED
 
     # Network, pid and mount namespaces: only loopback; everything started inside dies with the
@@ -273,9 +275,9 @@ inner_cleanup() {
         echo "$E2E_NAME: --- operator log (tail) ---" >&2
         k logs "deploy/$RELEASE-bootfarm" --tail=40 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' >&2
         echo "$E2E_NAME: --- kubelet log (tail) ---" >&2
-        grep -v '^I' "$WORK/logs/kubelet.log" 2>/dev/null | tail -n 25 >&2
+        grep -v '^I' "$WORK/logs/kubelet.log" 2>/dev/null | tail -n 8 | cut -c1-400 >&2
         echo "$E2E_NAME: --- containerd log (errors, tail) ---" >&2
-        grep -i 'level=error' "$WORK/logs/containerd.log" 2>/dev/null | tail -n 10 >&2
+        grep -i 'level=error' "$WORK/logs/containerd.log" 2>/dev/null | tail -n 5 | cut -c1-400 >&2
     fi
     log "stopping the node"
     stop_pid "$(pid_of fixtures)" 5
@@ -290,15 +292,23 @@ inner_cleanup() {
     fi
     stop_pid "$(pid_of containerd)" 15
     [[ -n $CP ]] && cp_stop "$CP" >/dev/null 2>&1
-    # Whatever else still runs in this pid namespace (shims, QEMUs) is ours: end it by pid.
-    local p others
-    others=$(ps -e -o pid= | awk -v me=$$ '$1 != me && $1 != 1')
-    for p in $others; do [[ $p == "$BASHPID" ]] || kill -TERM "$p" 2>/dev/null; done
+    # Whatever else still runs in this pid namespace (shims, QEMUs) is ours: end it by pid. (ps runs
+    # as this shell's direct child, so its output lists no subshell of ours but ps itself.)
+    local p rest=()
+    others_in_namespace() {
+        ps -e -o pid=,comm=,args= >"$WORK/ps.txt" 2>/dev/null
+        rest=()
+        while read -r p comm _; do
+            [[ $p == 1 || $comm == ps ]] || rest+=("$p")
+        done <"$WORK/ps.txt"
+    }
+    others_in_namespace
+    for p in "${rest[@]}"; do kill -TERM "$p" 2>/dev/null; done
     sleep 1
-    others=$(ps -e -o pid=,comm= | awk -v me=$$ '$1 != me && $1 != 1 && $2 != "ps" && $2 != "awk"')
-    if [[ -n $others ]]; then
-        log "still running after TERM, killing: $(echo "$others" | tr '\n' ' ')"
-        while read -r p _; do kill -KILL "$p" 2>/dev/null; done <<<"$others"
+    others_in_namespace
+    if ((${#rest[@]})); then
+        log "still running after TERM, killing: $(grep -v -e '^ *1 ' -e ' ps ' "$WORK/ps.txt" | tr -s ' ' | tr '\n' ';')"
+        for p in "${rest[@]}"; do kill -KILL "$p" 2>/dev/null; done
     fi
     local m
     while read -r m; do [[ -n $m ]] && umount -l "$m" 2>/dev/null; done < <(our_mounts)
@@ -385,9 +395,18 @@ start_node() {
     containerd_config
     spawn containerd containerd --config "$CD/config.toml"
     wait_for 30 "containerd answers" ctr_ version
-    local archive
-    for archive in "$PAUSE_ARCHIVE" "$WORK/images/operator.oci.tar" "$WORK/images/runner.oci.tar"; do
+    local archive ref pause prefix
+    for archive in "$PAUSE_ARCHIVE" "$IMAGES/operator.oci.tar" "$IMAGES/runner.oci.tar"; do
         ctr_ images import "$archive" >/dev/null || fail "ctr images import $archive"
+    done
+    # The CRI resolves a pod's `bootfarm/runner:TAG` to its fully qualified (default registry) form,
+    # which `ctr import` gives a docker-archive's names but leaves an OCI archive's names as written.
+    # The pause image shows what that form is; the OCI images get it as a second name.
+    pause=$(ctr_ images ls -q | grep "/bootfarm/pause:v$K8S_VERSION\$" | grep -v '^bootfarm/' | head -n1)
+    [[ -n $pause ]] || fail "the pause image did not import under a qualified name: $(ctr_ images ls -q | tr '\n' ' ')"
+    prefix=${pause%/bootfarm/pause:*}
+    for ref in $(ctr_ images ls -q | grep -E '^bootfarm/(operator|runner):'); do
+        ctr_ images tag --force "$ref" "$prefix/$ref" >/dev/null || fail "ctr images tag $ref"
     done
     ctr_ images ls -q >"$WORK/images.txt"
     log "images in containerd: $(grep -v '^sha256:' "$WORK/images.txt" | tr '\n' ' ')"
@@ -515,7 +534,11 @@ inner_main() {
     trap inner_cleanup EXIT
     trap 'exit 130' INT TERM
     # The whole run is bounded: past E2E_NODE_TIMEOUT this namespace's init is told to stop.
-    (sleep "$TIMEOUT" && echo "$E2E_NAME: FAIL: still running after ${TIMEOUT}s" >&2 && kill -TERM 1) &
+    (
+        trap 'exit 0' TERM
+        sleep "$TIMEOUT" &
+        wait $! && echo "$E2E_NAME: FAIL: still running after ${TIMEOUT}s" >&2 && kill -TERM 1
+    ) &
     start_node
     write_values
 
@@ -535,7 +558,7 @@ inner_main() {
     [[ $(awk '/^Uid:/ {print $2, $3}' "/proc/$pid/status") == "65532 65532" ]] || fail "the operator does not run as uid 65532"
     awk '$5 == "/" {print $6}' "/proc/$pid/mountinfo" | grep -qE '(^|,)ro(,|$)' || fail "the operator's root filesystem is writable"
     if k exec "$op" -- /bin/sh -c true >/dev/null 2>&1; then fail "the operator image has a shell"; fi
-    [[ $(curl -fsS --max-time 5 "$API/readyz") == ok* ]] || fail "/readyz on the node's port 8080"
+    [[ $(curl -fsS --max-time 5 "$API/readyz") == ready ]] || fail "/readyz on the node's port 8080"
     log "ok: operator $op: Ready (probes), uid 65532, read-only root, no shell, API on $API"
 
     # --- 2. the chart's examples; scale-up creates Running runner pods ---------------------------
@@ -578,9 +601,9 @@ inner_main() {
 
     # kubectl logs of the runner pod that booted the x86_64 example (still there: not idle long).
     rpod=$(jsonpath "bootjob/$x86" '{.status.runner}')
-    k logs "$rpod" 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' >"$WORK/runner.log" || fail "kubectl logs $rpod"
-    { grep -q "Starting job.*job=$x86" "$WORK/runner.log" && grep -q "Boot finished.*job=$x86.*result=pass" "$WORK/runner.log"; } ||
-        fail "kubectl logs $rpod does not show its work on $x86: $(tail -n 5 "$WORK/runner.log")"
+    k logs "$rpod" 2>"$WORK/logs.err" | sed 's/\x1b\[[0-9;]*m//g' >"$WORK/runner.log" || fail "kubectl logs $rpod: $(cat "$WORK/logs.err")"
+    { grep -q "Starting job.*job=$x86" "$WORK/runner.log" && grep -q "Boot finished.*job=$x86 result=\"\?pass" "$WORK/runner.log"; } ||
+        fail "kubectl logs $rpod does not show its work on $x86: $(tail -n 5 "$WORK/runner.log") $(cat "$WORK/logs.err")"
     log "ok: kubectl logs $rpod: $(grep -c 'Boot finished' "$WORK/runner.log") boots, e.g. $(grep "Boot finished.*job=$x86" "$WORK/runner.log" | head -n1 | sed 's/^.*Boot finished/Boot finished/')"
 
     # The console logs are on the operator's volume (the PersistentVolume's directory on the node).
@@ -694,7 +717,8 @@ EOF
     # The host's node is root-only; over it, in this private mount namespace only, a 0666 node of
     # the same device, so what stops the pod is the container's device cgroup, not the file mode.
     if [[ -c /dev/kvm ]]; then
-        mknod -m 0666 "$WORK/kvm" c "$(stat -c '%t' /dev/kvm | xargs printf '%d')" "$(stat -c '%T' /dev/kvm | xargs printf '%d')"
+        # (stat prints the device numbers in hex.)
+        mknod -m 0666 "$WORK/kvm" c "$((0x$(stat -c '%t' /dev/kvm)))" "$((0x$(stat -c '%T' /dev/kvm)))"
         mount --bind "$WORK/kvm" /dev/kvm
         KVM_BOUND=1
         job kvm-denied x86_64 poweroff "  pool: kvm-x86-64" | k apply -f - >/dev/null

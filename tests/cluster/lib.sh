@@ -33,8 +33,15 @@ stop_pid() { # stop_pid PID SECONDS: TERM, then KILL after SECONDS
     kill -KILL "$pid" 2>/dev/null || true
 }
 
-# kubectl on the test's cluster and namespace, bounded; version-skew warnings dropped.
-k() { timeout 60 kubectl --kubeconfig "$E2E_KUBECONFIG" -n "$NS" "$@" 2> >(grep -v -i 'warning' >&2); }
+# kubectl on the test's cluster and namespace, bounded (60 s, or 30 s past a --timeout=Ns it is
+# given, e.g. `k wait --timeout=300s`); version-skew warnings dropped.
+k() {
+    local a limit=60
+    for a in "$@"; do
+        [[ $a =~ ^--timeout=([0-9]+)s$ ]] && limit=$((BASH_REMATCH[1] + 30))
+    done
+    timeout "$limit" kubectl --kubeconfig "$E2E_KUBECONFIG" -n "$NS" "$@" 2> >(grep -v -i 'warning' >&2)
+}
 
 # wait_for SECONDS WHAT CMD...: retries CMD (a command or a function) every 0.5 s until it succeeds
 # or time runs out.
