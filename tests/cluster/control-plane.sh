@@ -267,6 +267,8 @@ cp_start() {
         controllers='*,-nodeipam,-csrsigning,-bootstrapsigner,-tokencleaner,-cloud-node-lifecycle,-persistentvolume-expander'
         node_flags=(--kubelet-preferred-address-types=InternalIP)
     fi
+    # (The volume controllers probe a FlexVolume dir, by default under /usr/libexec: keep it here.)
+    local kcm_flags=(--flex-volume-plugin-dir="$dir/flexvolume")
 
     local etcd_port etcd_peer api_port kcm_port sched_port
     etcd_port=$(cp_free_port) etcd_peer=$(cp_free_port) api_port=$(cp_free_port) kcm_port=$(cp_free_port) sched_port=$(cp_free_port)
@@ -320,7 +322,7 @@ EOF
         --authentication-kubeconfig="$dir/kubeconfig" --authorization-kubeconfig="$dir/kubeconfig" \
         --use-service-account-credentials=false \
         --service-account-private-key-file="$dir/pki/sa.key" --root-ca-file="$dir/pki/ca.crt" \
-        --controllers="$controllers" \
+        --controllers="$controllers" "${kcm_flags[@]}" \
         --leader-elect=false --logtostderr=true --v=1
     if [[ ${CP_NODE:-0} == 1 ]]; then
         [[ -x $CP_BIN/kube-scheduler ]] || { cp_die "no kube-scheduler in $CP_BIN: run '$0 build'"; cp_stop "$dir"; return 1; }

@@ -46,8 +46,9 @@ USER_TOKEN=e2e-node-user-token-0123456789abcdef
 RUNNER_TOKEN=e2e-node-runner-token-0123456789abcdef
 LEASE_TTL=30
 IDLE_TIMEOUT=20
-# Paths the kubelet uses whatever its flags say; removed afterwards when this test made them.
-KUBELET_FIXED_DIRS=(/var/lib/kubelet /var/log/pods /var/log/containers /usr/libexec/kubernetes)
+# Paths the kubelet (and containerd's shims) use whatever their flags say; removed afterwards when
+# this test made them.
+KUBELET_FIXED_DIRS=(/var/lib/kubelet /var/log/pods /var/log/containers /usr/libexec/kubernetes /run/containerd)
 # One node test per machine: cgroups (kubepods) and the dirs above are global.
 LOCK=/run/bootfarm-e2e-node.lock
 TIMEOUT=${E2E_NODE_TIMEOUT:-1800}
@@ -156,9 +157,12 @@ remove_new_kube_chains() {
 # Leftovers of a run that was killed outright (SIGKILL of this script): no kubelet may run.
 remove_stale_node() {
     local m cg d
-    if pgrep -x kubelet >/dev/null; then
-        fail "a kubelet is already running on this machine (pid $(pgrep -x kubelet | tr '\n' ' ')): refusing to share its cgroups"
-    fi
+    local other
+    for other in kubelet containerd; do
+        if pgrep -x "$other" >/dev/null; then
+            fail "a $other is already running on this machine (pid $(pgrep -x "$other" | tr '\n' ' ')): refusing to share its cgroups and state dirs"
+        fi
+    done
     while read -r m; do [[ -n $m ]] && umount -l "$m" 2>/dev/null; done < <(our_mounts)
     for cg in $(kubepods_cgroups); do
         log "removing a stale kubepods cgroup tree $cg"
@@ -350,6 +354,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "$CD/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$WORK/cni/net.d"

@@ -812,7 +812,11 @@ mod tests {
             pod("Pending", &[]),
             json!({"waiting": {"reason": "ContainerCreating"}}),
         );
-        assert_eq!(start_evidence(&[creating.clone()]), None, "still starting");
+        assert_eq!(
+            start_evidence(std::slice::from_ref(&creating)),
+            None,
+            "still starting"
+        );
         let running = with_runner_state(
             pod("Running", &[]),
             json!({"running": {"startedAt": "2027-01-15T08:00:00Z"}}),
