@@ -44,7 +44,8 @@ NODE=127.0.0.1
 API=http://127.0.0.1:8080
 USER_TOKEN=e2e-node-user-token-0123456789abcdef
 RUNNER_TOKEN=e2e-node-runner-token-0123456789abcdef
-LEASE_TTL=30
+# The chart's default: an operator pod replaced (deleted, upgraded) comes back well within it.
+LEASE_TTL=60
 IDLE_TIMEOUT=20
 # Paths the kubelet (and containerd's shims) use whatever their flags say; removed afterwards when
 # this test made them.
@@ -77,7 +78,7 @@ INNER_PID=""
 outer_cleanup() {
     local rc=$? leftovers=()
     set +e
-    trap - INT TERM
+    trap - INT TERM HUP
     if [[ -n $INNER_PID ]] && kill -0 "$INNER_PID" 2>/dev/null; then
         log "stopping the test namespace (bounded: 120 s)"
         kill -TERM "$(pgrep -P "$INNER_PID" | head -n1)" 2>/dev/null
@@ -217,7 +218,7 @@ outer_main() {
     for d in "${KUBELET_FIXED_DIRS[@]}"; do [[ -e $d ]] || echo "$d" >>"$WORK/created-dirs"; done
     iptables_rules >"$WORK/iptables.before"
     trap outer_cleanup EXIT
-    trap 'exit 130' INT TERM
+    trap 'exit 130' INT TERM HUP
 
     log "building bootfarm (cargo), the images (scripts/images) and the node (control-plane.sh)"
     (cd "$ROOT" && cargo build -q --locked -p bootfarm-operator -p bootfarm-runner) || fail "cargo build"
@@ -238,13 +239,15 @@ outer_main() {
         "$BASH" "$0" &
     INNER_PID=$!
     local rc=0
-    trap 'kill -TERM "$(pgrep -P "$INNER_PID" | head -n1)" 2>/dev/null || true' INT TERM
+    # The namespace's init ignores SIGINT (started in the background, as bash starts `&` commands):
+    # a Ctrl-C or TERM reaching this shell is passed on to it as TERM, and it stops everything.
+    trap 'kill -TERM "$(pgrep -P "$INNER_PID" | head -n1)" 2>/dev/null || true' INT TERM HUP
     while :; do
         wait "$INNER_PID" && rc=0 || rc=$?
         kill -0 "$INNER_PID" 2>/dev/null || break
     done
     INNER_PID=""
-    trap 'exit 130' INT TERM
+    trap 'exit 130' INT TERM HUP
     ((rc == 0)) || fail "the test inside the namespace failed (exit $rc)"
 }
 
@@ -686,10 +689,14 @@ EOF
     wait_for 180 "during-restart booting" running_on during-restart
     local runner
     runner=$(jsonpath bootjob/during-restart '{.status.runner}')
+    local t_del=$SECONDS
     k delete pod "$op" --wait=false >/dev/null
     job while-down x86_64 poweroff | k apply -f - >/dev/null
-    wait_for 120 "a new operator pod Ready" bash -c "[[ \$(kubectl --kubeconfig '$CP/kubeconfig' -n $NS get pods -l app.kubernetes.io/component=operator -o 'jsonpath={.items[*].metadata.name}' 2>/dev/null) != *$op* ]]"
-    wait_for 120 "the new operator Ready" operator_ready
+    old_operator_gone() { [[ $(k get pods -l app.kubernetes.io/component=operator -o 'jsonpath={.items[*].metadata.name}' 2>/dev/null) != *"$op"* ]]; }
+    wait_for 120 "the old operator pod $op gone" old_operator_gone
+    local t_gone=$((SECONDS - t_del))
+    wait_for 120 "a new operator pod Ready" operator_ready
+    log "    the old pod was gone after $t_gone s, the new one Ready after $((SECONDS - t_del)) s"
     op=$(operator_pod)
     k wait --for=condition=Succeeded bootjob/during-restart bootjob/while-down --timeout=300s >/dev/null ||
         fail "jobs running or submitted across the operator restart did not succeed"
