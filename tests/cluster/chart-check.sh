@@ -29,9 +29,10 @@ declare -A VARIANTS=(
     [default]=""
     [full]="--set runnerPools.kvm.enabled=true --set runnerPools.kvm.deviceGroupId=108 --set watchAllNamespaces=true --set metrics.serviceMonitor.enabled=true"
     [nodeselector-kvm]="--set runnerPools.kvm.enabled=true --set runnerPools.kvm.useDevicePlugin=false --set-string runnerPools.kvm.nodeSelector.bootfarm\.dev/kvm=true --set persistence.enabled=false --set networkPolicy.enabled=false"
+    [hostnet]="--set operator.hostNetwork=true --set runner.hostNetwork=true --set runner.serverURL=http://192.0.2.10:8080 --set runner.logLevel=debug"
 )
 
-for v in default full nodeselector-kvm; do
+for v in default full nodeselector-kvm hostnet; do
     # shellcheck disable=SC2086 # word-split the flag list on purpose
     "$HELM" lint --strict "$CHART" ${VARIANTS[$v]} >"$WORK/lint-$v.txt" 2>&1 ||
         { cat "$WORK/lint-$v.txt" >&2; fail "helm lint ($v values)"; }
@@ -147,6 +148,29 @@ check(kvm and kvm[0]["spec"]["template"]["nodeSelector"] == {"bootfarm.dev/kvm":
       and "devices.kubevirt.io/kvm" not in kvm[0]["spec"]["template"]["resources"].get("limits", {}),
       "nodeSelector KVM pool")
 check(not kinds(n, "PersistentVolumeClaim") and not kinds(n, "NetworkPolicy"), "persistence/networkPolicy off")
+
+def env_of(container):
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+# Host networking and the runners' operator URL: off and the Service's DNS name by default.
+dep = kinds(d, "Deployment")[0]["spec"]["template"]["spec"]
+check("hostNetwork" not in dep and "dnsPolicy" not in dep, "no host networking by default (operator)")
+check(env_of(dep["containers"][0])["BOOTFARM_SERVER_URL"] == "http://bf-bootfarm.bootfarm.svc:8080",
+      "runners reach the operator at the Service by default")
+for pod in docs("default.pods"):
+    check("hostNetwork" not in pod["spec"], "no host networking by default (runner pods)")
+    c = pod["spec"]["containers"][0]
+    check(c["args"][c["args"].index("--server") + 1] == "http://bf-bootfarm.bootfarm.svc:8080", "runner --server default")
+    check(env_of(c).get("RUST_LOG") == "info", "runner pods log at info by default (kubectl logs shows their jobs)")
+h = docs("hostnet")
+dep = kinds(h, "Deployment")[0]["spec"]["template"]["spec"]
+check(dep.get("hostNetwork") is True and dep.get("dnsPolicy") == "ClusterFirstWithHostNet", "operator.hostNetwork")
+check(env_of(dep["containers"][0])["BOOTFARM_SERVER_URL"] == "http://192.0.2.10:8080", "runner.serverURL reaches the operator's env")
+for pod in docs("hostnet.pods"):
+    check(pod["spec"].get("hostNetwork") is True and pod["spec"].get("dnsPolicy") == "ClusterFirstWithHostNet",
+          "runner.hostNetwork")
+    c = pod["spec"]["containers"][0]
+    check(c["args"][c["args"].index("--server") + 1] == "http://192.0.2.10:8080", "runner.serverURL in the runner's --server")
+    check(env_of(c).get("RUST_LOG") == "debug", "runner.logLevel")
 for e in errors:
     print("  -", e, file=sys.stderr)
 sys.exit(1 if errors else 0)
@@ -156,6 +180,7 @@ step "rendered manifests keep the chart's promises"
 # Values that must be rejected.
 "$HELM" template bf "$CHART" --set operator.nosuchkey=1 >/dev/null 2>&1 && fail "values.schema.json accepted an unknown key"
 "$HELM" template bf "$CHART" --set runnerPools.tcg.arches='{mips}' >/dev/null 2>&1 && fail "values.schema.json accepted an unknown arch"
+"$HELM" template bf "$CHART" --set runner.serverURL=bootfarm:8080 >/dev/null 2>&1 && fail "values.schema.json accepted a serverURL that is not http(s)"
 "$HELM" template bf "$CHART" --set runnerPools.kvm.enabled=true --set runnerPools.kvm.useDevicePlugin=false \
     >/dev/null 2>&1 && fail "a KVM pool with no way to select KVM nodes rendered"
 step "bad values rejected"
