@@ -158,12 +158,13 @@ remove_new_kube_chains() {
 # Leftovers of a run that was killed outright (SIGKILL of this script): no kubelet may run.
 remove_stale_node() {
     local m cg d
-    local other
-    for other in kubelet containerd; do
-        if pgrep -x "$other" >/dev/null; then
-            fail "a $other is already running on this machine (pid $(pgrep -x "$other" | tr '\n' ' ')): refusing to share its cgroups and state dirs"
-        fi
-    done
+    if pgrep -x kubelet >/dev/null; then
+        fail "a kubelet is already running on this machine (pid $(pgrep -x kubelet | tr '\n' ' ')): refusing to share its cgroups and dirs"
+    fi
+    # A system containerd (a package's service) may run: it keeps /run/containerd, this test's
+    # containerd has its own socket, root and state beside it.
+    local system_containerd=""
+    pgrep -x containerd >/dev/null && system_containerd=1
     while read -r m; do [[ -n $m ]] && umount -l "$m" 2>/dev/null; done < <(our_mounts)
     for cg in $(kubepods_cgroups); do
         log "removing a stale kubepods cgroup tree $cg"
@@ -171,8 +172,9 @@ remove_stale_node() {
         [[ ! -d $cg ]] || fail "stale cgroup $cg still has processes: $(find "$cg" -name cgroup.procs -exec cat {} + | tr '\n' ' ')"
     done
     for d in "${KUBELET_FIXED_DIRS[@]}"; do
+        [[ $d == /run/containerd && -n $system_containerd ]] && continue
         if [[ -e $d ]]; then
-            log "removing $d left by an earlier kubelet"
+            log "removing $d left by an earlier node test"
             rm -rf "$d"
         fi
     done
@@ -187,13 +189,17 @@ pause_image() {
     if [[ ! -s $out ]]; then
         local store=$BOOTFARM_CACHE/containers bh=(buildah --storage-driver vfs)
         bh+=(--root "$store/storage" --runroot "$store/run")
-        mkdir -p "$BOOTFARM_CACHE/images"
-        c=$("${bh[@]}" from --pull-never scratch) || return 1
-        "${bh[@]}" copy "$c" "$bin" /pause >/dev/null &&
-            "${bh[@]}" config --entrypoint '["/pause"]' --user 65535:65535 "$c" &&
-            "${bh[@]}" commit --quiet --rm "$c" "bootfarm/pause:v$K8S_VERSION" >/dev/null &&
-            "${bh[@]}" push --quiet "bootfarm/pause:v$K8S_VERSION" \
-                "docker-archive:$out.tmp:bootfarm/pause:v$K8S_VERSION" && mv "$out.tmp" "$out" || return 1
+        mkdir -p "$BOOTFARM_CACHE/images" "$store"
+        (
+            # The buildah storage is scripts/images's: take its lock.
+            flock -w 900 8 || exit 1
+            c=$("${bh[@]}" from --pull-never scratch) || exit 1
+            "${bh[@]}" copy "$c" "$bin" /pause >/dev/null &&
+                "${bh[@]}" config --entrypoint '["/pause"]' --user 65535:65535 "$c" &&
+                "${bh[@]}" commit --quiet --rm "$c" "bootfarm/pause:v$K8S_VERSION" >/dev/null &&
+                "${bh[@]}" push --quiet "bootfarm/pause:v$K8S_VERSION" \
+                    "docker-archive:$out.tmp:bootfarm/pause:v$K8S_VERSION" && mv "$out.tmp" "$out"
+        ) 8>"$store/images.lock" || return 1
     fi
     echo "$out"
 }
@@ -201,7 +207,7 @@ pause_image() {
 outer_main() {
     [[ $(id -u) == 0 ]] || fail "must run as root (containerd, the kubelet, cgroups, namespaces)"
     local t
-    for t in containerd containerd-shim-runc-v2 runc ctr buildah unshare nsenter ip iptables-save kubectl python3 curl flock; do
+    for t in containerd containerd-shim-runc-v2 runc ctr buildah unshare ip iptables-save mknod kubectl python3 curl flock; do
         command -v "$t" >/dev/null || fail "$t not found: run scripts/setup-host"
     done
     [[ -x /usr/lib/cni/loopback ]] || fail "no CNI loopback plugin in /usr/lib/cni: run scripts/setup-host"
