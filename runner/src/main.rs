@@ -6,6 +6,7 @@ use bootfarm_core::BootResult;
 use bootfarm_runner::boot::{run_boot, BootHooks};
 use bootfarm_runner::cli::{BootArgs, Cli, Command, Output};
 use clap::Parser;
+use std::io::Write;
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() {
@@ -46,7 +47,13 @@ fn runtime(multi_thread: bool) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn boot(args: BootArgs) -> anyhow::Result<i32> {
-    let req = args.to_request();
+    let req = match args.to_request() {
+        Ok(r) => r,
+        Err(usage) => {
+            let _ = writeln!(std::io::stderr(), "bootfarm-runner boot: {usage}");
+            return Ok(2);
+        }
+    };
     let hooks = BootHooks::default();
     let cancel = hooks.cancel.clone();
     let mut term = signal(SignalKind::terminate())?;

@@ -35,7 +35,7 @@ pub async fn submit(
     document::format_of(content_type)?;
     let bytes = read_body(body, MAX_JOB_BODY).await?;
     let job = document::parse_bootjob(content_type, &bytes)?;
-    validate(&job)?;
+    admit(&state, &job)?;
     let stored = state.store.create(job, Timestamp::now()).await?;
     state.work_available();
     let name = stored.metadata.name.clone().unwrap_or_default();
@@ -47,17 +47,19 @@ pub async fn submit(
     Ok(resp)
 }
 
-/// Semantic checks beyond the schema (the shared rules in `bootfarm_core::spec::validate`).
-fn validate(job: &BootJob) -> Result<(), ApiError> {
-    bootfarm_core::spec::validate(&job.spec).map_err(|errors| {
-        let field = errors.first().map(|e| e.field.clone()).unwrap_or_default();
-        let message = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        ApiError::invalid(field, message)
-    })
+/// Semantic checks beyond the schema and the farm's own rules ([`crate::admission`]).
+fn admit(state: &AppState, job: &BootJob) -> Result<(), ApiError> {
+    crate::admission::admit_spec(&job.spec, &state.local_artifacts)
+        .map(drop)
+        .map_err(|errors| {
+            let field = errors.first().map(|e| e.field.clone()).unwrap_or_default();
+            let message = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            ApiError::invalid(field, message)
+        })
 }
 
 #[derive(Debug, Deserialize)]

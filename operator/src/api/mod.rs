@@ -11,6 +11,7 @@ mod jobs;
 pub mod openapi;
 mod runner;
 
+use crate::admission::LocalArtifacts;
 use crate::files::JobFiles;
 use crate::metrics::Metrics;
 use crate::store::JobStore;
@@ -51,6 +52,8 @@ pub struct AppState {
     /// Cancelled when the server is stopping: long-polls answer 204 and log follows end, so a
     /// graceful shutdown does not wait on them.
     pub shutdown: CancellationToken,
+    /// Where local artifacts may come from (none by default).
+    pub local_artifacts: LocalArtifacts,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ impl AppState {
             follow_limit: Duration::from_secs(2 * 3600),
             work: Arc::new(Notify::new()),
             shutdown: CancellationToken::new(),
+            local_artifacts: LocalArtifacts::none(),
         }
     }
 

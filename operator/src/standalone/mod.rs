@@ -8,6 +8,7 @@
 mod housekeeping;
 mod supervisor;
 
+use crate::admission::ArtifactAccessArgs;
 use crate::api::auth::Tokens;
 use crate::api::{router, warn_if_exposed, AppState};
 use crate::files::JobFiles;
@@ -57,6 +58,8 @@ pub struct StandaloneArgs {
     /// The runner binary [default: `bootfarm-runner` beside this binary, else on PATH].
     #[arg(long, env = "BOOTFARM_RUNNER_BIN")]
     pub runner_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub artifacts: ArtifactAccessArgs,
 }
 
 impl StandaloneArgs {
@@ -104,6 +107,10 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let store: Arc<dyn JobStore> = sqlite.clone();
     let mut state = AppState::new(store.clone(), files.clone(), metrics.clone());
     state.lease_ttl = Duration::from_secs(args.lease_ttl);
+    state.local_artifacts = args
+        .artifacts
+        .local()
+        .map_err(|e| anyhow::anyhow!("--allow-local-artifacts: {e}"))?;
 
     let tokens = match &args.token_file {
         Some(path) => Tokens::load(std::slice::from_ref(path), &[] as &[PathBuf])
@@ -154,6 +161,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             log_dir: args.data_dir.join("runners"),
             max_runners: args.max_runners(),
             idle_timeout: Duration::from_secs(args.idle_timeout),
+            runner_env: args.artifacts.runner_env(),
         },
         sqlite,
     );

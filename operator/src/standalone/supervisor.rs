@@ -48,6 +48,8 @@ pub struct Config {
     pub log_dir: PathBuf,
     pub max_runners: u32,
     pub idle_timeout: Duration,
+    /// The farm's artifact rules for `bootfarm-runner work` (its environment variables).
+    pub runner_env: Vec<(String, String)>,
 }
 
 struct Child {
@@ -345,6 +347,15 @@ impl LocalPool {
         }
         // RFC 3339; the runner reports it on its first claim for the start-up histogram.
         cmd.env("BOOTFARM_RUNNER_CREATED_AT", now.to_string());
+        for var in [
+            "BOOTFARM_ALLOW_LOCAL_ARTIFACTS",
+            "BOOTFARM_ALLOW_ARTIFACT_NET",
+            "BOOTFARM_DENY_ARTIFACT_NET",
+        ] {
+            // Only the operator's own flags decide what its runners may fetch.
+            cmd.env_remove(var);
+        }
+        cmd.envs(self.cfg.runner_env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The fixtures directory, or `None` (the caller skips, loudly) when it is absent.
-pub fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("BOOTFARM_FIXTURES")
+/// Where the fixtures are (whether or not they exist).
+pub fn fixtures_dir() -> Option<PathBuf> {
+    std::env::var_os("BOOTFARM_FIXTURES")
         .map(PathBuf::from)
         .or_else(|| {
             let cache = std::env::var_os("BOOTFARM_CACHE")
@@ -20,7 +20,13 @@ pub fn fixtures() -> Option<PathBuf> {
                     std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/bootfarm"))
                 })?;
             Some(cache.join("fixtures"))
-        })?;
+        })
+        .filter(|d| d.is_dir())
+}
+
+/// The fixtures directory, or `None` (the caller skips, loudly) when it is absent.
+pub fn fixtures() -> Option<PathBuf> {
+    let dir = fixtures_dir().unwrap_or_else(|| PathBuf::from("(no fixtures directory)"));
     if dir.join("x86_64/kernel").is_file() {
         Some(dir)
     } else {
@@ -135,6 +141,12 @@ impl Farm {
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--runner-bin")
             .arg(&self.runner)
+            // The farm refuses local artifacts outside the directories it is given.
+            .args(
+                fixtures_dir()
+                    .into_iter()
+                    .flat_map(|d| ["--allow-local-artifacts".into(), d.into_os_string()]),
+            )
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

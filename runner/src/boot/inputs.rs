@@ -55,7 +55,7 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         // Without a cache dir, downloads and decompressions live as long as the boot.
         None => work_dir.join("artifacts"),
     };
-    let cache = ArtifactCache::new(cache_dir, Limits::default())?;
+    let cache = ArtifactCache::with_policy(cache_dir, Limits::default(), req.fetch_policy.clone())?;
     let mut artifacts = BTreeMap::new();
     let kernel = get(&cache, &mut artifacts, "kernel", &req.kernel).await?;
     let mut ramdisk_parts = Vec::new();

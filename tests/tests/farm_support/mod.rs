@@ -41,9 +41,13 @@ pub fn bin_dir() -> PathBuf {
         .clone()
 }
 
-/// The fixtures directory, or None (and a loud message) when it is absent.
-pub fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var("BOOTFARM_FIXTURES")
+/// Where the fixtures directory is, when it exists.
+pub fn fixtures_dir() -> Option<PathBuf> {
+    Some(fixtures_path()).filter(|d| d.is_dir())
+}
+
+fn fixtures_path() -> PathBuf {
+    std::env::var("BOOTFARM_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
             let cache = std::env::var("BOOTFARM_CACHE")
@@ -52,7 +56,12 @@ pub fn fixtures() -> Option<PathBuf> {
                     PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/bootfarm")
                 });
             cache.join("fixtures")
-        });
+        })
+}
+
+/// The fixtures directory, or None (and a loud message) when it is absent.
+pub fn fixtures() -> Option<PathBuf> {
+    let dir = fixtures_path();
     if dir.join("x86_64/kernel").is_file() {
         Some(dir)
     } else {
@@ -84,6 +93,8 @@ pub struct Options {
     pub lease_ttl: u64,
     /// User token file contents; None: authentication off.
     pub tokens: Option<String>,
+    /// More directories local artifacts may come from (the fixtures always may).
+    pub allow_local: Vec<PathBuf>,
 }
 
 impl Default for Options {
@@ -92,6 +103,7 @@ impl Default for Options {
             max_runners: 2,
             lease_ttl: 6,
             tokens: None,
+            allow_local: Vec::new(),
         }
     }
 }
@@ -109,10 +121,18 @@ impl Farm {
             .args(["--lease-ttl", &opts.lease_ttl.to_string()])
             .args(["--idle-timeout", "30"])
             .env("RUST_LOG", "info")
+            .env_remove("BOOTFARM_ALLOW_LOCAL_ARTIFACTS")
             .env_remove("BOOTFARM_TOKEN_FILE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("operator.log")).expect("log file"));
+        if let Some(fx) = fixtures_dir() {
+            // The farm refuses local artifacts outside the directories it is given.
+            cmd.arg("--allow-local-artifacts").arg(fx);
+        }
+        for d in &opts.allow_local {
+            cmd.arg("--allow-local-artifacts").arg(d);
+        }
         if let Some(tokens) = &opts.tokens {
             let path = dir.path().join("tokens");
             std::fs::write(&path, tokens).expect("write tokens");
