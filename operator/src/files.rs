@@ -62,13 +62,7 @@ impl JobFiles {
 
     /// The job's directory; names are DNS subdomains, so anything else (`..`, `/`) is refused.
     fn dir(&self, name: &str) -> Result<PathBuf, FilesError> {
-        let ok = !name.is_empty()
-            && name.len() <= 253
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-            && !name.starts_with('.');
-        if !ok {
+        if !bootfarm_core::names::is_dns_subdomain(name) {
             return Err(FilesError::BadName(name.to_string()));
         }
         Ok(self.root.join(name))

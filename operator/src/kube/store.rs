@@ -494,13 +494,7 @@ impl KubeJobStore {
 
 /// Kubernetes object names; anything else cannot exist, so there is nothing to ask the server.
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    bootfarm_core::names::is_dns_subdomain(name)
 }
 
 /// Jobs by phase, queued by (pool, arch), running by runner.

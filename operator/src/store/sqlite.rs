@@ -314,14 +314,7 @@ fn expired(job: &BootJob, runner: Option<String>, requeued: bool) -> Expired {
 
 /// A DNS subdomain, as Kubernetes requires for object names (also safe as a directory name).
 pub fn valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !name.is_empty()
-        && name.len() <= 253
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+    bootfarm_core::names::is_dns_subdomain(name)
 }
 
 /// `generateName` + five random characters from Kubernetes' alphabet (no vowels, no 0/1/3).
@@ -358,7 +351,9 @@ impl JobStore for SqliteStore {
                     "metadata.name {n:?} must be a lowercase DNS subdomain (a-z, 0-9, '-', '.'), at most 253 characters"
                 )))
             }
-            (None, Some(p)) if p.len() > 247 || !valid_name(&format!("{p}x")) => {
+            (None, Some(p))
+                if !bootfarm_core::names::is_generate_name_prefix(p, GENERATED_SUFFIX) =>
+            {
                 return Err(StoreError::Invalid(format!(
                     "metadata.generateName {p:?} must be a lowercase DNS subdomain prefix"
                 )))
