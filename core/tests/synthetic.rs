@@ -63,11 +63,11 @@ fn line_ends_do_not_change_the_result() {
         assert_eq!((a.stage, a.lines), (b.stage, b.lines));
     }
     assert_eq!(a.stage, Stage::Shell);
-    // A bare `\r` ends a line for matching; line numbers count `\n` as editors do.
+    // A log of bare `\r` line ends is numbered line by line, like the others.
     let b = classify(cr.as_bytes());
     assert_eq!(
-        (b.issues[0].kind, b.issues[0].line, b.stage),
-        (a.issues[0].kind, 1, a.stage)
+        (b.issues[0].kind, b.issues[0].line, b.stage, b.lines),
+        (a.issues[0].kind, 8, a.stage, 9)
     );
     let mut c = Classifier::new(ClassifierConfig::default());
     c.feed(b"Press Ctrl-B...\r      \r\n\n\n[    1.0] Kernel panic - not syncing: x\r\n");
@@ -604,10 +604,13 @@ fn results_and_issues_are_bounded_and_counted() {
             "<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=t{i} RESULT=pass>\n"
         ));
     }
-    for _ in 0..1_200 {
-        log.push_str("BUG: scheduling while atomic: x/1/0x2\n");
+    for i in 0..1_200 {
+        log.push_str(&format!("BUG: bug_{i} happened\n"));
     }
+    // Repeats of a kept bug are counted on it, also beyond the bound.
+    log.push_str("BUG: bug_0 happened\nBUG: bug_1100 happened\n");
     let c = classify(log.as_bytes());
     assert_eq!((c.tests.len(), c.dropped_tests), (20_000, 5_000));
-    assert_eq!((c.issues.len(), c.dropped_issues), (1_000, 200));
+    assert_eq!((c.issues.len(), c.dropped_issues), (1_000, 201));
+    assert_eq!(c.issues[0].count, 2);
 }
