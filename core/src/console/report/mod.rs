@@ -243,6 +243,10 @@ pub struct Reports {
     open: Option<Report>,
     /// The previous kernel line was a `====` frame.
     prev_equals: bool,
+    /// The line of an `INFO: task <comm>` head whose rest may follow on the next line.
+    pending_task: Option<u64>,
+    /// A hung-task report found on its second line starts at this one.
+    hung_from: Option<u64>,
 }
 
 /// A kernel line as the report machine sees it.
@@ -279,6 +283,25 @@ impl Reports {
         self.prev_equals = text.starts_with("=====");
     }
 
+    fn split_hung_task(&mut self, l: &KernelLine<'_>) -> Option<trigger::Found> {
+        let first = self.pending_task.take();
+        if l.text.starts_with("INFO: task ") && !l.text.contains(" for more than ") {
+            self.pending_task = Some(l.line);
+            return None;
+        }
+        let line = first?;
+        let second = l.text.contains(" blocked for more than ")
+            || l.text.contains(" blocked in I/O wait for more than ");
+        if !second || self.open.is_some() {
+            return None;
+        }
+        self.hung_from = Some(line);
+        Some(trigger::Found {
+            trigger: Trigger::Kind(IssueKind::HungTask),
+            strict: true,
+        })
+    }
+
     fn step(
         &mut self,
         l: &KernelLine<'_>,
@@ -304,6 +327,9 @@ impl Reports {
                 return;
             }
         }
+        // `INFO: task <comm>` and `... blocked for more than N seconds.` on two lines (a comm
+        // with a newline in it): the head is the first line.
+        let found = found.or_else(|| self.split_hung_task(l));
         let trig = found.map(|f| f.trigger);
         if let Some(Trigger::Line(kind)) = trig {
             // One-line issues never end or join a report.
@@ -375,7 +401,7 @@ impl Reports {
             stored: Stored::No,
             decided: !cut_here,
             kind,
-            line: l.line,
+            line: self.hung_from.take().unwrap_or(l.line),
             cut_here,
             framed: self.prev_equals,
             seen: 0,

@@ -349,10 +349,12 @@ fn lockdep(head: &str, lines: &[&str]) -> Named {
         return report_func("possible deadlock", lines, "is trying to acquire", AT_FUNC);
     }
     if head.contains("inconsistent lock state") {
-        if head.starts_with("WARNING") {
-            return framed("inconsistent lock state", guilty(lines, &CALL));
+        // The lock the report says is taken names it (the trace starts in lockdep).
+        let named = report_func("inconsistent lock state", lines, "takes", AT_FUNC);
+        if named.function.is_some() {
+            return named;
         }
-        return report_func("inconsistent lock state", lines, "takes", AT_FUNC);
+        return framed("inconsistent lock state", guilty(lines, &CALL));
     }
     if head.contains("suspicious RCU usage") {
         let base = if head.starts_with("WARNING") {
@@ -516,8 +518,15 @@ fn warning(head: &str, lines: &[&str]) -> Named {
             None => plain("WARNING in usb_submit_urb".to_string()),
         };
     }
+    // 6.19+ (`WARNING: fs/x.c:289 at f+0x1/0x2, CPU#0: comm/1`): the function that warns
+    // is in the head already; the caller in the trace names the bug.
+    if frames::re(r"WARNING: {SRC} at ").is_match(head) {
+        const FMT: StackFmt = StackFmt::new(&[Part::Line(CALL_TRACE), Part::Stack])
+            .or(&[Part::Line(RIP), Part::Stack]);
+        let frame = guilty(lines, &FMT).or_else(|| head_function(head));
+        return framed("WARNING", frame);
+    }
     let shaped = frames::re(r"WARNING: .* at {SRC} {FUNC}").is_match(head)
-        || frames::re(r"WARNING: {SRC} at ").is_match(head)
         || frames::re(r"WARNING: \[.*\] {SRC} at {FUNC}").is_match(head);
     if shaped {
         let frame = guilty(lines, &warning_stack(&[])).or_else(|| head_function(head));
@@ -643,12 +652,19 @@ fn bug(head: &str, lines: &[&str]) -> Named {
         let f = guilty(lines, &CALL.skip(&["schedule"]));
         return framed("BUG: scheduling while atomic", f);
     }
+    if head.starts_with("BUG: workqueue lockup") {
+        // The work item in flight on the stuck pool.
+        let f = lines
+            .iter()
+            .find_map(|l| cap(r"in-flight: [0-9]+(?:\(RESCUER\))?:([a-zA-Z0-9_]+)", l))
+            .map(|c| group(&c, 1).to_string());
+        return framed("BUG: workqueue lockup", f);
+    }
     for fixed in [
         "BUG: Bad rss-counter state",
         "BUG: non-zero nr_ptes on freeing mm",
         "BUG: non-zero nr_pmds on freeing mm",
         "BUG: Bad page map",
-        "BUG: workqueue lockup",
     ] {
         if head.starts_with(fixed) {
             return plain(fixed.to_string());
