@@ -246,7 +246,9 @@ fn rcu_stall(lines: &[&str]) -> Named {
     ])
     .skip(&["apic_timer_interrupt", "rcu"])
     .pick(Pick::Stall);
-    framed("INFO: rcu detected stall", guilty(lines, &FMT))
+    // A report without the timer interrupt frame: its registers and trace still name it.
+    let frame = guilty(lines, &FMT).or_else(|| guilty(lines, &STALL.skip(&["rcu"])));
+    framed("INFO: rcu detected stall", frame)
 }
 
 fn hung_task(head: &str, lines: &[&str]) -> Named {
