@@ -76,6 +76,9 @@ mod tests {
             fingerprint: String::new(),
             phase: Phase::Boot,
             fatal,
+            title: summary.into(),
+            function: None,
+            count: 1,
         };
         r.issues = vec![
             issue(IssueKind::Warning, false, "WARNING at foo"),
