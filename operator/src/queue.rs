@@ -30,6 +30,7 @@ const PERMANENT_ERROR_KINDS: &[&str] = &[
     "artifact_unreadable",
     "checksum_mismatch",
     "artifact_too_large",
+    "artifact_refused",
     "invalid_job",
 ];
 

@@ -7,6 +7,7 @@ pub mod boot;
 pub mod classify;
 pub mod cli;
 pub mod console;
+pub mod host;
 pub mod qemu;
 pub mod qmp;
 pub mod work;

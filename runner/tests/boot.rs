@@ -669,8 +669,9 @@ fn sigkill_of_the_runner_takes_qemu_with_it() {
 }
 
 #[test]
-fn qemu_dying_at_start_is_a_qemu_failed_error_with_its_stderr() {
+fn qemu_refusing_the_jobs_machine_is_an_invalid_job_with_its_stderr() {
     let dir = fixtures_or_skip!();
+    // Well-formed by the grammar, unknown to this QEMU: QEMU itself refuses it at start.
     let run = boot(
         &[
             "--arch",
@@ -678,17 +679,68 @@ fn qemu_dying_at_start_is_a_qemu_failed_error_with_its_stderr() {
             "--kernel",
             &f(&dir, "x86_64/kernel"),
             "--machine",
-            "no-such-machine",
+            "pc-q35-1.0",
             "--accel",
             "tcg",
         ],
         Duration::from_secs(30),
     );
     assert_eq!(run.code, 3, "{:#}", run.json);
-    assert_eq!(run.json["error"]["kind"], "qemu_failed");
+    assert_eq!(run.json["error"]["kind"], "invalid_job");
     let msg = run.json["error"]["message"].as_str().unwrap();
     assert!(msg.contains("machine"), "{msg}");
     assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+}
+
+#[test]
+fn qemu_dying_at_start_is_a_qemu_failed_error_with_its_stderr() {
+    let dir = fixtures_or_skip!();
+    let fake = tempfile::tempdir().unwrap();
+    let qemu = fake.path().join("qemu-system-x86_64");
+    std::fs::write(
+        &qemu,
+        "#!/bin/sh\necho 'qemu-system-x86_64: failed to initialize the host: no space' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&qemu, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &f(&dir, "x86_64/kernel"),
+            "--accel",
+            "tcg",
+            "--qemu-binary-dir",
+            &fake.path().display().to_string(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, 3, "{:#}", run.json);
+    assert_eq!(run.json["error"]["kind"], "qemu_failed");
+    let msg = run.json["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("failed to initialize the host"), "{msg}");
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+}
+
+#[test]
+fn options_outside_the_grammar_are_usage_errors() {
+    for (flag, value) in [
+        ("--machine", "q35,dumpdtb=x.dtb"),
+        ("--machine", "no-such-machine"),
+        ("--cpu", "Nehalem,model-id=x"),
+        ("--memory", "1T"),
+        ("--boot-args", "a\u{1b}b"),
+    ] {
+        let out = Command::new(RUNNER)
+            .args(["boot", "--arch", "x86_64", "--kernel", "/k", flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+        assert!(out.stdout.is_empty(), "no result for a usage error");
+    }
 }
 
 /// Every profile's command line is one the installed QEMU accepts: a non-kernel makes each
