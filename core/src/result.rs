@@ -1,6 +1,8 @@
 //! The result document, `bootfarm.result/v1`: what `bootfarm-runner boot --output json` and
 //! `bootfarm-runner classify` print, what runners post to the operator. Field names are a contract.
 
+pub mod check;
+
 use crate::Arch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -99,6 +99,16 @@ impl JobFiles {
         Ok(keep)
     }
 
+    /// The log's length in bytes (0 when absent).
+    pub fn log_len(&self, name: &str) -> Result<u64, FilesError> {
+        let path = self.log_path(name)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
     /// Reads the log from `offset` (at most `max` bytes); an absent log reads as empty.
     pub fn read_log(&self, name: &str, offset: u64, max: usize) -> Result<LogChunk, FilesError> {
         let path = self.log_path(name)?;

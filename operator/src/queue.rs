@@ -56,6 +56,9 @@ fn status_mut(job: &mut BootJob) -> &mut BootJobStatus {
     job.status.get_or_insert_with(BootJobStatus::default)
 }
 
+/// Longest condition message kept (Kubernetes' own limit is 32 KiB; a status must stay small).
+pub const MAX_CONDITION_MESSAGE: usize = 1024;
+
 /// Sets a condition; `lastTransitionTime` moves only when the status value changes.
 pub fn set_condition(
     status: &mut BootJobStatus,
@@ -68,6 +71,8 @@ pub fn set_condition(
 ) {
     let value = if value { "True" } else { "False" };
     let time = now.round(jiff::Unit::Second).unwrap_or(now).to_string();
+    // Messages quote results and runners; a status must stay small whatever they say.
+    let message = &bootfarm_core::result::check::truncate(message, MAX_CONDITION_MESSAGE);
     match status.conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != value {

@@ -356,6 +356,10 @@ async fn heartbeats(
 
 /// Posts the verdict, retrying network failures with backoff (bounded); a stale lease ends it.
 async fn post_result(client: &Client, job: &Claimed, result: &BootResult) {
+    // The operator's bounds, applied here so an honest result always fits.
+    let mut result = result.clone();
+    bootfarm_core::result::check::bound(&mut result);
+    let result = &result;
     let mut delay = COMPLETE_FIRST_DELAY;
     for attempt in 1..=COMPLETE_ATTEMPTS {
         match client.complete(&job.name, &job.lease_id, result).await {

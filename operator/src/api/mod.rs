@@ -8,8 +8,10 @@ pub mod auth;
 pub mod document;
 pub mod error;
 mod jobs;
+mod logs;
 pub mod openapi;
 mod runner;
+pub mod server;
 
 use crate::admission::LocalArtifacts;
 use crate::files::JobFiles;
@@ -100,7 +102,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/bootjobs/{name}",
             get(jobs::get_one).delete(jobs::cancel),
         )
-        .route("/api/v1/bootjobs/{name}/log", get(jobs::log))
+        .route("/api/v1/bootjobs/{name}/log", get(logs::log))
         .route("/api/v1/bootjobs/{name}/result", get(jobs::result))
         .route_layer(middleware::from_fn(move |req: Request, next: Next| {
             auth::require(user_tokens.clone(), Role::User, req, next)
@@ -201,12 +203,24 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Reads a request body up to `limit` bytes; beyond it, 413 with the limit in the message.
+/// Longest time a client may take to send a request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a request body up to `limit` bytes within [`BODY_TIMEOUT`]; beyond the size, 413 with
+/// the limit in the message; too slow, 408.
 pub(crate) async fn read_body(
     body: axum::body::Body,
     limit: usize,
 ) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ))
+        })?;
+    read.map_err(|e| {
         // axum wraps http-body's LengthLimitError; its text is the stable part we can see.
         let too_large = e.to_string().contains("length limit");
         if too_large {

@@ -236,8 +236,12 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
     warn_if_exposed(args.listen, &state.tokens);
     tracing::info!(namespace = %ns, listen = %args.listen, server_url = %server_url, "bootfarm operator running");
-    let serve = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+    let serve = crate::api::server::serve(
+        listener,
+        router(state),
+        crate::api::server::Limits::default(),
+        async move { shutdown.cancelled().await },
+    );
 
     tokio::select! {
         r = serve => r.map_err(|e| format!("HTTP server: {e}"))?,

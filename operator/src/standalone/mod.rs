@@ -148,9 +148,13 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let server_stop = CancellationToken::new();
     let server_stopped = server_stop.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { server_stopped.cancelled().await })
-            .await
+        crate::api::server::serve(
+            listener,
+            app,
+            crate::api::server::Limits::default(),
+            async move { server_stopped.cancelled().await },
+        )
+        .await
     });
     let housekeeping = tokio::spawn(housekeeping::run(state.clone(), files, shutdown.clone()));
     let pool = LocalPool::new(
