@@ -106,7 +106,7 @@ pub struct BootArgs {
     /// Cap of the stored console log (bytes, K/M/G suffixes); head and tail are kept.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub console_limit: u64,
-    /// Artifact cache and host KVM verdict [default: $BOOTFARM_CACHE or ~/.cache/bootfarm].
+    /// Artifact cache and host KVM verdict [default: $BOOTFARM_CACHE, /var/cache/bootfarm for root, else ~/.cache/bootfarm].
     #[arg(long, env = "BOOTFARM_CACHE")]
     pub cache_dir: Option<PathBuf>,
     /// Directory holding the qemu-system-* binaries [default: PATH].

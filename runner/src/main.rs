@@ -1,12 +1,12 @@
 //! bootfarm-runner: boots one kernel under QEMU and reports a verdict.
 //!
 //! Exit status: 0 pass, 1 fail, 3 error (infrastructure), 2 usage error.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use bootfarm_core::BootResult;
 use bootfarm_runner::boot::{run_boot, BootHooks};
 use bootfarm_runner::cli::{BootArgs, Cli, Command, Output};
 use clap::Parser;
-use std::io::Write;
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() {
@@ -31,7 +31,7 @@ fn main() {
     match code {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("bootfarm-runner: {e:#}");
+            bootfarm_runner::output::write_stderr(&format!("bootfarm-runner: {e:#}\n"));
             std::process::exit(3);
         }
     }
@@ -50,7 +50,7 @@ async fn boot(args: BootArgs) -> anyhow::Result<i32> {
     let req = match args.to_request() {
         Ok(r) => r,
         Err(usage) => {
-            let _ = writeln!(std::io::stderr(), "bootfarm-runner boot: {usage}");
+            bootfarm_runner::output::write_stderr(&format!("bootfarm-runner boot: {usage}\n"));
             return Ok(2);
         }
     };
@@ -66,9 +66,15 @@ async fn boot(args: BootArgs) -> anyhow::Result<i32> {
         cancel.cancel();
     });
     let result = run_boot(req, hooks).await;
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&result)?),
-        Output::Text => print!("{}", text_report(&result)),
+    let text = match args.output {
+        Output::Json => format!("{}\n", serde_json::to_string_pretty(&result)?),
+        Output::Text => text_report(&result),
+    };
+    if let Err(e) = bootfarm_runner::output::write_stdout(&text) {
+        bootfarm_runner::output::write_stderr(&format!(
+            "bootfarm-runner: writing the result: {e}\n"
+        ));
+        return Ok(3);
     }
     Ok(result.result.exit_code())
 }

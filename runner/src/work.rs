@@ -41,7 +41,7 @@ pub struct WorkArgs {
     /// Exit 0 after this many seconds without work.
     #[arg(long, env = "BOOTFARM_IDLE_EXIT", value_name = "SECONDS")]
     pub idle_exit: Option<u64>,
-    /// Artifact cache and host KVM verdict [default: $BOOTFARM_CACHE or ~/.cache/bootfarm].
+    /// Artifact cache and host KVM verdict [default: $BOOTFARM_CACHE, /var/cache/bootfarm for root, else ~/.cache/bootfarm].
     #[arg(long, env = "BOOTFARM_CACHE")]
     pub cache_dir: Option<PathBuf>,
     /// Directory holding the qemu-system-* binaries [default: PATH].
@@ -155,6 +155,11 @@ fn shutdown_signal() -> anyhow::Result<CancellationToken> {
 
 /// Returns the process exit status.
 pub async fn run(args: WorkArgs) -> anyhow::Result<i32> {
+    // QEMU runs as our user: without this it could read our memory and environment (the runner
+    // token) through /proc. Non-dumpable makes those root's alone.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "Could not make the runner non-dumpable");
+    }
     let token = read_token(args.token_file.as_ref())?;
     let client = Client::new(&args.server, token)?;
     let runner_id = args.runner_id.clone().unwrap_or_else(default_runner_id);

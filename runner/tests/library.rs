@@ -10,19 +10,8 @@ use bootfarm_runner::boot::{run_boot, ArtifactSource, BootHooks, BootRequest};
 use std::path::PathBuf;
 use std::time::Duration;
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("BOOTFARM_FIXTURES")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("BOOTFARM_CACHE").map(|c| PathBuf::from(c).join("fixtures")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bootfarm/fixtures"))
-        })?;
-    if dir.join("arm64/kernel").exists() {
-        Some(dir)
-    } else {
-        eprintln!("\n\n*** SKIPPING: no fixtures in {} ***\n", dir.display());
-        None
-    }
+fn fixtures() -> PathBuf {
+    bootfarm_core::paths::require_fixtures()
 }
 
 fn request(dir: &std::path::Path, initrd: &str) -> BootRequest {
@@ -41,7 +30,7 @@ fn request(dir: &std::path::Path, initrd: &str) -> BootRequest {
 
 #[tokio::test]
 async fn the_console_hook_sees_the_stream_and_the_result_comes_back() {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let hooks = BootHooks {
         console: Some(tx),
@@ -64,7 +53,7 @@ async fn the_console_hook_sees_the_stream_and_the_result_comes_back() {
 
 #[tokio::test]
 async fn cancelling_stops_the_boot_with_an_interrupted_error() {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     let hooks = BootHooks::default();
     let cancel = hooks.cancel.clone();
     tokio::spawn(async move {

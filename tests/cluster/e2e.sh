@@ -18,7 +18,7 @@ CHART=$ROOT/charts/bootfarm
 source "$HERE/control-plane.sh"
 set -euo pipefail
 
-BOOTFARM_CACHE=${BOOTFARM_CACHE:-$HOME/.cache/bootfarm}
+BOOTFARM_CACHE=${BOOTFARM_CACHE:-$([[ $EUID == 0 ]] && echo /var/cache/bootfarm || echo "$HOME/.cache/bootfarm")}
 FIXTURES=${BOOTFARM_FIXTURES:-$BOOTFARM_CACHE/fixtures}
 NS=bootfarm-e2e
 RELEASE=bf

@@ -9,33 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where the fixtures are (whether or not they exist).
+/// Where the fixtures are, when the directory exists.
 pub fn fixtures_dir() -> Option<PathBuf> {
-    std::env::var_os("BOOTFARM_FIXTURES")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let cache = std::env::var_os("BOOTFARM_CACHE")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/bootfarm"))
-                })?;
-            Some(cache.join("fixtures"))
-        })
-        .filter(|d| d.is_dir())
+    bootfarm_core::paths::fixtures_dir().filter(|d| d.is_dir())
 }
 
-/// The fixtures directory, or `None` (the caller skips, loudly) when it is absent.
-pub fn fixtures() -> Option<PathBuf> {
-    let dir = fixtures_dir().unwrap_or_else(|| PathBuf::from("(no fixtures directory)"));
-    if dir.join("x86_64/kernel").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "\n*** SKIPPED: no fixtures at {} (run scripts/fixtures or set BOOTFARM_FIXTURES) ***\n",
-            dir.display()
-        );
-        None
-    }
+/// The fixtures directory; a missing one fails the test.
+pub fn fixtures() -> PathBuf {
+    bootfarm_core::paths::require_fixtures()
 }
 
 pub fn operator_bin() -> PathBuf {

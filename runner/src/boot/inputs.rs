@@ -41,12 +41,10 @@ pub struct Inputs {
     pub artifacts: BTreeMap<String, ArtifactInfo>,
 }
 
-/// The default cache directory: `$BOOTFARM_CACHE`, else `$HOME/.cache/bootfarm`.
+/// The default cache directory: `$BOOTFARM_CACHE`, else `/var/cache/bootfarm` for root, else
+/// `$HOME/.cache/bootfarm`.
 pub fn default_cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("BOOTFARM_CACHE").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("bootfarm"))
+    bootfarm_core::paths::default_cache_dir()
 }
 
 pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, InfraError> {

@@ -201,6 +201,7 @@ async fn drive(
     known.accel = Some(choice.clone());
     check_resources(req, choice.accel, crate::host::memory_limit())?;
 
+    let sandbox = crate::qemu::sandbox::supported(&qemu_binary, req.cache_dir.as_deref()).await;
     let console_path = work.path().join("console.sock");
     let qmp_path = work.path().join("qmp.sock");
     let bind = |p: &Path| {
@@ -223,6 +224,7 @@ async fn drive(
         smp: req.smp,
         console_socket: &console_path,
         qmp_socket: &qmp_path,
+        sandbox,
     });
     let mut argv = vec![qemu_binary.display().to_string()];
     argv.extend(args.iter().cloned());

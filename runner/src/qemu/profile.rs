@@ -244,6 +244,8 @@ pub struct QemuConfig<'a> {
     pub console_socket: &'a Path,
     /// Unix socket QEMU connects to for QMP (we listen).
     pub qmp_socket: &'a Path,
+    /// Run under QEMU's seccomp sandbox (`-sandbox`, when the build supports it).
+    pub sandbox: bool,
 }
 
 /// The kernel command line: console first, `panic=-1` so a panic ends QEMU (with
@@ -292,6 +294,9 @@ pub fn build_args(cfg: &QemuConfig<'_>) -> Vec<String> {
         "-monitor",
         "none",
     ]);
+    if cfg.sandbox {
+        push(&["-sandbox", super::sandbox::SANDBOX]);
+    }
     push(&["-chardev"]);
     a.push(format!(
         "socket,id=con,path={}",
@@ -372,6 +377,7 @@ mod tests {
             smp: None,
             console_socket: Path::new("/run/b/console.sock"),
             qmp_socket: Path::new("/run/b/qmp.sock"),
+            sandbox: false,
         }
     }
 
@@ -471,6 +477,18 @@ mod tests {
             assert_eq!(value_after(&args, "-mon"), ["chardev=qmp,mode=control"]);
             assert!(!args.iter().any(|a| a == "-drive"));
         }
+    }
+
+    #[test]
+    fn the_sandbox_denies_spawning_privileges_and_obsolete_calls() {
+        let p = Profile::for_arch(Arch::X86_64);
+        let mut c = cfg(&p, Accel::Tcg, None);
+        assert!(value_after(&build_args(&c), "-sandbox").is_empty());
+        c.sandbox = true;
+        assert_eq!(
+            value_after(&build_args(&c), "-sandbox"),
+            ["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+        );
     }
 
     #[test]

@@ -43,34 +43,12 @@ pub fn bin_dir() -> PathBuf {
 
 /// Where the fixtures directory is, when it exists.
 pub fn fixtures_dir() -> Option<PathBuf> {
-    Some(fixtures_path()).filter(|d| d.is_dir())
+    bootfarm_core::paths::fixtures_dir().filter(|d| d.is_dir())
 }
 
-fn fixtures_path() -> PathBuf {
-    std::env::var("BOOTFARM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let cache = std::env::var("BOOTFARM_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| {
-                    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/bootfarm")
-                });
-            cache.join("fixtures")
-        })
-}
-
-/// The fixtures directory, or None (and a loud message) when it is absent.
-pub fn fixtures() -> Option<PathBuf> {
-    let dir = fixtures_path();
-    if dir.join("x86_64/kernel").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "\n!!! SKIPPING: no boot fixtures at {} (run scripts/fixtures) !!!\n",
-            dir.display()
-        );
-        None
-    }
+/// The fixtures directory; a missing one fails the test.
+pub fn fixtures() -> PathBuf {
+    bootfarm_core::paths::require_fixtures()
 }
 
 fn free_port() -> u16 {
