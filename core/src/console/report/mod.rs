@@ -114,6 +114,9 @@ impl IssueLog<'_> {
             let fatal = self.issues[index].fatal;
             events.push(Event::Issue { index, kind, fatal });
         }
+        if kind == IssueKind::Panic && cfg.is_fatal(kind) {
+            events.push(Event::Panic);
+        }
     }
 
     /// The closed report at `index` turned out to repeat an earlier issue: count it there.
@@ -339,6 +342,17 @@ impl Reports {
                 r.seen += 1;
             }
             return;
+        }
+        if let (Some(r), Some(Trigger::Kind(IssueKind::Panic))) = (&mut self.open, trig) {
+            if r.kind != IssueKind::Panic && trigger::panic_mid_report(l.text) {
+                // Older kernels panic on `panic_on_warn` right after the head and print the
+                // report's trace after the panic line: the panic is an issue of its own and
+                // the report goes on.
+                r.keep(l.text);
+                r.seen += 1;
+                log.line_issue(cfg, IssueKind::Panic, l.text, l.line, l.phase, events);
+                return;
+            }
         }
         if let Some(r) = &mut self.open {
             match trig {

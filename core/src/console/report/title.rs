@@ -522,6 +522,10 @@ fn warning(head: &str, lines: &[&str]) -> Named {
     }
     // 6.19+ (`WARNING: fs/x.c:289 at f+0x1/0x2, CPU#0: comm/1`): the function that warns
     // is in the head already; the caller in the trace names the bug.
+    // ... and `at 0x0` when the kernel could not name it: then the registers do.
+    if frames::re(r"WARNING: {SRC} at 0x[0-9a-f]+, CPU#").is_match(head) {
+        return framed("WARNING", guilty(lines, &warning_stack(&[])));
+    }
     if frames::re(r"WARNING: {SRC} at ").is_match(head) {
         const FMT: StackFmt = StackFmt::new(&[Part::Line(CALL_TRACE), Part::Stack])
             .or(&[Part::Line(RIP), Part::Stack]);

@@ -142,8 +142,11 @@ pub fn trigger(text: &str) -> Option<Found> {
     if t.starts_with("Out of memory") {
         return loose(Trigger::Kind(Oom));
     }
+    if t.starts_with("BUG: memory leak") {
+        // syzkaller's own marker before kmemleak's `unreferenced object` report (the report).
+        return None;
+    }
     if t.starts_with("unreferenced object 0x")
-        || t.starts_with("BUG: memory leak")
         || (t.starts_with("kmemleak: ") && t.contains("new suspected memory leak"))
     {
         return strict(Memleak);
@@ -214,6 +217,12 @@ pub fn trigger(text: &str) -> Option<Found> {
         return loose(Trigger::Line(ErrorCode));
     }
     None
+}
+
+/// A panic the kernel prints in the middle of the report that caused it: `panic_on_warn`
+/// panics before the warning's trace (4.x kernels print the trace after the panic line).
+pub fn panic_mid_report(text: &str) -> bool {
+    text.contains("panic_on_warn set")
 }
 
 /// `divide error: 0000 [#1]`, `Oops: stack segment: 0000 [#1]`: x86 traps that die.
