@@ -101,3 +101,81 @@ unreferenced object 0xffff88005a065340 (size 576):
         )
     );
 }
+
+#[test]
+fn a_scheduling_while_atomic_panic_before_its_trace_keeps_the_report_open() {
+    let log = "\
+[   75.726516][ T8444] BUG: scheduling while atomic: syz-executor607/8444/0x00000002
+[   75.734225][ T8444] no locks held by syz-executor607/8444.
+[   75.755491][ T8444] Kernel panic - not syncing: scheduling while atomic
+[   75.762311][ T8444] CPU: 1 PID: 8444 Comm: syz-executor607 Not tainted 5.13.0-rc6-syzkaller #0
+[   75.781401][ T8444] Call Trace:
+[   75.784670][ T8444]  dump_stack+0x141/0x1d7
+[   75.788994][ T8444]  panic+0x306/0x73d
+[   75.812611][ T8444]  __schedule_bug.cold+0x10c/0x143
+[   75.817935][ T8444]  __schedule+0x19df/0x23e0
+[   75.834439][ T8444]  schedule+0xcf/0x270
+[   75.838618][ T8444]  exit_to_user_mode_prepare+0x14d/0x290
+[   75.844397][ T8444]  irqentry_exit_to_user_mode+0x5/0x40
+";
+    let (issues, _) = run(log);
+    assert_eq!(
+        named(&issues[0]),
+        (
+            IssueKind::Bug,
+            "BUG: scheduling while atomic in exit_to_user_mode_prepare",
+            Some("exit_to_user_mode_prepare")
+        )
+    );
+    assert_eq!(issues[1].kind, IssueKind::Panic);
+}
+
+#[test]
+fn an_oops_panic_after_the_trace_still_ends_the_report() {
+    let log = "\
+[   83.458005] BUG: unable to handle kernel paging request at ffffffffffffffd8
+[   83.505077] RIP: 0010:memcmp+0x9/0x40
+[   83.571686] Call Trace:
+[   83.574244]  ipcget+0x1a2/0x620
+[   83.577503]  SyS_msgget+0x48/0x60
+[   83.665352] Kernel panic - not syncing: Fatal exception
+[   83.671219] Call Trace:
+[   83.674735]  other_function+0x1/0x2
+";
+    let (issues, _) = run(log);
+    assert_eq!(issues[0].function.as_deref(), Some("ipcget"));
+    assert_eq!(issues[1].kind, IssueKind::Panic);
+    assert_eq!(issues.len(), 2);
+}
+
+#[test]
+fn arm64_debug_exception_frames_of_an_old_warning_are_skipped() {
+    // 4.9 arm64 with panic_on_warn: no `pc :` line, the trace runs through the brk handler.
+    let log = "\
+[ 1108.192590] WARNING: CPU: 0 PID: 1610 at drivers/trusty/trusty.c:215 trusty_std_call32+0x220/0x240
+[ 1108.193306] Kernel panic - not syncing: panic_on_warn set ...
+[ 1108.196310] Call trace:
+[ 1108.196728] [<ffff200008091958>] dump_backtrace+0x0/0x440
+[ 1108.197185] [<ffff200008091db8>] show_stack+0x20/0x30
+[ 1108.198005] [<ffff20000832d678>] panic+0x208/0x3e0
+[ 1108.198397] [<ffff20000811acb8>] __warn+0x280/0x2f0
+[ 1108.198788] [<ffff200008939138>] report_bug+0x1a8/0x270
+[ 1108.199198] [<ffff200008092174>] bug_handler.part.2+0x3c/0xf8
+[ 1108.199619] [<ffff200008092278>] bug_handler+0x48/0x68
+[ 1108.200006] [<ffff200008085c3c>] brk_handler+0x1e4/0x2e0
+[ 1108.200401] [<ffff200008081a78>] do_debug_exception+0xd0/0x230
+[ 1108.200888] Exception stack(0xffff8000714577f0 to 0xffff800071457920)
+[ 1108.201409] 77e0:                                   00000000fffffff5 0001000000000000
+[ 1108.206412] [<ffff200008083658>] el1_dbg+0x18/0x74
+[ 1108.206786] [<ffff2000093a2fc8>] nop_work_func+0xd8/0x180
+[ 1108.207180] [<ffff20000816143c>] process_one_work+0x75c/0x11a0
+";
+    assert_eq!(
+        named(&first(log)),
+        (
+            IssueKind::Warning,
+            "WARNING in nop_work_func",
+            Some("nop_work_func")
+        )
+    );
+}

@@ -328,6 +328,12 @@ const SKIP: &[&str] = &[
     "do_mem_abort",
     "el1_abort",
     "el1h_64_sync(?:_handler)?",
+    // arm64 BUG/WARN traps (`brk`): the debug exception path above the warning function.
+    "^(?:bug|brk|bug_brk|kasan_brk|ubsan_brk)_handler$",
+    "call_break_hook",
+    "do_debug_exception",
+    "^el1_dbg$",
+    "^early_brk64$",
     "print_tainted",
     "xas_(?:start|load|find)",
     "find_lock_entries",
@@ -386,6 +392,12 @@ fn stack_start(line: &str) -> bool {
     });
     // ` backtrace:` needs the character before it; a line may start with it.
     re.is_match(line) || (line.starts_with("backtrace") && re.is_match(&format!(" {line}")))
+}
+
+/// The line a call trace starts after (`Call Trace:`, arm64's `Call trace:`, arm's
+/// `Backtrace:`).
+pub fn starts_trace(line: &str) -> bool {
+    line.contains("Call Trace:") || line.contains("Call trace:") || line.contains("Backtrace:")
 }
 
 /// A trace line's functions: `foo+0x1/0x2`, `[<ffff>] foo+0x1/0x2`, arm's

@@ -202,6 +202,8 @@ struct Report {
     caller: Option<String>,
     /// `Sending NMI from CPU`: the other CPUs' backtraces belong to the report.
     all_cpus: bool,
+    /// A call trace started (a panic after it ends the report, one before it does not).
+    traced: bool,
     /// Phase when the report started (a cut-here block is stored only once its kind is known).
     phase: Phase,
 }
@@ -209,6 +211,7 @@ struct Report {
 impl Report {
     fn keep(&mut self, text: &str) {
         append_excerpt(self, text);
+        self.traced |= frames::starts_trace(text);
         if self.lines.len() < ANALYSIS_MAX_LINES
             && self.lines_bytes + text.len() <= ANALYSIS_MAX_BYTES
         {
@@ -344,10 +347,10 @@ impl Reports {
             return;
         }
         if let (Some(r), Some(Trigger::Kind(IssueKind::Panic))) = (&mut self.open, trig) {
-            if r.kind != IssueKind::Panic && trigger::panic_mid_report(l.text) {
-                // Older kernels panic on `panic_on_warn` right after the head and print the
-                // report's trace after the panic line: the panic is an issue of its own and
-                // the report goes on.
+            if r.kind != IssueKind::Panic && (!r.traced || trigger::panic_mid_report(l.text)) {
+                // A report that panics before its trace (`panic_on_warn` on 4.x kernels,
+                // `scheduling while atomic`): the trace printed after the panic line is the
+                // report's. The panic is an issue of its own and the report goes on.
                 r.keep(l.text);
                 r.seen += 1;
                 log.line_issue(cfg, IssueKind::Panic, l.text, l.line, l.phase, events);
@@ -432,6 +435,7 @@ impl Reports {
             head: usize::from(cut_here),
             caller: l.caller.map(str::to_string),
             all_cpus: false,
+            traced: false,
             phase: l.phase,
         };
         r.keep(l.text);
