@@ -179,3 +179,47 @@ fn arm64_debug_exception_frames_of_an_old_warning_are_skipped() {
         )
     );
 }
+
+#[test]
+fn a_workqueue_lockup_is_named_by_the_stalled_pools_busy_worker() {
+    // The dump of every pool comes first (often more than a report's usual window).
+    let mut log = String::from(
+        "[  286.486862][    C0] BUG: workqueue lockup - pool cpus=0 node=0 flags=0x0 nice=0 stuck for 168s!\n\
+[  286.496941][    C0] Showing busy workqueues and worker pools:\n\
+[  286.508752][    C0]     in-flight: 5684:reg_todo for 170s\n",
+    );
+    for i in 0..200 {
+        log.push_str(&format!(
+            "[  286.9{i:05}][    C0]     pending: wg_packet_handshake_send_worker\n"
+        ));
+    }
+    log.push_str(
+        "[  287.489566][    C0] pool 2: cpus=0 node=0 flags=0x0 nice=0 hung=169s workers=8 idle: 9 187 5727\n\
+[  287.489762][    C0] Showing backtraces of busy workers in stalled worker pools:\n\
+[  287.549176][    C0] pool 2:\n\
+[  287.549261][    C0] Workqueue: wg-kex-wg0 wg_packet_handshake_receive_worker\n\
+[  287.549310][    C0] Call Trace:\n",
+    );
+    assert_eq!(
+        named(&first(&log)),
+        (
+            IssueKind::Bug,
+            "BUG: workqueue lockup in wg_packet_handshake_receive_worker",
+            Some("wg_packet_handshake_receive_worker")
+        )
+    );
+}
+
+#[test]
+fn ipv6_addrconf_bug_behind_its_prefix_is_a_bug() {
+    let log = "[  184.801206][ T1191] IPv6: BUG: Address 2001:0db8:85a3:0000:0000:8a2e:0370:7334 on device lo is missing its host route.\n";
+    let i = first(log);
+    assert_eq!(
+        named(&i),
+        (
+            IssueKind::Bug,
+            "BUG: Address IPV6ADDR on device lo is missing its host route.",
+            None
+        )
+    );
+}

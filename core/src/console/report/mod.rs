@@ -371,7 +371,7 @@ impl Reports {
                     if k != IssueKind::Panic
                         && r.decided
                         && trigger::absorbs(r.kind, k)
-                        && r.seen < trigger::window(r.kind) =>
+                        && r.seen < trigger::window(r.kind, &r.summary) =>
                 {
                     if trigger::upgrades(r.kind, k) {
                         r.kind = k;
@@ -399,7 +399,7 @@ impl Reports {
                         r.all_cpus = true;
                     }
                     if trigger::ends_report(r.kind, r.cut_here, r.framed, l.text)
-                        || r.seen >= trigger::window(r.kind)
+                        || r.seen >= trigger::window(r.kind, &r.summary)
                     {
                         self.close(log, cfg, events);
                     }

@@ -611,6 +611,15 @@ fn crash(head: &str, lines: &[&str]) -> Named {
         let base = format!("BUG: unable to handle kernel {}", group(&c, 1));
         return framed(&base, guilty(lines, &RIP_CALL));
     }
+    if let Some(c) = cap(
+        r"^IPv6: BUG: Address \S+ on device (\S+) is missing its host route",
+        head,
+    ) {
+        let dev = group(&c, 1);
+        return plain(format!(
+            "BUG: Address IPV6ADDR on device {dev} is missing its host route."
+        ));
+    }
     if head.starts_with("BUG: ") {
         return bug(head, lines);
     }
@@ -659,11 +668,18 @@ fn bug(head: &str, lines: &[&str]) -> Named {
         return framed("BUG: scheduling while atomic", f);
     }
     if head.starts_with("BUG: workqueue lockup") {
-        // The work item in flight on the stuck pool.
-        let f = lines
-            .iter()
-            .find_map(|l| cap(r"in-flight: [0-9]+(?:\(RESCUER\))?:([a-zA-Z0-9_]+)", l))
-            .map(|c| group(&c, 1).to_string());
+        // The work item of the stalled pool's busy worker, else the first one in flight.
+        let f = find_after(
+            lines,
+            "Showing backtraces of busy workers in stalled worker pools",
+            r"Workqueue: \S+ ([a-zA-Z0-9_]+)",
+        )
+        .or_else(|| {
+            lines
+                .iter()
+                .find_map(|l| cap(r"in-flight: [0-9]+(?:\(RESCUER\))?:([a-zA-Z0-9_]+)", l))
+        })
+        .map(|c| group(&c, 1).to_string());
         return framed("BUG: workqueue lockup", f);
     }
     for fixed in [

@@ -213,6 +213,10 @@ pub fn trigger(text: &str) -> Option<Found> {
     if t.starts_with("BUG: ") || t.starts_with("BUG kmalloc-") {
         return strict(Bug);
     }
+    if t.starts_with("IPv6: BUG: ") {
+        // addrconf's own `BUG:` (an address without its host route), behind its prefix.
+        return loose(Trigger::Kind(Bug));
+    }
     if super::errcode::is_error_code(t) {
         return loose(Trigger::Line(ErrorCode));
     }
@@ -280,8 +284,10 @@ pub fn upgrades(open: IssueKind, next: IssueKind) -> bool {
 }
 
 /// How many lines after its first one a report may still collect lines and absorb triggers.
-pub fn window(kind: IssueKind) -> u32 {
+pub fn window(kind: IssueKind, head: &str) -> u32 {
     match kind {
+        // The workqueue dump lists every pool before the stalled pool's busy workers.
+        IssueKind::Bug if head.starts_with("BUG: workqueue lockup") => 400,
         // The OOM report dumps memory state and the task list before it names its victim.
         IssueKind::Oom => 2000,
         IssueKind::Kasan | IssueKind::Kfence | IssueKind::Kcsan | IssueKind::Kmsan => 200,
