@@ -223,3 +223,55 @@ fn ipv6_addrconf_bug_behind_its_prefix_is_a_bug() {
         )
     );
 }
+
+#[test]
+fn an_old_kmsan_report_with_a_call_trace_line_is_named_by_its_trace() {
+    let log = "\
+[   30.172283] BUG: KMSAN: uninit-value in memcmp+0x119/0x180
+[   30.177916] CPU: 0 PID: 3 Comm: kworker/0:0 Not tainted 4.16.0+ #82
+[   30.198962] Call Trace:
+[   30.201561]  dump_stack+0x185/0x1d0
+[   30.208673]  kmsan_report+0x142/0x240
+[   30.212484]  __msan_warning_32+0x6c/0xb0
+[   30.216549]  memcmp+0x119/0x180
+[   30.219845]  __dev_mc_add+0x1c2/0x8e0
+[   30.227634]  dev_mc_add+0x6d/0x80
+[   30.283279] Local variable description: ----buf@igmp6_group_added
+[   30.289491] Variable was created at:
+[   30.293192]  igmp6_group_added+0x4a/0xa00
+";
+    assert_eq!(
+        named(&first(log)),
+        (
+            IssueKind::Kmsan,
+            "KMSAN: uninit-value in __dev_mc_add",
+            Some("__dev_mc_add")
+        )
+    );
+}
+
+#[test]
+fn a_panic_named_by_its_trace_gets_the_frame_in_its_title() {
+    let log = "\
+[  335.974403] Kernel panic - not syncing: corrupted stack end detected inside scheduler
+[  335.979784] Call Trace:
+[  335.980287]  dump_stack+0x1d3/0x2c6
+[  335.982672]  panic+0x2ad/0x55f
+[  335.986347]  __schedule+0x1ec6/0x1ed0
+[  335.993751]  preempt_schedule_irq+0x87/0x110
+[  336.346588]  wb_writeback+0xa73/0xfc0
+[  336.356813]  wb_workfn+0xd65/0x1790
+[  336.370426]  process_one_work+0xc90/0x1c40
+";
+    let (issues, ev) = run(log);
+    assert_eq!(issues.len(), 1);
+    assert_eq!(
+        named(&issues[0]),
+        (
+            IssueKind::Panic,
+            "kernel panic: corrupted stack end in wb_workfn",
+            Some("wb_workfn")
+        )
+    );
+    assert!(ev.contains(&Event::Panic));
+}

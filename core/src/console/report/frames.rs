@@ -338,6 +338,7 @@ const SKIP: &[&str] = &[
     "xas_(?:start|load|find)",
     "find_lock_entries",
     "truncate_inode_pages_range",
+    "truncate_cleanup_folio",
     "__phys_addr",
     "__fortify_report",
     "cleanup_srcu_struct",
@@ -500,6 +501,11 @@ fn walk(lines: &[&str], parts: &[Part], fmt: &StackFmt) -> (Vec<Option<String>>,
                 });
                 while let Some(line) = w.lines.next() {
                     if stack_start(line) {
+                        // A `Call Trace:` before the first frame introduces this very stack
+                        // (old KMSAN reports put it between the head and the frames).
+                        if frames.is_empty() && starts_trace(line) {
+                            continue;
+                        }
                         break;
                     }
                     if let Some(names) = next.and_then(|r| captures(r, line)) {

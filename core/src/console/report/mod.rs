@@ -453,7 +453,9 @@ impl Reports {
         r.decided = true;
         let kind = r.kind;
         let fatal = cfg.is_fatal(kind);
-        // A panic's name is final at once; other reports are renamed when they close.
+        // A panic is stored at once (it stops the run; the console is still drained after)
+        // and, like every report, renamed when it closes: `corrupted stack end` and `kernel
+        // stack overflow` take their frame from the trace that follows.
         let panic = kind == IssueKind::Panic;
         if panic || log.issues.len() < MAX_ISSUES {
             r.stored = match log.record(cfg, r.issue(), r.named(), panic) {
@@ -489,11 +491,6 @@ impl Reports {
                 if let Some(issue) = log.issues.get_mut(index) {
                     issue.excerpt = r.excerpt.trim_end_matches('\n').to_string();
                     issue.summary = r.summary.clone();
-                    if r.kind == IssueKind::Panic {
-                        // The run stops at a panic: its title must not depend on later lines.
-                        issue.function = named.function;
-                        return;
-                    }
                 }
                 log.rename(index, named);
             }
