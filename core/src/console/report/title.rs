@@ -373,7 +373,8 @@ fn lockdep(head: &str, lines: &[&str]) -> Named {
             guilty(lines, &fmt),
         );
     }
-    let prefix = if head.starts_with("BUG") {
+    // 4.x kernels frame the head: `[ BUG: bad unlock balance detected! ]`.
+    let prefix = if head.trim_start_matches("[ ").starts_with("BUG") {
         "BUG"
     } else {
         "WARNING"
