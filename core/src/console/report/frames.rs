@@ -328,10 +328,17 @@ const SKIP: &[&str] = &[
     "do_mem_abort",
     "el1_abort",
     "el1h_64_sync(?:_handler)?",
+    // arm64 BUG/WARN traps (`brk`): the debug exception path above the warning function.
+    "^(?:bug|brk|bug_brk|kasan_brk|ubsan_brk)_handler$",
+    "call_break_hook",
+    "do_debug_exception",
+    "^el1_dbg$",
+    "^early_brk64$",
     "print_tainted",
     "xas_(?:start|load|find)",
     "find_lock_entries",
     "truncate_inode_pages_range",
+    "truncate_cleanup_folio",
     "__phys_addr",
     "__fortify_report",
     "cleanup_srcu_struct",
@@ -386,6 +393,12 @@ fn stack_start(line: &str) -> bool {
     });
     // ` backtrace:` needs the character before it; a line may start with it.
     re.is_match(line) || (line.starts_with("backtrace") && re.is_match(&format!(" {line}")))
+}
+
+/// The line a call trace starts after (`Call Trace:`, arm64's `Call trace:`, arm's
+/// `Backtrace:`).
+pub fn starts_trace(line: &str) -> bool {
+    line.contains("Call Trace:") || line.contains("Call trace:") || line.contains("Backtrace:")
 }
 
 /// A trace line's functions: `foo+0x1/0x2`, `[<ffff>] foo+0x1/0x2`, arm's
@@ -488,6 +501,11 @@ fn walk(lines: &[&str], parts: &[Part], fmt: &StackFmt) -> (Vec<Option<String>>,
                 });
                 while let Some(line) = w.lines.next() {
                     if stack_start(line) {
+                        // A `Call Trace:` before the first frame introduces this very stack
+                        // (old KMSAN reports put it between the head and the frames).
+                        if frames.is_empty() && starts_trace(line) {
+                            continue;
+                        }
                         break;
                     }
                     if let Some(names) = next.and_then(|r| captures(r, line)) {

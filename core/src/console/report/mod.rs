@@ -114,6 +114,9 @@ impl IssueLog<'_> {
             let fatal = self.issues[index].fatal;
             events.push(Event::Issue { index, kind, fatal });
         }
+        if kind == IssueKind::Panic && cfg.is_fatal(kind) {
+            events.push(Event::Panic);
+        }
     }
 
     /// The closed report at `index` turned out to repeat an earlier issue: count it there.
@@ -199,6 +202,8 @@ struct Report {
     caller: Option<String>,
     /// `Sending NMI from CPU`: the other CPUs' backtraces belong to the report.
     all_cpus: bool,
+    /// A call trace started (a panic after it ends the report, one before it does not).
+    traced: bool,
     /// Phase when the report started (a cut-here block is stored only once its kind is known).
     phase: Phase,
 }
@@ -206,6 +211,7 @@ struct Report {
 impl Report {
     fn keep(&mut self, text: &str) {
         append_excerpt(self, text);
+        self.traced |= frames::starts_trace(text);
         if self.lines.len() < ANALYSIS_MAX_LINES
             && self.lines_bytes + text.len() <= ANALYSIS_MAX_BYTES
         {
@@ -340,6 +346,17 @@ impl Reports {
             }
             return;
         }
+        if let (Some(r), Some(Trigger::Kind(IssueKind::Panic))) = (&mut self.open, trig) {
+            if r.kind != IssueKind::Panic && (!r.traced || trigger::panic_mid_report(l.text)) {
+                // A report that panics before its trace (`panic_on_warn` on 4.x kernels,
+                // `scheduling while atomic`): the trace printed after the panic line is the
+                // report's. The panic is an issue of its own and the report goes on.
+                r.keep(l.text);
+                r.seen += 1;
+                log.line_issue(cfg, IssueKind::Panic, l.text, l.line, l.phase, events);
+                return;
+            }
+        }
         if let Some(r) = &mut self.open {
             match trig {
                 Some(Trigger::Kind(k)) if k != IssueKind::Panic && !r.decided => {
@@ -354,7 +371,7 @@ impl Reports {
                     if k != IssueKind::Panic
                         && r.decided
                         && trigger::absorbs(r.kind, k)
-                        && r.seen < trigger::window(r.kind) =>
+                        && r.seen < trigger::window(r.kind, &r.summary) =>
                 {
                     if trigger::upgrades(r.kind, k) {
                         r.kind = k;
@@ -382,7 +399,7 @@ impl Reports {
                         r.all_cpus = true;
                     }
                     if trigger::ends_report(r.kind, r.cut_here, r.framed, l.text)
-                        || r.seen >= trigger::window(r.kind)
+                        || r.seen >= trigger::window(r.kind, &r.summary)
                     {
                         self.close(log, cfg, events);
                     }
@@ -418,6 +435,7 @@ impl Reports {
             head: usize::from(cut_here),
             caller: l.caller.map(str::to_string),
             all_cpus: false,
+            traced: false,
             phase: l.phase,
         };
         r.keep(l.text);
@@ -435,7 +453,9 @@ impl Reports {
         r.decided = true;
         let kind = r.kind;
         let fatal = cfg.is_fatal(kind);
-        // A panic's name is final at once; other reports are renamed when they close.
+        // A panic is stored at once (it stops the run; the console is still drained after)
+        // and, like every report, renamed when it closes: `corrupted stack end` and `kernel
+        // stack overflow` take their frame from the trace that follows.
         let panic = kind == IssueKind::Panic;
         if panic || log.issues.len() < MAX_ISSUES {
             r.stored = match log.record(cfg, r.issue(), r.named(), panic) {
@@ -471,11 +491,6 @@ impl Reports {
                 if let Some(issue) = log.issues.get_mut(index) {
                     issue.excerpt = r.excerpt.trim_end_matches('\n').to_string();
                     issue.summary = r.summary.clone();
-                    if r.kind == IssueKind::Panic {
-                        // The run stops at a panic: its title must not depend on later lines.
-                        issue.function = named.function;
-                        return;
-                    }
                 }
                 log.rename(index, named);
             }

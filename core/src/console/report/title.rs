@@ -373,7 +373,8 @@ fn lockdep(head: &str, lines: &[&str]) -> Named {
             guilty(lines, &fmt),
         );
     }
-    let prefix = if head.starts_with("BUG") {
+    // 4.x kernels frame the head: `[ BUG: bad unlock balance detected! ]`.
+    let prefix = if head.trim_start_matches("[ ").starts_with("BUG") {
         "BUG"
     } else {
         "WARNING"
@@ -522,6 +523,10 @@ fn warning(head: &str, lines: &[&str]) -> Named {
     }
     // 6.19+ (`WARNING: fs/x.c:289 at f+0x1/0x2, CPU#0: comm/1`): the function that warns
     // is in the head already; the caller in the trace names the bug.
+    // ... and `at 0x0` when the kernel could not name it: then the registers do.
+    if frames::re(r"WARNING: {SRC} at 0x[0-9a-f]+, CPU#").is_match(head) {
+        return framed("WARNING", guilty(lines, &warning_stack(&[])));
+    }
     if frames::re(r"WARNING: {SRC} at ").is_match(head) {
         const FMT: StackFmt = StackFmt::new(&[Part::Line(CALL_TRACE), Part::Stack])
             .or(&[Part::Line(RIP), Part::Stack]);
@@ -607,6 +612,15 @@ fn crash(head: &str, lines: &[&str]) -> Named {
         let base = format!("BUG: unable to handle kernel {}", group(&c, 1));
         return framed(&base, guilty(lines, &RIP_CALL));
     }
+    if let Some(c) = cap(
+        r"^IPv6: BUG: Address \S+ on device (\S+) is missing its host route",
+        head,
+    ) {
+        let dev = group(&c, 1);
+        return plain(format!(
+            "BUG: Address IPV6ADDR on device {dev} is missing its host route."
+        ));
+    }
     if head.starts_with("BUG: ") {
         return bug(head, lines);
     }
@@ -655,11 +669,18 @@ fn bug(head: &str, lines: &[&str]) -> Named {
         return framed("BUG: scheduling while atomic", f);
     }
     if head.starts_with("BUG: workqueue lockup") {
-        // The work item in flight on the stuck pool.
-        let f = lines
-            .iter()
-            .find_map(|l| cap(r"in-flight: [0-9]+(?:\(RESCUER\))?:([a-zA-Z0-9_]+)", l))
-            .map(|c| group(&c, 1).to_string());
+        // The work item of the stalled pool's busy worker, else the first one in flight.
+        let f = find_after(
+            lines,
+            "Showing backtraces of busy workers in stalled worker pools",
+            r"Workqueue: \S+ ([a-zA-Z0-9_]+)",
+        )
+        .or_else(|| {
+            lines
+                .iter()
+                .find_map(|l| cap(r"in-flight: [0-9]+(?:\(RESCUER\))?:([a-zA-Z0-9_]+)", l))
+        })
+        .map(|c| group(&c, 1).to_string());
         return framed("BUG: workqueue lockup", f);
     }
     for fixed in [

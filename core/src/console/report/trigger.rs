@@ -142,8 +142,11 @@ pub fn trigger(text: &str) -> Option<Found> {
     if t.starts_with("Out of memory") {
         return loose(Trigger::Kind(Oom));
     }
+    if t.starts_with("BUG: memory leak") {
+        // syzkaller's own marker before kmemleak's `unreferenced object` report (the report).
+        return None;
+    }
     if t.starts_with("unreferenced object 0x")
-        || t.starts_with("BUG: memory leak")
         || (t.starts_with("kmemleak: ") && t.contains("new suspected memory leak"))
     {
         return strict(Memleak);
@@ -210,10 +213,20 @@ pub fn trigger(text: &str) -> Option<Found> {
     if t.starts_with("BUG: ") || t.starts_with("BUG kmalloc-") {
         return strict(Bug);
     }
+    if t.starts_with("IPv6: BUG: ") {
+        // addrconf's own `BUG:` (an address without its host route), behind its prefix.
+        return loose(Trigger::Kind(Bug));
+    }
     if super::errcode::is_error_code(t) {
         return loose(Trigger::Line(ErrorCode));
     }
     None
+}
+
+/// A panic the kernel prints in the middle of the report that caused it: `panic_on_warn`
+/// panics before the warning's trace (4.x kernels print the trace after the panic line).
+pub fn panic_mid_report(text: &str) -> bool {
+    text.contains("panic_on_warn set")
 }
 
 /// `divide error: 0000 [#1]`, `Oops: stack segment: 0000 [#1]`: x86 traps that die.
@@ -271,8 +284,10 @@ pub fn upgrades(open: IssueKind, next: IssueKind) -> bool {
 }
 
 /// How many lines after its first one a report may still collect lines and absorb triggers.
-pub fn window(kind: IssueKind) -> u32 {
+pub fn window(kind: IssueKind, head: &str) -> u32 {
     match kind {
+        // The workqueue dump lists every pool before the stalled pool's busy workers.
+        IssueKind::Bug if head.starts_with("BUG: workqueue lockup") => 400,
         // The OOM report dumps memory state and the task list before it names its victim.
         IssueKind::Oom => 2000,
         IssueKind::Kasan | IssueKind::Kfence | IssueKind::Kcsan | IssueKind::Kmsan => 200,
