@@ -27,6 +27,23 @@ pub enum FilesError {
     },
 }
 
+/// A result document written but not yet in place; dropped, it is removed.
+pub struct StagedResult {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+impl StagedResult {
+    /// Renames it into place.
+    pub fn commit(self) -> Result<(), FilesError> {
+        let path = self.path;
+        self.tmp
+            .persist(&path)
+            .map_err(|e| io_err(&path)(e.error))?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct JobFiles {
     root: PathBuf,
@@ -135,19 +152,32 @@ impl JobFiles {
 
     /// Writes the result document atomically (temp file, fsync, rename).
     pub fn write_result(&self, name: &str, result: &BootResult) -> Result<(), FilesError> {
+        self.stage_result(name, result)?.commit()
+    }
+
+    /// Writes the result document beside its final place, fsynced, for [`StagedResult::commit`]
+    /// once the store has recorded the verdict: a full disk fails here, before anything is
+    /// recorded, so the runner can retry instead of the job ending without its document.
+    pub fn stage_result(
+        &self,
+        name: &str,
+        result: &BootResult,
+    ) -> Result<StagedResult, FilesError> {
         let dir = self.dir(name)?;
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let path = dir.join("result.json");
-        let tmp = dir.join(".result.json.tmp");
         let json = serde_json::to_vec_pretty(result).map_err(|source| FilesError::Json {
             path: path.clone(),
             source,
         })?;
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&json).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        Ok(())
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".result-")
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(io_err(&dir))?;
+        tmp.write_all(&json).map_err(io_err(&dir))?;
+        tmp.as_file().sync_all().map_err(io_err(&dir))?;
+        Ok(StagedResult { tmp, path })
     }
 
     pub fn read_result(&self, name: &str) -> Result<Option<BootResult>, FilesError> {

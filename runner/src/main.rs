@@ -13,6 +13,8 @@ fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // On a full disk (stderr is a log file) its own eprintln! would panic the process.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

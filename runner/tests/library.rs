@@ -54,17 +54,26 @@ async fn the_console_hook_sees_the_stream_and_the_result_comes_back() {
 #[tokio::test]
 async fn cancelling_stops_the_boot_with_an_interrupted_error() {
     let dir = fixtures();
-    let hooks = BootHooks::default();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let hooks = BootHooks {
+        console: Some(tx),
+        ..BootHooks::default()
+    };
     let cancel = hooks.cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    // Cancel once the guest is running (its first console bytes), however long getting there took.
+    let canceled_at = tokio::spawn(async move {
+        let _ = rx.recv().await;
         cancel.cancel();
+        let at = std::time::Instant::now();
+        while rx.recv().await.is_some() {}
+        at
     });
-    let started = std::time::Instant::now();
     let result = run_boot(request(&dir, "initrd-silent.cpio.gz"), hooks).await;
-    assert_eq!(result.result, Verdict::Error);
+    let stopped = std::time::Instant::now();
+    assert_eq!(result.result, Verdict::Error, "{result:#?}");
     assert_eq!(result.error.unwrap().kind, "interrupted");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    let canceled_at = canceled_at.await.unwrap();
+    assert!(stopped.duration_since(canceled_at) < Duration::from_secs(10));
     assert_eq!(result.arch, Some(Arch::Arm64));
     assert_eq!(result.accel.as_deref(), Some("tcg"));
 }

@@ -167,12 +167,11 @@ async fn track(metrics: Arc<Metrics>, req: Request, next: Next) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    // A lookup of a name that cannot exist proves the store answers, whatever it holds.
-    match state.store.get("readyz.probe.invalid-").await {
-        Ok(_) => Ok("ready\n"),
+    match state.store.ready().await {
+        Ok(()) => Ok("ready\n"),
         Err(e) => {
-            tracing::warn!(error = %e, "Readiness probe: store unreachable");
-            Err(ApiError::Unavailable("store unreachable".into()))
+            tracing::warn!(error = %e, "Readiness probe: the store is not ready");
+            Err(ApiError::Unavailable(format!("not ready: {e}")))
         }
     }
 }
@@ -246,6 +245,10 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::Backend(msg) => {
                 tracing::error!(error = %msg, "Store backend failed");
                 ApiError::Unavailable("the job store is unavailable; retry later".into())
+            }
+            StoreError::Storage(msg) => {
+                tracing::error!(error = %msg, "Store cannot write");
+                ApiError::Unavailable(format!("the job store cannot write ({msg}); retry later"))
             }
         }
     }

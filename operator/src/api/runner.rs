@@ -254,17 +254,21 @@ pub async fn complete(
         ApiError::invalid(field, message)
     })?;
     bootfarm_core::result::check::bound(&mut body.result);
+    // The document goes to disk first (a full disk refuses it before anything is recorded, and
+    // the runner retries); it is put in place only once the store has recorded the verdict.
+    let files = state.files.clone();
+    let (file_name, result) = (name.clone(), body.result.clone());
+    let staged = tokio::task::spawn_blocking(move || files.stage_result(&file_name, &result))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::Unavailable(format!("cannot write the result of {name}: {e}")))?;
     let outcome = state
         .store
         .complete(&name, &body.lease_id, &body.result, Timestamp::now())
         .await?;
     match outcome {
         CompleteOutcome::Finished(job) => {
-            // The verdict is recorded in the store; the full document goes next to the log
-            // (written off the async threads: it is fsynced).
-            let files = state.files.clone();
-            let (file_name, result) = (name.clone(), body.result.clone());
-            tokio::task::spawn_blocking(move || files.write_result(&file_name, &result))
+            tokio::task::spawn_blocking(move || staged.commit())
                 .await
                 .map_err(ApiError::internal)?
                 .map_err(|e| ApiError::internal(format!("writing result of {name}: {e}")))?;

@@ -73,6 +73,8 @@ pub struct Options {
     pub tokens: Option<String>,
     /// More directories local artifacts may come from (the fixtures always may).
     pub allow_local: Vec<PathBuf>,
+    /// More command-line arguments for `bootfarm-operator standalone`.
+    pub extra: Vec<String>,
 }
 
 impl Default for Options {
@@ -82,6 +84,7 @@ impl Default for Options {
             lease_ttl: 6,
             tokens: None,
             allow_local: Vec::new(),
+            extra: Vec::new(),
         }
     }
 }
@@ -111,6 +114,7 @@ impl Farm {
         for d in &opts.allow_local {
             cmd.arg("--allow-local-artifacts").arg(d);
         }
+        cmd.args(&opts.extra);
         if let Some(tokens) = &opts.tokens {
             let path = dir.path().join("tokens");
             std::fs::write(&path, tokens).expect("write tokens");
