@@ -36,8 +36,8 @@ fail() {
 }
 
 if [[ ! -f $FIXTURES/x86_64/kernel || ! -f $FIXTURES/arm64/kernel ]]; then
-    echo "e2e: SKIP: no boot fixtures in $FIXTURES (run scripts/fixtures); CI always has them" >&2
-    exit 0
+    echo "e2e: FAIL: no boot fixtures in $FIXTURES (run scripts/fixtures)" >&2
+    exit 1
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bootfarm-e2e.XXXXXX")
@@ -170,6 +170,7 @@ start_operator() {
         "$OPERATOR" run --namespace "$NS" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" \
         --token-file "$WORK/user-tokens" --runner-token-file "$WORK/runner-token" \
         --lease-ttl "$LEASE_TTL" --runner-pod-template "$WORK/runner-pod/pod.yaml" \
+        --allow-local-artifacts "$FIXTURES" \
         --server-url "$API" >>"$WORK/operator.log" 2>&1 &
     OPERATOR_PID=$!
     wait_for 30 "operator ready on $API" curl -fsS --max-time 2 "$API/readyz"
