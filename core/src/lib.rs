@@ -5,7 +5,11 @@
 
 pub mod arch;
 pub mod console;
+pub mod names;
+pub mod netpolicy;
+pub mod paths;
 pub mod result;
+pub mod size;
 pub mod spec;
 pub mod verdict;
 

@@ -1,6 +1,8 @@
 //! The result document, `bootfarm.result/v1`: what `bootfarm-runner boot --output json` and
 //! `bootfarm-runner classify` print, what runners post to the operator. Field names are a contract.
 
+pub mod check;
+
 use crate::Arch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -89,10 +91,20 @@ pub enum IssueKind {
     Exception,
     /// A line matching a job's own `--failure-pattern`.
     Pattern,
+    /// KMSAN: use of uninitialised memory.
+    Kmsan,
+    /// A lockdep splat (possible deadlock, inconsistent lock state, suspicious RCU usage, ...).
+    Lockdep,
+    /// kmemleak's `unreferenced object`.
+    Memleak,
+    /// A driver or subsystem error with an errno (`probe of x failed with error -22`).
+    ErrorCode,
+    /// A user-space process crash the kernel logs (`traps: ...`, `segfault at`).
+    UserFault,
 }
 
 impl IssueKind {
-    pub const ALL: [IssueKind; 17] = [
+    pub const ALL: [IssueKind; 22] = [
         IssueKind::Panic,
         IssueKind::Oops,
         IssueKind::Bug,
@@ -110,6 +122,11 @@ impl IssueKind {
         IssueKind::Fault,
         IssueKind::Exception,
         IssueKind::Pattern,
+        IssueKind::Kmsan,
+        IssueKind::Lockdep,
+        IssueKind::Memleak,
+        IssueKind::ErrorCode,
+        IssueKind::UserFault,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -131,14 +148,26 @@ impl IssueKind {
             IssueKind::Fault => "fault",
             IssueKind::Exception => "exception",
             IssueKind::Pattern => "pattern",
+            IssueKind::Kmsan => "kmsan",
+            IssueKind::Lockdep => "lockdep",
+            IssueKind::Memleak => "memleak",
+            IssueKind::ErrorCode => "error_code",
+            IssueKind::UserFault => "user_fault",
         }
     }
 
-    /// The default policy: these fail a run; warning, hung_task and oom are only recorded.
+    /// The default policy: these fail a run; warning, hung_task, oom, lockdep, memleak,
+    /// error_code and user_fault are only recorded.
     pub fn fails_by_default(self) -> bool {
         !matches!(
             self,
-            IssueKind::Warning | IssueKind::HungTask | IssueKind::Oom
+            IssueKind::Warning
+                | IssueKind::HungTask
+                | IssueKind::Oom
+                | IssueKind::Lockdep
+                | IssueKind::Memleak
+                | IssueKind::ErrorCode
+                | IssueKind::UserFault
         )
     }
 }
@@ -170,16 +199,31 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Issue {
     pub kind: IssueKind,
-    /// 1-based console line number where the problem starts.
+    /// 1-based console line number where the problem (its first report) starts.
     pub line: u64,
     pub summary: String,
-    /// A bounded excerpt of the report (the block, or a few lines).
+    /// A bounded excerpt of the (first) report: the block, or a few lines.
     pub excerpt: String,
-    /// Stable across runs and kernels: hex SHA-256 prefix of the normalised text + first trace function.
+    /// Stable across runs, builds and kernels: hex SHA-256 prefix of the kind and the title.
     pub fingerprint: String,
     pub phase: Phase,
     /// Whether the job's policy counts this issue as a failure.
     pub fatal: bool,
+    /// The crash's name as syzbot writes it: the report's head without addresses, sizes,
+    /// pids or CPU numbers, then ` in <function>` (`KASAN: use-after-free Read in tcp_recvmsg`).
+    #[serde(default)]
+    pub title: String,
+    /// The guilty frame: the first function of the trace (or of the line naming it) that is
+    /// not reporting machinery, a library routine or entry code; null when there is none.
+    #[serde(default)]
+    pub function: Option<String>,
+    /// Reports of this fingerprint in the log (the first one's line and excerpt are kept).
+    #[serde(default = "one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,6 +375,14 @@ mod tests {
         assert_eq!(v["result"], "error");
         assert_eq!(v["stage"], "none");
         assert_eq!(v["error"]["kind"], "artifact_missing");
+    }
+
+    #[test]
+    fn an_issue_from_before_titles_still_reads() {
+        let old = r#"{"kind": "warning", "line": 3, "summary": "s", "excerpt": "e",
+            "fingerprint": "f", "phase": "boot", "fatal": false}"#;
+        let i: Issue = serde_json::from_str(old).unwrap();
+        assert_eq!((i.title.as_str(), i.function, i.count), ("", None, 1));
     }
 
     #[test]

@@ -8,11 +8,15 @@ use crate::Arch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod location;
+pub mod qemu_opts;
 mod summary;
-mod validate;
+pub mod validate;
 
+pub use location::{LocalDirs, Location};
+pub use qemu_opts::{Cpu, Machine};
 pub use summary::summarize;
-pub use validate::{parse_memory, validate, FieldError};
+pub use validate::{validate, AccelMode, Artifact, FieldError, Slot, ValidatedSpec};
 
 #[cfg(feature = "crd")]
 use kube::CustomResource;

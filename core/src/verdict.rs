@@ -16,6 +16,17 @@ pub enum Expect {
     Shell,
 }
 
+impl Expect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expect::Auto => "auto",
+            Expect::Poweroff => "poweroff",
+            Expect::Login => "login",
+            Expect::Shell => "shell",
+        }
+    }
+}
+
 impl std::str::FromStr for Expect {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -13,27 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("BOOTFARM_FIXTURES")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let cache = std::env::var_os("BOOTFARM_CACHE")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bootfarm"))
-                })?;
-            Some(cache.join("fixtures"))
-        })?;
-    let ok =
-        dir.join("x86_64/kernel").is_file() && dir.join("x86_64/initrd-login.cpio.gz").is_file();
-    if !ok {
-        eprintln!(
-            "SKIPPED: no bootfarm fixtures at {} (run scripts/fixtures)",
-            dir.display()
-        );
-        return None;
-    }
-    Some(dir)
+fn fixtures() -> PathBuf {
+    bootfarm_core::paths::require_fixtures()
 }
 
 /// Kills QEMU whatever happens to the test.
@@ -146,9 +127,7 @@ fn boot_initrd(fx: &std::path::Path, initrd: &str, cfg: SessionConfig) -> Run {
 
 #[test]
 fn login_as_root_runs_commands_and_powers_off() {
-    let Some(fx) = fixtures() else {
-        return;
-    };
+    let fx = fixtures();
     let run = boot(
         &fx,
         SessionConfig {
@@ -203,9 +182,7 @@ fn login_as_root_runs_commands_and_powers_off() {
 
 #[test]
 fn a_wrong_password_is_login_incorrect() {
-    let Some(fx) = fixtures() else {
-        return;
-    };
+    let fx = fixtures();
     let run = boot(
         &fx,
         SessionConfig {
@@ -228,9 +205,7 @@ fn a_wrong_password_is_login_incorrect() {
 
 #[test]
 fn lava_signals_and_ktap_from_a_real_shell_with_kmsg() {
-    let Some(fx) = fixtures() else {
-        return;
-    };
+    let fx = fixtures();
     let run = boot_initrd(
         &fx,
         "initrd-shell.cpio.gz",

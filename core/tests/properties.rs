@@ -3,7 +3,7 @@
 
 use bootfarm_core::console::{Classification, Classifier, ClassifierConfig};
 use proptest::prelude::*;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Pieces of real console text, so random logs reach deep states (open reports, KTAP levels,
 /// LAVA captures, command markers, prompts, split fragments) and not only the fast path.
@@ -20,6 +20,26 @@ const TOKENS: &[&str] = &[
     "==================================================================",
     "BUG: KASAN: use-after-free in f+0x1/0x2",
     "Call Trace:",
+    "WARNING: possible circular locking dependency detected",
+    "ffff8880 (&pipe->mutex/1){+.+.}-{3:3}, at: pipe_write+0x12e/0x1b70",
+    "is trying to acquire lock:",
+    "BUG: KMSAN: uninit-value in f+0x1/0x2",
+    "Uninit was created at:",
+    "unreferenced object 0xffff888004b1e3c0 (size 64):",
+    "  backtrace (crc 5d2b9f51):",
+    "Oops: divide error: 0000 [#1] SMP",
+    "RIP: 0010:f+0x1/0x2",
+    "pc : f+0x1/0x2",
+    "epc : f+0x1/0x2",
+    "[<c05a0b5c>] (f) from [<c05a1234>] (g+0x1/0x2)",
+    " ? h+0x1/0x2",
+    "INFO: task ",
+    "x:1 blocked for more than 2 seconds.",
+    "probe of thermal-sensor1 failed with error -22",
+    "a.out[77]: segfault at 0 ip 0 sp 0 error 6 in a.out[400000+1000]",
+    "WARNING: Caches not enabled",
+    "[    1.0][    C1] ",
+    "[    1.0][ T42] ",
     " <TASK>",
     " <IRQ>",
     " </IRQ>",
@@ -149,16 +169,15 @@ fn work_is_linear_even_on_pathological_input() {
         ("escapes", b"\x1b[1;32m/ # \x1b[0m\x08\x08\r".to_vec()),
     ];
     for (what, unit) in units {
-        let small = rate(&unit, 1 << 20);
-        let large = rate(&unit, 8 << 20);
-        // Debug builds on a shared machine are noisy: only a super-linear blow-up fails this.
+        // The cost per MB must not grow with the input (a quadratic scan would be 8x here).
+        // Compared in the same minute, so a loaded machine slows both alike; the best of a few
+        // runs drops the worst of the noise.
+        let best = |size| (0..3).map(|_| rate(&unit, size)).fold(f64::MAX, f64::min);
+        let small = best(256 << 10);
+        let large = best(2 << 20);
         assert!(
             large < small * 4.0 + 0.05,
-            "{what}: {small:.4} s/MB at 1 MiB but {large:.4} s/MB at 8 MiB"
-        );
-        assert!(
-            Duration::from_secs_f64(large * 8.0) < Duration::from_secs(60),
-            "{what}: too slow"
+            "{what}: {small:.4} s/MB at 256 KiB but {large:.4} s/MB at 2 MiB"
         );
     }
 }

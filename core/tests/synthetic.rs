@@ -63,11 +63,11 @@ fn line_ends_do_not_change_the_result() {
         assert_eq!((a.stage, a.lines), (b.stage, b.lines));
     }
     assert_eq!(a.stage, Stage::Shell);
-    // A bare `\r` ends a line for matching; line numbers count `\n` as editors do.
+    // A log of bare `\r` line ends is numbered line by line, like the others.
     let b = classify(cr.as_bytes());
     assert_eq!(
-        (b.issues[0].kind, b.issues[0].line, b.stage),
-        (a.issues[0].kind, 1, a.stage)
+        (b.issues[0].kind, b.issues[0].line, b.stage, b.lines),
+        (a.issues[0].kind, 8, a.stage, 9)
     );
     let mut c = Classifier::new(ClassifierConfig::default());
     c.feed(b"Press Ctrl-B...\r      \r\n\n\n[    1.0] Kernel panic - not syncing: x\r\n");
@@ -604,10 +604,258 @@ fn results_and_issues_are_bounded_and_counted() {
             "<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=t{i} RESULT=pass>\n"
         ));
     }
-    for _ in 0..1_200 {
-        log.push_str("BUG: scheduling while atomic: x/1/0x2\n");
+    for i in 0..1_200 {
+        log.push_str(&format!("BUG: bug_{i} happened\n"));
     }
+    // Repeats of a kept bug are counted on it, also beyond the bound.
+    log.push_str("BUG: bug_0 happened\nBUG: bug_1100 happened\n");
     let c = classify(log.as_bytes());
     assert_eq!((c.tests.len(), c.dropped_tests), (20_000, 5_000));
-    assert_eq!((c.issues.len(), c.dropped_issues), (1_000, 200));
+    assert_eq!((c.issues.len(), c.dropped_issues), (1_000, 201));
+    assert_eq!(c.issues[0].count, 2);
+}
+
+/// (sample, issue index, kind, title, function, count)
+type Named = (
+    &'static str,
+    usize,
+    IssueKind,
+    &'static str,
+    Option<&'static str>,
+    u64,
+);
+const NAMED: &[Named] = &[
+    (
+        "lockdep-circular.log",
+        0,
+        IssueKind::Lockdep,
+        "possible deadlock in pipe_write",
+        Some("pipe_write"),
+        1,
+    ),
+    (
+        "memleak.log",
+        1,
+        IssueKind::Memleak,
+        "memory leak in leaky_table_init",
+        Some("leaky_table_init"),
+        1,
+    ),
+    (
+        "divide-error.log",
+        0,
+        IssueKind::Oops,
+        "divide error in ratio_init",
+        Some("ratio_init"),
+        1,
+    ),
+    (
+        "riscv64-oops.log",
+        0,
+        IssueKind::Oops,
+        "BUG: unable to handle kernel NULL pointer dereference in sysrq_handle_crash",
+        Some("sysrq_handle_crash"),
+        1,
+    ),
+    (
+        "arm64-oops.log",
+        0,
+        IssueKind::Oops,
+        "BUG: unable to handle kernel NULL pointer dereference in sysrq_handle_crash",
+        Some("sysrq_handle_crash"),
+        1,
+    ),
+    (
+        "arm32-unhandled-fault.log",
+        0,
+        IssueKind::Fault,
+        "Unhandled fault in sysrq_handle_crash",
+        Some("sysrq_handle_crash"),
+        1,
+    ),
+    (
+        "gpf.log",
+        0,
+        IssueKind::Fault,
+        "general protection fault in broken_list_init",
+        Some("broken_list_init"),
+        1,
+    ),
+    (
+        "invalid-opcode.log",
+        0,
+        IssueKind::InvalidOpcode,
+        "invalid opcode in broken_init",
+        Some("broken_init"),
+        1,
+    ),
+    (
+        "kcsan.log",
+        0,
+        IssueKind::Kcsan,
+        "KCSAN: data-race in test_kernel_read / test_kernel_write",
+        Some("test_kernel_read"),
+        1,
+    ),
+    (
+        "kfence.log",
+        0,
+        IssueKind::Kfence,
+        "KFENCE: out-of-bounds read in test_out_of_bounds_read",
+        Some("test_out_of_bounds_read"),
+        1,
+    ),
+    (
+        "ubsan-framed.log",
+        0,
+        IssueKind::Ubsan,
+        "UBSAN: array-index-out-of-bounds in lkdtm_ARRAY_BOUNDS",
+        Some("lkdtm_ARRAY_BOUNDS"),
+        1,
+    ),
+    (
+        "rcu-stall.log",
+        0,
+        IssueKind::RcuStall,
+        "INFO: rcu detected stall in spin_forever",
+        Some("spin_forever"),
+        1,
+    ),
+    (
+        "hard-lockup.log",
+        1,
+        IssueKind::Panic,
+        "kernel panic: Hard LOCKUP",
+        None,
+        1,
+    ),
+    (
+        "firmware.log",
+        0,
+        IssueKind::ErrorCode,
+        "Direct firmware load for regulatory.db failed with error -2",
+        None,
+        1,
+    ),
+    (
+        "firmware.log",
+        1,
+        IssueKind::ErrorCode,
+        "probe of thermal-sensor1 failed with error -22",
+        None,
+        2,
+    ),
+    (
+        "firmware.log",
+        2,
+        IssueKind::UserFault,
+        "a.out: segfault in a.out",
+        None,
+        1,
+    ),
+];
+
+#[test]
+fn issues_are_named_as_syzbot_names_them() {
+    for (name, i, kind, title, function, count) in NAMED {
+        let c = classify(&sample(name));
+        let issue = c
+            .issues
+            .get(*i)
+            .unwrap_or_else(|| panic!("{name}: no issue {i} in {:#?}", c.issues));
+        assert_eq!(
+            (
+                issue.kind,
+                issue.title.as_str(),
+                issue.function.as_deref(),
+                issue.count
+            ),
+            (*kind, *title, *function, *count),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn firmware_output_never_makes_issues_and_new_kinds_do_not_fail() {
+    let c = classify(&sample("firmware.log"));
+    // Nine firmware lines before the kernel (WARNING:, an errno line) are kept out.
+    assert!(c.issues.iter().all(|i| i.line > 12), "{:#?}", c.issues);
+    assert_eq!(c.issues.len(), 3);
+    assert!(c.issues.iter().all(|i| !i.fatal));
+    let d = decide(&c, Expect::Auto, End::LogEnded);
+    assert_eq!(
+        (d.verdict.as_str(), d.reason.as_str()),
+        ("pass", "poweroff")
+    );
+    // A log whose kernel never started has no issue at all.
+    let log = sample("firmware.log");
+    let text = String::from_utf8_lossy(&log);
+    let firmware_only: String = text.lines().take(11).map(|l| format!("{l}\r\n")).collect();
+    let c = classify(firmware_only.as_bytes());
+    assert_eq!((c.issues.len(), c.stage), (0, Stage::None));
+    // Kernel-shaped reports still count without timestamps (a report pasted alone).
+    let c = classify(
+        b"WARNING: CPU: 0 PID: 1 at net/core/dev.c:123 foo+0x1/0x2\nCall Trace:\n bar+0x1/0x2\n",
+    );
+    assert_eq!(
+        (c.issues[0].kind, c.issues[0].title.as_str()),
+        (IssueKind::Warning, "WARNING in bar")
+    );
+    let c = classify(b"WARNING: Caches not enabled\n");
+    assert_eq!(c.issues, vec![]);
+}
+
+#[test]
+fn lockdep_memleak_error_code_and_user_faults_are_recorded_not_failed() {
+    for k in [
+        IssueKind::Lockdep,
+        IssueKind::Memleak,
+        IssueKind::ErrorCode,
+        IssueKind::UserFault,
+    ] {
+        assert!(!k.fails_by_default(), "{k:?}");
+    }
+    assert!(IssueKind::Kmsan.fails_by_default());
+    let log = "[    1.0] traps: a.out[123] general protection fault ip:401136 sp:7ffd8 error:0 in libc.so.6[7f00+1000]\r\n";
+    let c = classify(log.as_bytes());
+    assert_eq!(
+        (
+            c.issues[0].kind,
+            c.issues[0].fatal,
+            c.issues[0].title.as_str()
+        ),
+        (
+            IssueKind::UserFault,
+            false,
+            "traps: a.out: general protection fault in libc.so.6"
+        )
+    );
+}
+
+#[test]
+fn repeated_reports_of_one_bug_are_one_issue_with_a_count() {
+    let one = "[    1.0] ------------[ cut here ]------------\r\n\
+[    1.0] WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2\r\n\
+[    1.0] RIP: 0010:f+0x1/0x2\r\n\
+[    1.0] ---[ end trace 0000000000000000 ]---\r\n";
+    let other = one.replace("f+0x1", "g+0x1").replace("CPU: 0", "CPU: 1");
+    let log = format!("{one}{}{one}{other}", one.replace("PID: 1", "PID: 7"));
+    let c = classify(log.as_bytes());
+    let got: Vec<_> = c
+        .issues
+        .iter()
+        .map(|i| (i.title.as_str(), i.count, i.line))
+        .collect();
+    assert_eq!(got, vec![("WARNING in f", 3, 1), ("WARNING in g", 1, 13)]);
+}
+
+#[test]
+fn interleaved_lines_of_other_cpus_stay_out_of_the_report() {
+    let log = "[    1.0][    C1] BUG: KMSAN: uninit-value in virtqueue_add+0x20e2/0x60f0\r\n\
+[    1.0][T12093] other_cpu_func+0x1/0x2\r\n\
+[    1.0][    C1]  virtqueue_add+0x20e2/0x60f0\r\n";
+    let c = classify(log.as_bytes());
+    assert_eq!(c.issues[0].title, "KMSAN: uninit-value in virtqueue_add");
+    assert!(!c.issues[0].excerpt.contains("other_cpu_func"));
 }

@@ -27,6 +27,23 @@ pub enum FilesError {
     },
 }
 
+/// A result document written but not yet in place; dropped, it is removed.
+pub struct StagedResult {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+impl StagedResult {
+    /// Renames it into place.
+    pub fn commit(self) -> Result<(), FilesError> {
+        let path = self.path;
+        self.tmp
+            .persist(&path)
+            .map_err(|e| io_err(&path)(e.error))?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct JobFiles {
     root: PathBuf,
@@ -62,13 +79,7 @@ impl JobFiles {
 
     /// The job's directory; names are DNS subdomains, so anything else (`..`, `/`) is refused.
     fn dir(&self, name: &str) -> Result<PathBuf, FilesError> {
-        let ok = !name.is_empty()
-            && name.len() <= 253
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-            && !name.starts_with('.');
-        if !ok {
+        if !bootfarm_core::names::is_dns_subdomain(name) {
             return Err(FilesError::BadName(name.to_string()));
         }
         Ok(self.root.join(name))
@@ -105,6 +116,16 @@ impl JobFiles {
         Ok(keep)
     }
 
+    /// The log's length in bytes (0 when absent).
+    pub fn log_len(&self, name: &str) -> Result<u64, FilesError> {
+        let path = self.log_path(name)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
     /// Reads the log from `offset` (at most `max` bytes); an absent log reads as empty.
     pub fn read_log(&self, name: &str, offset: u64, max: usize) -> Result<LogChunk, FilesError> {
         let path = self.log_path(name)?;
@@ -131,19 +152,32 @@ impl JobFiles {
 
     /// Writes the result document atomically (temp file, fsync, rename).
     pub fn write_result(&self, name: &str, result: &BootResult) -> Result<(), FilesError> {
+        self.stage_result(name, result)?.commit()
+    }
+
+    /// Writes the result document beside its final place, fsynced, for [`StagedResult::commit`]
+    /// once the store has recorded the verdict: a full disk fails here, before anything is
+    /// recorded, so the runner can retry instead of the job ending without its document.
+    pub fn stage_result(
+        &self,
+        name: &str,
+        result: &BootResult,
+    ) -> Result<StagedResult, FilesError> {
         let dir = self.dir(name)?;
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let path = dir.join("result.json");
-        let tmp = dir.join(".result.json.tmp");
         let json = serde_json::to_vec_pretty(result).map_err(|source| FilesError::Json {
             path: path.clone(),
             source,
         })?;
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&json).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        Ok(())
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".result-")
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(io_err(&dir))?;
+        tmp.write_all(&json).map_err(io_err(&dir))?;
+        tmp.as_file().sync_all().map_err(io_err(&dir))?;
+        Ok(StagedResult { tmp, path })
     }
 
     pub fn read_result(&self, name: &str) -> Result<Option<BootResult>, FilesError> {

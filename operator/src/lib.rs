@@ -1,4 +1,5 @@
 //! The bootfarm operator as a library: the binary is a thin CLI over these modules.
+pub mod admission;
 pub mod api;
 pub mod client;
 pub mod files;

@@ -58,6 +58,8 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // On a full disk (stderr is a log file) its own eprintln! would panic the process.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -30,6 +30,7 @@ const PERMANENT_ERROR_KINDS: &[&str] = &[
     "artifact_unreadable",
     "checksum_mismatch",
     "artifact_too_large",
+    "artifact_refused",
     "invalid_job",
 ];
 
@@ -55,6 +56,9 @@ fn status_mut(job: &mut BootJob) -> &mut BootJobStatus {
     job.status.get_or_insert_with(BootJobStatus::default)
 }
 
+/// Longest condition message kept (Kubernetes' own limit is 32 KiB; a status must stay small).
+pub const MAX_CONDITION_MESSAGE: usize = 1024;
+
 /// Sets a condition; `lastTransitionTime` moves only when the status value changes.
 pub fn set_condition(
     status: &mut BootJobStatus,
@@ -67,6 +71,8 @@ pub fn set_condition(
 ) {
     let value = if value { "True" } else { "False" };
     let time = now.round(jiff::Unit::Second).unwrap_or(now).to_string();
+    // Messages quote results and runners; a status must stay small whatever they say.
+    let message = &bootfarm_core::result::check::truncate(message, MAX_CONDITION_MESSAGE);
     match status.conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != value {
@@ -420,6 +426,62 @@ pub fn expire(job: &mut BootJob, now: Timestamp) -> bool {
     )
 }
 
+/// How long past its total timeout a running attempt may still report: the runner needs a
+/// moment to stop QEMU and post, and a result retried over a minute must still count.
+pub const OVERDUE_GRACE: Duration = Duration::from_secs(120);
+
+/// Whether a Running attempt has outlived its job's total timeout (plus [`OVERDUE_GRACE`]):
+/// its runner heartbeats but will never report, or the operator could not record the report.
+pub fn overdue(job: &BootJob, now: Timestamp) -> bool {
+    let Some(status) = job.status.as_ref() else {
+        return false;
+    };
+    if status.phase != JobPhase::Running {
+        return false;
+    }
+    let total = job
+        .spec
+        .timeouts
+        .as_ref()
+        .and_then(|t| t.total)
+        .map(Duration::from_secs)
+        .unwrap_or(bootfarm_core::spec::validate::DEFAULT_TOTAL_TIMEOUT);
+    status
+        .start_time
+        .as_deref()
+        .and_then(parse_time)
+        .is_some_and(|started| add(started, total + OVERDUE_GRACE) < now)
+}
+
+/// Ends the current attempt when it is stale: its lease ran out, or it outlived the job's total
+/// timeout. `Some(requeued)` when it ended; `None` when the attempt may go on.
+pub fn end_stale_attempt(job: &mut BootJob, now: Timestamp) -> Option<bool> {
+    if lease_expired(job, now) {
+        return Some(expire(job, now));
+    }
+    if overdue(job, now) {
+        let total = job
+            .spec
+            .timeouts
+            .as_ref()
+            .and_then(|t| t.total)
+            .unwrap_or(bootfarm_core::spec::validate::DEFAULT_TOTAL_TIMEOUT.as_secs());
+        let runner = job
+            .status
+            .as_ref()
+            .and_then(|s| s.runner.clone())
+            .unwrap_or_else(|| "?".into());
+        return Some(infra_failure(
+            job,
+            "TotalTimeout",
+            &format!("runner {runner} did not report within the job's total timeout ({total} s)"),
+            false,
+            now,
+        ));
+    }
+    None
+}
+
 /// The runner gave the job back without a verdict. Returns true when requeued.
 pub fn release(job: &mut BootJob, reason: &str, now: Timestamp) -> bool {
     infra_failure(job, "Released", reason, false, now)
@@ -604,6 +666,25 @@ pub(crate) mod tests {
         assert_eq!(j.status.as_ref().map(|s| s.attempts), Some(2));
         assert!(!lease_is_current(&j, "L1"));
         assert!(lease_is_current(&j, "L2"));
+    }
+
+    #[test]
+    fn an_attempt_past_its_total_timeout_ends_even_while_heartbeating() {
+        let mut j = job("a");
+        j.spec.timeouts = Some(bootfarm_core::spec::Timeouts {
+            boot: None,
+            total: Some(60),
+        });
+        enqueue(&mut j, t(0));
+        start_attempt(&mut j, "r1", "local", "L1", TTL, t(1));
+        let late = 1 + 60 + OVERDUE_GRACE.as_secs() as i64;
+        heartbeat(&mut j, "L1", Duration::from_secs(600), t(late - 1));
+        assert_eq!(end_stale_attempt(&mut j, t(late)), None, "not yet");
+        assert_eq!(end_stale_attempt(&mut j, t(late + 1)), Some(true));
+        assert_eq!(phase(&j), JobPhase::Queued);
+        let c = condition(&j, condition::RUNNING).expect("running condition");
+        assert_eq!(c.reason, "TotalTimeout");
+        assert!(c.message.contains("total timeout (60 s)"), "{}", c.message);
     }
 
     #[test]

@@ -33,7 +33,7 @@ async fn json_submission_and_generate_name_work() {
         "apiVersion": "bootfarm.dev/v1alpha1",
         "kind": "BootJob",
         "metadata": {"generateName": "smoke-"},
-        "spec": {"arch": "arm64", "kernel": {"url": "file:///k"}}
+        "spec": {"arch": "arm64", "kernel": {"url": "https://artifacts.example/k"}}
     });
     let r = app
         .call(

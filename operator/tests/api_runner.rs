@@ -174,7 +174,12 @@ async fn a_stale_lease_cannot_complete_log_or_release() {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(app.phase("stale").await, "Running");
-    assert_eq!(app.get("/api/v1/bootjobs/stale/log").await.text(), "");
+    // Only the marker of the new attempt: nothing of the stale runner's.
+    let log = app.get("/api/v1/bootjobs/stale/log").await.text();
+    assert!(
+        log.starts_with("[bootfarm: attempt 2 on runner r2 at ") && log.lines().count() == 1,
+        "{log:?}"
+    );
 
     let r = app
         .runner_post(

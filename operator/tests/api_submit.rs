@@ -28,7 +28,10 @@ async fn refused(app: &App, content_type: &str, body: String) -> Resp {
 #[tokio::test]
 async fn missing_kernel() {
     let app = app();
-    let doc = job_yaml("nokernel").replace("  kernel:\n    url: file:///boot/vmlinuz\n", "");
+    let doc = job_yaml("nokernel").replace(
+        "  kernel:\n    url: https://artifacts.example/vmlinuz\n",
+        "",
+    );
     let r = refused(&app, "application/yaml", doc).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.message().contains("kernel"), "{}", r.message());
@@ -37,7 +40,8 @@ async fn missing_kernel() {
 #[tokio::test]
 async fn empty_kernel_url() {
     let app = app();
-    let doc = job_yaml("emptykernel").replace("url: file:///boot/vmlinuz", "url: \"\"");
+    let doc =
+        job_yaml("emptykernel").replace("url: https://artifacts.example/vmlinuz", "url: \"\"");
     let r = refused(&app, "application/yaml", doc).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(

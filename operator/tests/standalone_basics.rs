@@ -11,7 +11,7 @@ use std::time::Duration;
 fn job(name: &str, ttl: Option<u64>) -> serde_json::Value {
     let mut spec = json!({
         "arch": "x86_64",
-        "kernel": {"url": "/nonexistent/bzImage"},
+        "kernel": {"url": "https://artifacts.invalid/bzImage"},
         "expect": "poweroff"
     });
     if let Some(ttl) = ttl {

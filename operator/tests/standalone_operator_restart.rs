@@ -9,7 +9,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_killed_mid_run_loses_nothing_and_finishes_nothing_twice() {
-    let Some(fixtures) = fixtures() else { return };
+    let fixtures = fixtures();
     let dir = tempfile::tempdir().unwrap();
     let mut farm = Farm::start(
         dir.path(),

@@ -22,28 +22,8 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
 const VERDICT_TTL: Duration = Duration::from_secs(24 * 3600);
 const SUSPECT_VERDICT_TTL: Duration = Duration::from_secs(600);
 
-/// `--accel`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AccelRequest {
-    #[default]
-    Auto,
-    Kvm,
-    Tcg,
-}
-
-impl std::str::FromStr for AccelRequest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(AccelRequest::Auto),
-            "kvm" => Ok(AccelRequest::Kvm),
-            "tcg" => Ok(AccelRequest::Tcg),
-            other => Err(format!(
-                "unknown accelerator {other:?} (expected auto, kvm or tcg)"
-            )),
-        }
-    }
-}
+/// `--accel` and `spec.accel`: the one type of `bootfarm_core`.
+pub use bootfarm_core::spec::AccelMode as AccelRequest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccelChoice {

@@ -81,17 +81,19 @@ pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
         classify_reader(f, cfg, args.expect)
             .with_context(|| format!("reading console log {}", args.file.display()))?
     };
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&result)?),
-        Output::Text => println!(
-            "{}: {} (stage {}, {} issue(s), {} test(s))",
+    let text = match args.output {
+        Output::Json => format!("{}\n", serde_json::to_string_pretty(&result)?),
+        Output::Text => format!(
+            "{}: {} (stage {}, {} issue(s), {} test(s))\n",
             result.result.as_str(),
             result.summary,
             result.stage.as_str(),
             result.issues.len(),
             result.tests.len()
         ),
-    }
+    };
+    // A full disk or a closed pipe is an error to report, not a panic (print! would panic).
+    crate::output::write_stdout(&text).context("writing the result")?;
     Ok(result.result.exit_code())
 }
 

@@ -2,14 +2,17 @@
 //! `BootRequest`.
 
 use crate::accel::AccelRequest;
-use crate::boot::{default_cache_dir, ArtifactSource, BootRequest, ConsoleOut, Login};
+use crate::artifacts::FetchPolicy;
+use crate::boot::{default_cache_dir, BootRequest, ConsoleOut, Login};
+use crate::work::convert::{request_from, RunnerSettings};
 use bootfarm_core::console::ClassifierConfig;
 use bootfarm_core::result::IssueKind;
+use bootfarm_core::spec::validate::{DEFAULT_BOOT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT};
+use bootfarm_core::spec::{validate, ArtifactRef, BootJobSpec, Timeouts};
 use bootfarm_core::verdict::Expect;
 use bootfarm_core::Arch;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -89,10 +92,11 @@ pub struct BootArgs {
     #[arg(long, default_value = "auto", value_parser = parse_expect)]
     pub expect: Expect,
     /// Total timeout in seconds (artifacts, boot and commands).
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = DEFAULT_TOTAL_TIMEOUT.as_secs())]
     pub timeout: u64,
-    /// Seconds from the start of the guest until the expected prompt or power-off.
-    #[arg(long, default_value_t = 300)]
+    /// Seconds from the start of the guest until the expected prompt or power-off (at most the
+    /// total timeout).
+    #[arg(long, default_value_t = DEFAULT_BOOT_TIMEOUT.as_secs())]
     pub boot_timeout: u64,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
@@ -102,7 +106,7 @@ pub struct BootArgs {
     /// Cap of the stored console log (bytes, K/M/G suffixes); head and tail are kept.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub console_limit: u64,
-    /// Artifact cache and host KVM verdict [default: $BOOTFARM_CACHE or ~/.cache/bootfarm].
+    /// Artifact cache and host KVM verdict [default: $BOOTFARM_CACHE, /var/cache/bootfarm for root, else ~/.cache/bootfarm].
     #[arg(long, env = "BOOTFARM_CACHE")]
     pub cache_dir: Option<PathBuf>,
     /// Directory holding the qemu-system-* binaries [default: PATH].
@@ -163,73 +167,137 @@ fn parse_kind(s: &str) -> Result<IssueKind, String> {
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {
-    regex::Regex::new(s).map_err(|e| e.to_string())
+    bootfarm_core::spec::validate::compile_pattern(s)
 }
 
 fn parse_login(s: &str) -> Result<Login, String> {
-    s.parse()
+    bootfarm_core::spec::validate::parse_login(s)
 }
 
 /// `64M`, `512K`, `1G`, or plain bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let mult = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                _ => return Err(format!("unknown size suffix in {s:?} (use K, M or G)")),
-            };
-            (&s[..i], mult)
-        }
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("not a size: {s:?}"))
+    bootfarm_core::size::parse_size(s, bootfarm_core::size::Unit::Bytes).map_err(|e| e.to_string())
 }
 
 impl BootArgs {
-    pub fn to_request(&self) -> BootRequest {
-        let src = |s: &Option<String>, sha: &Option<String>| {
-            s.as_ref().map(|s| ArtifactSource {
-                source: s.clone(),
+    /// The job these flags describe: the same spec a BootJob carries, so a boot by hand and a
+    /// boot in the farm are validated by the same rules.
+    pub fn to_spec(&self) -> BootJobSpec {
+        let art = |url: &Option<String>, sha: &Option<String>| {
+            url.as_ref().map(|u| ArtifactRef {
+                url: u.clone(),
                 sha256: sha.clone(),
             })
         };
-        BootRequest {
-            arch: self.arch,
-            kernel: ArtifactSource {
-                source: self.kernel.clone(),
-                sha256: self.kernel_sha256.clone(),
-            },
-            initrd: src(&self.initrd, &self.initrd_sha256),
-            rootfs: src(&self.rootfs, &self.rootfs_sha256),
-            dtb: src(&self.dtb, &self.dtb_sha256),
-            modules: src(&self.modules, &self.modules_sha256),
-            boot_args: self.boot_args.clone(),
-            machine: self.machine.clone(),
-            cpu: self.cpu.clone(),
-            memory: self.memory.clone(),
-            smp: self.smp,
-            accel: self.accel,
-            expect: self.expect,
-            timeout: Duration::from_secs(self.timeout),
-            boot_timeout: Duration::from_secs(self.boot_timeout),
-            console_limit: self.console_limit,
-            console_out: match &self.log {
-                Some(p) => ConsoleOut::File(p.clone()),
-                None => ConsoleOut::Stderr,
-            },
-            classifier: self.policy.classifier_config(),
-            login: self.login.clone(),
-            commands: self.commands.clone(),
+        let mut spec = BootJobSpec::new(self.arch, self.kernel.clone());
+        spec.kernel.sha256 = self.kernel_sha256.clone();
+        spec.initrd = art(&self.initrd, &self.initrd_sha256);
+        spec.rootfs = art(&self.rootfs, &self.rootfs_sha256);
+        spec.dtb = art(&self.dtb, &self.dtb_sha256);
+        spec.modules = art(&self.modules, &self.modules_sha256);
+        spec.boot_args = Some(self.boot_args.clone()).filter(|a| !a.is_empty());
+        spec.machine = self.machine.clone();
+        spec.cpu = self.cpu.clone();
+        spec.memory = self.memory.clone();
+        spec.smp = self.smp;
+        spec.accel = Some(self.accel.as_str().to_string());
+        spec.expect = Some(self.expect.as_str().to_string());
+        spec.login = self.login.as_ref().map(|l| match &l.password {
+            Some(p) => format!("{}:{p}", l.user),
+            None => l.user.clone(),
+        });
+        spec.commands = self.commands.clone();
+        spec.expect_tests = self.policy.expect_tests.clone();
+        spec.fail_on = self
+            .policy
+            .fail_on
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect();
+        spec.ignore = self
+            .policy
+            .ignore
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect();
+        spec.failure_patterns = self
+            .policy
+            .failure_pattern
+            .iter()
+            .map(|r| r.as_str().to_string())
+            .collect();
+        spec.timeouts = Some(Timeouts {
+            boot: Some(self.boot_timeout.min(self.timeout)),
+            total: Some(self.timeout),
+        });
+        spec
+    }
+
+    /// The request these flags describe, or a usage error naming the flag.
+    pub fn to_request(&self) -> Result<BootRequest, String> {
+        let v = validate(&self.to_spec()).map_err(|errs| {
+            errs.iter()
+                .map(|e| format!("{}: {}", flag_for(&e.field), e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let settings = RunnerSettings {
             cache_dir: self.cache_dir.clone().or_else(default_cache_dir),
             qemu_binary_dir: self.qemu_binary_dir.clone(),
+            // A person's own boot: they may read whatever their user can.
+            fetch_policy: FetchPolicy::Unrestricted,
+        };
+        let mut req = request_from(&v, &settings);
+        req.console_limit = self.console_limit;
+        req.console_out = match &self.log {
+            Some(p) => ConsoleOut::File(p.clone()),
+            None => ConsoleOut::Stderr,
+        };
+        Ok(req)
+    }
+}
+
+/// The flag behind a spec field, for usage errors.
+fn flag_for(field: &str) -> String {
+    let name = field
+        .trim_start_matches("spec.")
+        .split('[')
+        .next()
+        .unwrap_or(field);
+    let flag = match name {
+        "kernel.url" => "--kernel",
+        "kernel.sha256" => "--kernel-sha256",
+        "initrd.url" => "--initrd",
+        "initrd.sha256" => "--initrd-sha256",
+        "rootfs.url" => "--rootfs",
+        "rootfs.sha256" => "--rootfs-sha256",
+        "dtb.url" => "--dtb",
+        "dtb.sha256" => "--dtb-sha256",
+        "modules.url" => "--modules",
+        "modules.sha256" => "--modules-sha256",
+        "bootArgs" => "--boot-args",
+        "timeouts.boot" => "--boot-timeout",
+        "timeouts.total" => "--timeout",
+        "failOn" => "--fail-on",
+        "failurePatterns" => "--failure-pattern",
+        "expectTests" => "--expect-tests",
+        "commands" => "--command",
+        other => return format!("--{}", kebab(other)),
+    };
+    flag.to_string()
+}
+
+fn kebab(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('-');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
         }
     }
+    out
 }
 
 #[cfg(test)]
@@ -290,13 +358,13 @@ mod tests {
         let Command::Boot(b) = cli.command else {
             panic!("not boot")
         };
-        let r = b.to_request();
+        let r = b.to_request().unwrap();
         assert_eq!(r.arch, Arch::Arm64);
         assert_eq!(r.initrd.unwrap().source, "/i.cpio.gz");
         assert_eq!(r.boot_args, "-- quiet");
         assert_eq!(r.accel, AccelRequest::Tcg);
         assert_eq!(r.expect, Expect::Shell);
-        assert_eq!(r.boot_timeout, Duration::from_secs(30));
+        assert_eq!(r.boot_timeout, std::time::Duration::from_secs(30));
         assert_eq!(r.commands, ["uname -a", "true"]);
         assert_eq!(r.login.unwrap().password, None);
         assert_eq!(r.classifier.fail_on, [IssueKind::Warning, IssueKind::Oom]);

@@ -1,6 +1,7 @@
 //! bootfarm-runner: boots one kernel under QEMU and reports a verdict.
 //!
 //! Exit status: 0 pass, 1 fail, 3 error (infrastructure), 2 usage error.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use bootfarm_core::BootResult;
 use bootfarm_runner::boot::{run_boot, BootHooks};
@@ -12,6 +13,8 @@ fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // On a full disk (stderr is a log file) its own eprintln! would panic the process.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -30,7 +33,7 @@ fn main() {
     match code {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("bootfarm-runner: {e:#}");
+            bootfarm_runner::output::write_stderr(&format!("bootfarm-runner: {e:#}\n"));
             std::process::exit(3);
         }
     }
@@ -46,7 +49,13 @@ fn runtime(multi_thread: bool) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn boot(args: BootArgs) -> anyhow::Result<i32> {
-    let req = args.to_request();
+    let req = match args.to_request() {
+        Ok(r) => r,
+        Err(usage) => {
+            bootfarm_runner::output::write_stderr(&format!("bootfarm-runner boot: {usage}\n"));
+            return Ok(2);
+        }
+    };
     let hooks = BootHooks::default();
     let cancel = hooks.cancel.clone();
     let mut term = signal(SignalKind::terminate())?;
@@ -59,9 +68,15 @@ async fn boot(args: BootArgs) -> anyhow::Result<i32> {
         cancel.cancel();
     });
     let result = run_boot(req, hooks).await;
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&result)?),
-        Output::Text => print!("{}", text_report(&result)),
+    let text = match args.output {
+        Output::Json => format!("{}\n", serde_json::to_string_pretty(&result)?),
+        Output::Text => text_report(&result),
+    };
+    if let Err(e) = bootfarm_runner::output::write_stdout(&text) {
+        bootfarm_runner::output::write_stderr(&format!(
+            "bootfarm-runner: writing the result: {e}\n"
+        ));
+        return Ok(3);
     }
     Ok(result.result.exit_code())
 }

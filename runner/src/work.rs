@@ -11,7 +11,9 @@ mod client;
 pub mod convert;
 mod shipper;
 
+use crate::artifacts::FetchPolicy;
 use crate::boot::{default_cache_dir, run_boot, BootHooks};
+use bootfarm_core::netpolicy::NetPolicy;
 use bootfarm_core::result::BootResult;
 use bootfarm_core::Arch;
 use clap::Args;
@@ -39,7 +41,7 @@ pub struct WorkArgs {
     /// Exit 0 after this many seconds without work.
     #[arg(long, env = "BOOTFARM_IDLE_EXIT", value_name = "SECONDS")]
     pub idle_exit: Option<u64>,
-    /// Artifact cache and host KVM verdict [default: $BOOTFARM_CACHE or ~/.cache/bootfarm].
+    /// Artifact cache and host KVM verdict [default: $BOOTFARM_CACHE, /var/cache/bootfarm for root, else ~/.cache/bootfarm].
     #[arg(long, env = "BOOTFARM_CACHE")]
     pub cache_dir: Option<PathBuf>,
     /// Directory holding the qemu-system-* binaries [default: PATH].
@@ -55,6 +57,39 @@ pub struct WorkArgs {
     /// Exit 0 after this many jobs (0: no limit).
     #[arg(long, env = "BOOTFARM_MAX_JOBS", default_value_t = 0)]
     pub max_jobs: u64,
+    /// A directory local artifacts (paths, file:// URLs) may come from; repeatable. Without
+    /// one, jobs may name only http(s) artifacts.
+    #[arg(
+        long = "allow-local-artifacts",
+        env = "BOOTFARM_ALLOW_LOCAL_ARTIFACTS",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    pub allow_local_artifacts: Vec<PathBuf>,
+    /// An address range artifacts may be downloaded from although it is internal (loopback,
+    /// private, link-local...); repeatable. E.g. an on-premises mirror.
+    #[arg(
+        long = "allow-artifact-net",
+        env = "BOOTFARM_ALLOW_ARTIFACT_NET",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = parse_cidr
+    )]
+    pub allow_artifact_net: Vec<ipnet::IpNet>,
+    /// A further range never downloaded from (e.g. the cluster's pod and service ranges when
+    /// they are public addresses); repeatable.
+    #[arg(
+        long = "deny-artifact-net",
+        env = "BOOTFARM_DENY_ARTIFACT_NET",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = parse_cidr
+    )]
+    pub deny_artifact_net: Vec<ipnet::IpNet>,
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    bootfarm_core::netpolicy::parse_cidr(s).map_err(|e| e.to_string())
 }
 
 /// Longest single claim long-poll asked of the server.
@@ -120,12 +155,23 @@ fn shutdown_signal() -> anyhow::Result<CancellationToken> {
 
 /// Returns the process exit status.
 pub async fn run(args: WorkArgs) -> anyhow::Result<i32> {
+    // QEMU runs as our user: without this it could read our memory and environment (the runner
+    // token) through /proc. Non-dumpable makes those root's alone.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "Could not make the runner non-dumpable");
+    }
     let token = read_token(args.token_file.as_ref())?;
     let client = Client::new(&args.server, token)?;
     let runner_id = args.runner_id.clone().unwrap_or_else(default_runner_id);
+    let net = NetPolicy::new(
+        args.allow_artifact_net.clone(),
+        args.deny_artifact_net.clone(),
+    );
+    let fetch_policy = FetchPolicy::farm(&args.allow_local_artifacts, net)?;
     let settings = RunnerSettings {
         cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
         qemu_binary_dir: args.qemu_binary_dir.clone(),
+        fetch_policy,
     };
     let shutdown = shutdown_signal()?;
     let idle_exit = args.idle_exit.map(Duration::from_secs);
@@ -315,6 +361,10 @@ async fn heartbeats(
 
 /// Posts the verdict, retrying network failures with backoff (bounded); a stale lease ends it.
 async fn post_result(client: &Client, job: &Claimed, result: &BootResult) {
+    // The operator's bounds, applied here so an honest result always fits.
+    let mut result = result.clone();
+    bootfarm_core::result::check::bound(&mut result);
+    let result = &result;
     let mut delay = COMPLETE_FIRST_DELAY;
     for attempt in 1..=COMPLETE_ATTEMPTS {
         match client.complete(&job.name, &job.lease_id, result).await {

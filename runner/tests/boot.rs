@@ -18,31 +18,8 @@ const BOOT_TIMEOUT: &str = "120";
 
 static ONE_BOOT_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("BOOTFARM_FIXTURES")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("BOOTFARM_CACHE").map(|c| PathBuf::from(c).join("fixtures")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bootfarm/fixtures"))
-        })?;
-    if dir.join("x86_64/kernel").exists() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "\n\n*** SKIPPING real-boot test: no fixtures in {} (run scripts/fixtures) ***\n",
-            dir.display()
-        );
-        None
-    }
-}
-
-macro_rules! fixtures_or_skip {
-    () => {
-        match fixtures() {
-            Some(f) => f,
-            None => return,
-        }
-    };
+fn fixtures() -> PathBuf {
+    bootfarm_core::paths::require_fixtures()
 }
 
 fn cache_dir() -> PathBuf {
@@ -199,7 +176,7 @@ fn assert_pass(run: &Run, stage: &str) {
 }
 
 fn boot_to(arch: &str, initrd: &str, stage: &str) -> Run {
-    let dir = fixtures().unwrap();
+    let dir = fixtures();
     let run = boot(
         &[
             "--arch",
@@ -232,7 +209,7 @@ fn boot_to(arch: &str, initrd: &str, stage: &str) -> Run {
 
 #[test]
 fn x86_64_boots_to_userspace_and_powers_off() {
-    let dir = fixtures_or_skip!();
+    let dir = fixtures();
     let run = boot_to("x86_64", "initrd-poweroff.cpio.gz", "userspace");
     assert_eq!(run.json["reason"], "poweroff");
     assert!(run.log.contains("bootfarm: userspace up"), "{}", run.log);
@@ -258,7 +235,7 @@ fn x86_64_boots_to_userspace_and_powers_off() {
 
 #[test]
 fn arm64_boots_to_a_shell() {
-    let _ = fixtures_or_skip!();
+    let _ = fixtures();
     let run = boot_to("arm64", "initrd-shell.cpio.gz", "shell");
     assert_eq!(run.json["reason"], "prompt");
     assert!(run.json["durations"]["to_prompt"].as_f64().is_some());
@@ -266,20 +243,20 @@ fn arm64_boots_to_a_shell() {
 
 #[test]
 fn riscv64_boots_to_a_shell() {
-    let _ = fixtures_or_skip!();
+    let _ = fixtures();
     boot_to("riscv64", "initrd-shell.cpio.gz", "shell");
 }
 
 #[test]
 fn arm64_powers_off() {
-    let _ = fixtures_or_skip!();
+    let _ = fixtures();
     let run = boot_to("arm64", "initrd-poweroff.cpio.gz", "userspace");
     assert_eq!(run.json["reason"], "poweroff");
 }
 
 #[test]
 fn login_and_commands_become_test_cases() {
-    let dir = fixtures_or_skip!();
+    let dir = fixtures();
     let run = boot(
         &[
             "--arch",
@@ -313,7 +290,7 @@ fn login_and_commands_become_test_cases() {
 
 #[test]
 fn a_panic_fails_at_once_not_at_the_timeout() {
-    let dir = fixtures_or_skip!();
+    let dir = fixtures();
     let run = boot(
         &[
             "--arch",
@@ -346,7 +323,7 @@ fn a_panic_fails_at_once_not_at_the_timeout() {
 
 #[test]
 fn a_silent_guest_fails_with_timeout_at_the_boot_timeout() {
-    let dir = fixtures_or_skip!();
+    let dir = fixtures();
     let run = boot(
         &[
             "--arch",
@@ -358,20 +335,20 @@ fn a_silent_guest_fails_with_timeout_at_the_boot_timeout() {
             "--accel",
             "tcg",
             "--boot-timeout",
-            "20",
+            "30",
         ],
-        Duration::from_secs(60),
+        Duration::from_secs(90),
     );
     assert_eq!(run.code, 1, "{:#}", run.json);
     assert_eq!(run.json["reason"], "timeout");
     assert_eq!(run.json["stage"], "userspace");
     let total = run.json["durations"]["total"].as_f64().unwrap();
-    assert!((20.0..25.0).contains(&total), "{total}");
+    assert!((30.0..35.0).contains(&total), "{total}");
 }
 
 #[test]
 fn random_bytes_as_a_kernel_fail_at_stage_none_by_the_boot_timeout() {
-    let dir = fixtures_or_skip!();
+    let dir = fixtures();
     let run = boot(
         &[
             "--arch",
@@ -393,7 +370,7 @@ fn random_bytes_as_a_kernel_fail_at_stage_none_by_the_boot_timeout() {
 
 #[test]
 fn an_arm64_kernel_booted_as_x86_64_fails_at_stage_none() {
-    let dir = fixtures_or_skip!();
+    let dir = fixtures();
     let run = boot(
         &[
             "--arch",
@@ -460,7 +437,7 @@ fn missing_qemu_names_the_debian_package() {
 
 #[test]
 fn kvm_on_request_passes_or_is_an_error_never_a_hang() {
-    let dir = fixtures_or_skip!();
+    let dir = fixtures();
     let run = boot(
         &[
             "--arch",
@@ -492,7 +469,7 @@ fn kvm_on_request_passes_or_is_an_error_never_a_hang() {
 
 #[test]
 fn accel_auto_says_which_accelerator_and_why() {
-    let dir = fixtures_or_skip!();
+    let dir = fixtures();
     let run = boot(
         &[
             "--arch",
@@ -522,7 +499,7 @@ fn accel_auto_says_which_accelerator_and_why() {
 
 #[test]
 fn a_flooding_guest_gets_a_bounded_log() {
-    let dir = fixtures_or_skip!();
+    let dir = fixtures();
     let run = boot(
         &[
             "--arch",
@@ -634,7 +611,7 @@ fn start_silent_boot(dir: &Path) -> (Child, u32) {
 
 #[test]
 fn sigterm_during_a_boot_is_an_interrupted_error_and_leaves_no_qemu() {
-    let dir = fixtures_or_skip!();
+    let dir = fixtures();
     let _one = ONE_BOOT_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -655,7 +632,7 @@ fn sigterm_during_a_boot_is_an_interrupted_error_and_leaves_no_qemu() {
 
 #[test]
 fn sigkill_of_the_runner_takes_qemu_with_it() {
-    let dir = fixtures_or_skip!();
+    let dir = fixtures();
     let _one = ONE_BOOT_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -669,8 +646,9 @@ fn sigkill_of_the_runner_takes_qemu_with_it() {
 }
 
 #[test]
-fn qemu_dying_at_start_is_a_qemu_failed_error_with_its_stderr() {
-    let dir = fixtures_or_skip!();
+fn qemu_refusing_the_jobs_machine_is_an_invalid_job_with_its_stderr() {
+    let dir = fixtures();
+    // Well-formed by the grammar, unknown to this QEMU: QEMU itself refuses it at start.
     let run = boot(
         &[
             "--arch",
@@ -678,17 +656,68 @@ fn qemu_dying_at_start_is_a_qemu_failed_error_with_its_stderr() {
             "--kernel",
             &f(&dir, "x86_64/kernel"),
             "--machine",
-            "no-such-machine",
+            "pc-q35-1.0",
             "--accel",
             "tcg",
         ],
         Duration::from_secs(30),
     );
     assert_eq!(run.code, 3, "{:#}", run.json);
-    assert_eq!(run.json["error"]["kind"], "qemu_failed");
+    assert_eq!(run.json["error"]["kind"], "invalid_job");
     let msg = run.json["error"]["message"].as_str().unwrap();
     assert!(msg.contains("machine"), "{msg}");
     assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+}
+
+#[test]
+fn qemu_dying_at_start_is_a_qemu_failed_error_with_its_stderr() {
+    let dir = fixtures();
+    let fake = tempfile::tempdir().unwrap();
+    let qemu = fake.path().join("qemu-system-x86_64");
+    std::fs::write(
+        &qemu,
+        "#!/bin/sh\necho 'qemu-system-x86_64: failed to initialize the host: no space' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&qemu, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &f(&dir, "x86_64/kernel"),
+            "--accel",
+            "tcg",
+            "--qemu-binary-dir",
+            &fake.path().display().to_string(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, 3, "{:#}", run.json);
+    assert_eq!(run.json["error"]["kind"], "qemu_failed");
+    let msg = run.json["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("failed to initialize the host"), "{msg}");
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+}
+
+#[test]
+fn options_outside_the_grammar_are_usage_errors() {
+    for (flag, value) in [
+        ("--machine", "q35,dumpdtb=x.dtb"),
+        ("--machine", "no-such-machine"),
+        ("--cpu", "Nehalem,model-id=x"),
+        ("--memory", "1T"),
+        ("--boot-args", "a\u{1b}b"),
+    ] {
+        let out = Command::new(RUNNER)
+            .args(["boot", "--arch", "x86_64", "--kernel", "/k", flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+        assert!(out.stdout.is_empty(), "no result for a usage error");
+    }
 }
 
 /// Every profile's command line is one the installed QEMU accepts: a non-kernel makes each
@@ -696,7 +725,7 @@ fn qemu_dying_at_start_is_a_qemu_failed_error_with_its_stderr() {
 /// `qemu_failed` error from a bad machine, CPU or device name.
 #[test]
 fn every_arch_profile_starts_under_the_installed_qemu() {
-    let dir = fixtures_or_skip!();
+    let dir = fixtures();
     for arch in [
         "x86_64", "i386", "arm64", "armv7", "riscv64", "ppc64le", "s390x",
     ] {

@@ -10,19 +10,8 @@ use bootfarm_runner::boot::{run_boot, ArtifactSource, BootHooks, BootRequest};
 use std::path::PathBuf;
 use std::time::Duration;
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("BOOTFARM_FIXTURES")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("BOOTFARM_CACHE").map(|c| PathBuf::from(c).join("fixtures")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bootfarm/fixtures"))
-        })?;
-    if dir.join("arm64/kernel").exists() {
-        Some(dir)
-    } else {
-        eprintln!("\n\n*** SKIPPING: no fixtures in {} ***\n", dir.display());
-        None
-    }
+fn fixtures() -> PathBuf {
+    bootfarm_core::paths::require_fixtures()
 }
 
 fn request(dir: &std::path::Path, initrd: &str) -> BootRequest {
@@ -41,7 +30,7 @@ fn request(dir: &std::path::Path, initrd: &str) -> BootRequest {
 
 #[tokio::test]
 async fn the_console_hook_sees_the_stream_and_the_result_comes_back() {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let hooks = BootHooks {
         console: Some(tx),
@@ -64,18 +53,27 @@ async fn the_console_hook_sees_the_stream_and_the_result_comes_back() {
 
 #[tokio::test]
 async fn cancelling_stops_the_boot_with_an_interrupted_error() {
-    let Some(dir) = fixtures() else { return };
-    let hooks = BootHooks::default();
+    let dir = fixtures();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let hooks = BootHooks {
+        console: Some(tx),
+        ..BootHooks::default()
+    };
     let cancel = hooks.cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    // Cancel once the guest is running (its first console bytes), however long getting there took.
+    let canceled_at = tokio::spawn(async move {
+        let _ = rx.recv().await;
         cancel.cancel();
+        let at = std::time::Instant::now();
+        while rx.recv().await.is_some() {}
+        at
     });
-    let started = std::time::Instant::now();
     let result = run_boot(request(&dir, "initrd-silent.cpio.gz"), hooks).await;
-    assert_eq!(result.result, Verdict::Error);
+    let stopped = std::time::Instant::now();
+    assert_eq!(result.result, Verdict::Error, "{result:#?}");
     assert_eq!(result.error.unwrap().kind, "interrupted");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    let canceled_at = canceled_at.await.unwrap();
+    assert!(stopped.duration_since(canceled_at) < Duration::from_secs(10));
     assert_eq!(result.arch, Some(Arch::Arm64));
     assert_eq!(result.accel.as_deref(), Some("tcg"));
 }

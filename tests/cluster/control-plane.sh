@@ -17,7 +17,7 @@
 K8S_VERSION=1.20.2
 K8S_SRC_PACKAGE=kubernetes
 GO_PACKAGE_VERSION=1.19
-BOOTFARM_CACHE=${BOOTFARM_CACHE:-$HOME/.cache/bootfarm}
+BOOTFARM_CACHE=${BOOTFARM_CACHE:-$([[ $EUID == 0 ]] && echo /var/cache/bootfarm || echo "$HOME/.cache/bootfarm")}
 CP_CACHE=$BOOTFARM_CACHE/k8s
 CP_BIN=$CP_CACHE/v$K8S_VERSION/bin
 # Bump when the build recipe changes so cached binaries are rebuilt.

@@ -20,7 +20,7 @@ source "$HERE/control-plane.sh"
 source "$HERE/lib.sh"
 set -euo pipefail
 
-BOOTFARM_CACHE=${BOOTFARM_CACHE:-$HOME/.cache/bootfarm}
+BOOTFARM_CACHE=${BOOTFARM_CACHE:-$([[ $EUID == 0 ]] && echo /var/cache/bootfarm || echo "$HOME/.cache/bootfarm")}
 FIXTURES=${BOOTFARM_FIXTURES:-$BOOTFARM_CACHE/fixtures}
 NS=bootfarm-e2e
 RELEASE=bf
@@ -37,7 +37,7 @@ require_fixtures x86_64 arm64
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bootfarm-e2e.XXXXXX")
 CP=$WORK/cp
 E2E_KUBECONFIG=$CP/kubeconfig
-OPERATOR_PID="" KUBELET_PID=""
+OPERATOR_PID="" KUBELET_PID="" LOCAL_FIXTURES=""
 
 cleanup() {
     local rc=$?
@@ -53,6 +53,7 @@ cleanup() {
     # The kubelet stops its runner processes (and so their QEMUs) before it exits.
     stop_pid "$KUBELET_PID" 30
     cp_stop "$CP" >/dev/null 2>&1
+    [[ -n $LOCAL_FIXTURES ]] && rm -rf "$LOCAL_FIXTURES"
     if [[ -n ${E2E_KEEP:-} ]]; then
         echo "e2e: kept $WORK" >&2
     else
@@ -62,6 +63,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# The fake kubelet maps a runner pod's mount paths (the cache and /tmp among them) into the pod's
+# own directory, so the fixtures the farm allows are given from a directory outside any of them.
+LOCAL_FIXTURES=$(mktemp -d /var/tmp/bootfarm-e2e-fixtures.XXXXXX)
+cp -rl "$FIXTURES/." "$LOCAL_FIXTURES/" 2>/dev/null || cp -r "$FIXTURES/." "$LOCAL_FIXTURES/"
+FIXTURES=$LOCAL_FIXTURES
 
 # --- build and start ---------------------------------------------------------------------------
 
@@ -139,6 +146,7 @@ start_operator() {
         "$OPERATOR" run --namespace "$NS" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" \
         --token-file "$WORK/user-tokens" --runner-token-file "$WORK/runner-token" \
         --lease-ttl "$LEASE_TTL" --runner-pod-template "$WORK/runner-pod/pod.yaml" \
+        --allow-local-artifacts "$FIXTURES" \
         --server-url "$API" >>"$WORK/operator.log" 2>&1 &
     OPERATOR_PID=$!
     wait_for 30 "operator ready on $API" curl -fsS --max-time 2 "$API/readyz"

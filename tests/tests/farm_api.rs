@@ -8,7 +8,7 @@ const USER_TOKEN: &str = "blackbox-user-token";
 
 #[test]
 fn tokens_guard_the_api_and_the_farm_still_boots() {
-    let Some(fx) = fixtures() else { return };
+    let fx = fixtures();
     let farm = Farm::start(Options {
         tokens: Some(format!("# people\n{USER_TOKEN}\n")),
         ..Options::default()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn real_boots_end_in_the_right_phase_with_their_logs_and_results() {
-    let Some(fx) = fixtures() else { return };
+    let fx = fixtures();
     let farm = Farm::start(Options::default());
     let jobs = [
         (
@@ -107,7 +107,7 @@ fn real_boots_end_in_the_right_phase_with_their_logs_and_results() {
 
 #[test]
 fn log_follow_streams_until_the_job_ends() {
-    let Some(fx) = fixtures() else { return };
+    let fx = fixtures();
     let farm = Farm::start(Options::default());
     let kernel = url(&fx, "x86_64/kernel");
     let initrd = url(&fx, "x86_64/initrd-poweroff.cpio.gz");
@@ -132,7 +132,7 @@ fn log_follow_streams_until_the_job_ends() {
 
 #[test]
 fn submit_wait_reports_a_kernel_failure_with_exit_1() {
-    let Some(fx) = fixtures() else { return };
+    let fx = fixtures();
     let farm = Farm::start(Options::default());
     let kernel = url(&fx, "x86_64/kernel");
     let initrd = url(&fx, "x86_64/initrd-panic.cpio.gz");

@@ -1,6 +1,13 @@
-//! LAVA test-shell signals (`<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=x RESULT=pass>` and friends).
+//! LAVA test-shell signals (`<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=x RESULT=pass>` and friends):
+//! the parser, and the state they drive (the open run, test set and STARTTC/ENDTC capture).
 
-use crate::result::TestOutcome;
+use crate::result::{TestCase, TestOutcome};
+use std::collections::VecDeque;
+
+/// STARTTC/ENDTC excerpt bound.
+pub const TC_OUTPUT_MAX: usize = 2048;
+/// Signals read from one line at most.
+const SIGNALS_PER_LINE: usize = 16;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
@@ -21,6 +28,33 @@ pub struct Case {
     pub result: TestOutcome,
     pub measurement: Option<f64>,
     pub units: Option<String>,
+}
+
+/// Every signal of a line, in order (`<LAVA_SIGNAL_ENDTC a><LAVA_SIGNAL_TESTCASE ...>`).
+pub fn parse_all(line: &str) -> Vec<Signal> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while out.len() < SIGNALS_PER_LINE {
+        let Some(start) = next_start(rest) else {
+            break;
+        };
+        let tail = &rest[start..];
+        let Some(end) = tail.find('>') else {
+            break;
+        };
+        if let Some(sig) = parse(&tail[..=end]) {
+            out.push(sig);
+        }
+        rest = &tail[end + 1..];
+    }
+    out
+}
+
+fn next_start(s: &str) -> Option<usize> {
+    ["<LAVA_SIGNAL_", "<LAVA_TEST_RUNNER EXIT>", "<TEST_CASE_ID="]
+        .iter()
+        .filter_map(|m| s.find(m))
+        .min()
 }
 
 /// Find a signal anywhere in a line (after a kernel timestamp, after a shell's `+ echo`).
@@ -98,6 +132,116 @@ fn outcome(v: &str) -> TestOutcome {
     }
 }
 
+/// The test run, test set and capture the signals so far opened.
+#[derive(Debug, Default)]
+pub struct Lava {
+    run: Option<String>,
+    set: Option<String>,
+    tc: Option<(String, String)>,
+    /// ENDTC excerpts waiting for their TESTCASE: (suite, id, output).
+    excerpts: VecDeque<(String, String, String)>,
+}
+
+impl Lava {
+    fn suite(&self) -> String {
+        match (&self.run, &self.set) {
+            (Some(r), Some(s)) => format!("{r}/{s}"),
+            (Some(r), None) => r.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// A line printed inside STARTTC/ENDTC joins the excerpt.
+    pub fn capture(&mut self, text: &str) {
+        if let Some((_, buf)) = &mut self.tc {
+            super::push_line_capped(buf, text, TC_OUTPUT_MAX);
+        }
+    }
+
+    /// Apply one signal: new test cases go to `out`; an ENDTC excerpt may attach to a case
+    /// among the `recent` ones (TESTCASE inside STARTTC/ENDTC).
+    pub fn apply(&mut self, sig: Signal, recent: &mut [TestCase], out: &mut Vec<TestCase>) {
+        match sig {
+            Signal::StartRun { run } => {
+                self.run = Some(run);
+                self.set = None;
+            }
+            Signal::EndRun { .. } => {
+                self.run = None;
+                self.set = None;
+            }
+            Signal::TestSetStart(s) => self.set = Some(s),
+            Signal::TestSetStop => self.set = None,
+            Signal::TestCase(c) => {
+                let suite = self.suite();
+                let output = self
+                    .excerpts
+                    .iter()
+                    .position(|(s, id, _)| *s == suite && *id == c.id)
+                    .and_then(|i| self.excerpts.remove(i))
+                    .map(|(_, _, out)| out);
+                out.push(TestCase {
+                    name: c.id,
+                    result: c.result,
+                    suite,
+                    measurement: c.measurement,
+                    units: c.units,
+                    reason: None,
+                    output,
+                });
+            }
+            Signal::StartTc(id) => self.tc = Some((id, String::new())),
+            Signal::EndTc(id) => {
+                let Some((open, captured)) = self.tc.take() else {
+                    return;
+                };
+                if open != id {
+                    return;
+                }
+                let suite = self.suite();
+                let existing = recent
+                    .iter_mut()
+                    .rev()
+                    .find(|t| t.name == id && t.suite == suite && t.output.is_none());
+                match existing {
+                    Some(t) => t.output = Some(captured),
+                    None => {
+                        if self.excerpts.len() >= 16 {
+                            self.excerpts.pop_front();
+                        }
+                        self.excerpts.push_back((suite, id, captured));
+                    }
+                }
+            }
+            Signal::TestRaise(msg) => out.push(TestCase {
+                name: "testraise".to_string(),
+                result: TestOutcome::Fail,
+                suite: self.suite(),
+                measurement: None,
+                units: None,
+                reason: Some(msg),
+                output: None,
+            }),
+            Signal::RunnerExit => {}
+        }
+    }
+
+    /// The log ended: a run without ENDRUN is an incomplete test.
+    pub fn finish(&mut self) -> Option<TestCase> {
+        let run = self.run.take()?;
+        Some(TestCase {
+            name: format!("{run}: incomplete"),
+            result: TestOutcome::Fail,
+            suite: run,
+            measurement: None,
+            units: None,
+            reason: Some("STARTRUN without ENDRUN: the test run did not finish".to_string()),
+            output: None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +286,16 @@ mod tests {
             })
         );
         assert_eq!(parse("<LAVA_SIGNAL_TESTCASE RESULT=pass>"), None);
+    }
+
+    #[test]
+    fn several_signals_on_one_line_are_all_read() {
+        let got = parse_all(
+            "<LAVA_SIGNAL_ENDTC a><LAVA_SIGNAL_TESTCASE TEST_CASE_ID=a RESULT=pass> <TEST_CASE_ID=b RESULT=fail>",
+        );
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], Signal::EndTc("a".into()));
+        assert!(matches!(&got[2], Signal::TestCase(c) if c.id == "b"));
+        assert_eq!(parse_all("<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=a"), vec![]);
     }
 }

@@ -10,18 +10,22 @@
 //! does not depend on how the bytes were chunked.
 
 pub mod commands;
-pub mod issues;
+pub mod fragment;
 pub mod ktap;
 pub mod lava;
+pub mod lines;
 pub mod normalize;
 pub mod prompt;
+pub mod report;
 pub mod session;
+pub mod testlog;
 
 use crate::result::{Issue, IssueKind, Phase, Stage, TestCase, TestOutcome};
 use aho_corasick::AhoCorasick;
-use issues::Trigger;
+use fragment::Fragment;
 use prompt::Prompt;
-use std::collections::VecDeque;
+use report::{IssueLog, KernelLine, Reports};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 /// Per-run policy for the classifier.
@@ -99,16 +103,6 @@ pub struct Classification {
 
 /// Longest line kept; the rest of a longer line is dropped (still one line).
 pub const MAX_LINE: usize = 4096;
-const MAX_ISSUES: usize = 1000;
-const MAX_TESTS: usize = 20_000;
-/// Bound on test and suite names.
-const NAME_MAX: usize = 512;
-/// Bound on all captured test output together.
-const OUTPUT_BUDGET: usize = 8 << 20;
-/// STARTTC/ENDTC excerpt bound.
-const TC_OUTPUT_MAX: usize = 2048;
-/// Kernel lines a split userspace fragment waits through before it is taken as a line of its own.
-const FRAGMENT_PATIENCE: u32 = 8;
 
 /// Literals that any line worth a closer look contains.
 const LITERALS: &[&str] = &[
@@ -122,19 +116,32 @@ const LITERALS: &[&str] = &[
     "BUG",
     "Oops",
     "WARNING:",
+    "INFO:",
     "UBSAN:",
     "hard LOCKUP",
     "detected stall",
     "detected expedited stall",
     "blocked for more than",
+    "blocked in I/O wait",
+    "can't die for more than",
     "oom-killer",
     "Out of memory",
     "out of memory",
     "invalid opcode",
+    "divide error",
+    "divide_error",
+    "stack segment",
+    "double fault",
     "Unhandled fault",
     "Unable to handle",
     "protection fault",
     "Internal error",
+    "Alignment trap",
+    "unreferenced object",
+    "kmemleak:",
+    "traps:",
+    "segfault at",
+    "unhandled ",
     "<LAVA_",
     "<TEST_CASE_ID=",
     "TAP version",
@@ -147,83 +154,45 @@ const LITERALS: &[&str] = &[
     "\"BF\"\"_S_",
 ];
 
+/// A negative errno after a separator (`error -22`, `(-110)`, `err=-5`, `error -EINVAL`): the
+/// rare part of an errno line, so ordinary lines skip the error-code check.
+fn errno_literals() -> Vec<String> {
+    let mut v = Vec::new();
+    for sep in [" -", "(-", "=-", ":-"] {
+        for d in '1'..='9' {
+            v.push(format!("{sep}{d}"));
+        }
+        v.push(format!("{sep}E"));
+    }
+    v
+}
+
 fn prefilter() -> &'static AhoCorasick {
     static AC: OnceLock<AhoCorasick> = OnceLock::new();
-    AC.get_or_init(|| AhoCorasick::new(LITERALS).expect("static literals"))
-}
-
-/// An open kernel report collecting its excerpt.
-#[derive(Debug)]
-struct Report {
-    /// Index in `issues` once the kind is known and the issue stored.
-    index: Option<usize>,
-    decided: bool,
-    kind: IssueKind,
-    line: u64,
-    cut_here: bool,
-    /// Framed by `====` lines (KASAN, KFENCE, KCSAN, old UBSAN).
-    framed: bool,
-    seen: u32,
-    excerpt: String,
-    excerpt_lines: usize,
-    summary: String,
-    frame: Option<String>,
-    in_irq: bool,
-    /// Phase when the report started (a cut-here block is stored only once its kind is known).
-    phase: Phase,
-}
-
-/// Userspace text interrupted by a kernel line, waiting for the rest of its line.
-#[derive(Debug)]
-struct Fragment {
-    text: String,
-    line: u64,
-    prompt_reported: bool,
-    kernel_lines: u32,
-}
-
-#[derive(Debug, Default)]
-struct Lava {
-    run: Option<String>,
-    set: Option<String>,
-    tc: Option<(String, String)>,
-    /// ENDTC excerpts waiting for their TESTCASE.
-    excerpts: VecDeque<(String, String, String)>,
-}
-
-#[derive(Debug)]
-struct Command {
-    nonce: String,
-    index: u32,
-    name: String,
-    output: String,
-    truncated: bool,
+    AC.get_or_init(|| {
+        let mut all: Vec<String> = LITERALS.iter().map(|s| s.to_string()).collect();
+        all.extend(errno_literals());
+        AhoCorasick::new(all).expect("static literals")
+    })
 }
 
 pub struct Classifier {
     cfg: ClassifierConfig,
     failure_set: Option<regex::RegexSet>,
     state: Classification,
-    partial: Vec<u8>,
-    pending_cr: bool,
-    newlines: u64,
-    ends_with_newline: bool,
+    splitter: lines::LineSplitter,
     /// The pending partial line was already reported as a prompt.
     partial_prompt: bool,
     fragment: Option<Fragment>,
-    report: Option<Report>,
-    prev_equals: bool,
+    reports: Reports,
+    /// Fingerprint -> index in `state.issues`.
+    fingerprints: HashMap<String, usize>,
     timestamps_seen: bool,
     prompt_seen: bool,
     ktap: ktap::Ktap,
-    lava: Lava,
-    command: Option<Command>,
-    /// Names parsed from the echo of typed command lines, by (nonce, index).
-    command_names: VecDeque<(String, u32, String)>,
-    /// The start of a command echo the terminal wrapped, with the lines joined so far.
-    pending_echo: Option<(String, u32)>,
-    /// Captured output bytes still allowed (see `OUTPUT_BUDGET`).
-    output_budget: usize,
+    lava: lava::Lava,
+    commands: commands::Commands,
+    tests: testlog::TestLog,
 }
 
 impl Classifier {
@@ -237,22 +206,17 @@ impl Classifier {
             cfg,
             failure_set,
             state: Classification::default(),
-            partial: Vec::new(),
-            pending_cr: false,
-            newlines: 0,
-            ends_with_newline: false,
+            splitter: lines::LineSplitter::default(),
             partial_prompt: false,
             fragment: None,
-            report: None,
-            prev_equals: false,
+            reports: Reports::default(),
+            fingerprints: HashMap::new(),
             timestamps_seen: false,
             prompt_seen: false,
             ktap: ktap::Ktap::default(),
-            lava: Lava::default(),
-            command: None,
-            command_names: VecDeque::new(),
-            pending_echo: None,
-            output_budget: OUTPUT_BUDGET,
+            lava: lava::Lava::default(),
+            commands: commands::Commands::default(),
+            tests: testlog::TestLog::default(),
         }
     }
 
@@ -260,54 +224,15 @@ impl Classifier {
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Event> {
         let mut events = Vec::new();
         self.state.bytes += bytes.len() as u64;
-        if let Some(&last) = bytes.last() {
-            self.ends_with_newline = last == b'\n';
+        let mut splitter = std::mem::take(&mut self.splitter);
+        splitter.feed(bytes, |seg| {
+            self.complete_line(seg.bytes, seg.line, &mut events)
+        });
+        if !splitter.partial().is_empty() && !self.partial_prompt {
+            self.check_partial(splitter.partial(), &mut events);
         }
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            if self.pending_cr {
-                // `\r\n`, `\r\r\n`: one line end.
-                if rest[0] == b'\n' {
-                    self.newlines += 1;
-                    self.pending_cr = false;
-                    rest = &rest[1..];
-                    continue;
-                }
-                if rest[0] == b'\r' {
-                    rest = &rest[1..];
-                    continue;
-                }
-                self.pending_cr = false;
-            }
-            match memchr::memchr2(b'\n', b'\r', rest) {
-                Some(p) => {
-                    let line_no = self.newlines + 1;
-                    if self.partial.is_empty() {
-                        let seg = &rest[..p.min(MAX_LINE)];
-                        self.complete_line(seg, line_no, &mut events);
-                    } else {
-                        let mut line = std::mem::take(&mut self.partial);
-                        push_capped(&mut line, &rest[..p]);
-                        self.complete_line(&line, line_no, &mut events);
-                        line.clear();
-                        self.partial = line;
-                    }
-                    if rest[p] == b'\n' {
-                        self.newlines += 1;
-                    } else {
-                        self.pending_cr = true;
-                    }
-                    rest = &rest[p + 1..];
-                }
-                None => {
-                    push_capped(&mut self.partial, rest);
-                    break;
-                }
-            }
-        }
-        if !self.partial.is_empty() && !self.partial_prompt {
-            self.check_partial(&mut events);
-        }
+        self.state.lines = splitter.lines();
+        self.splitter = splitter;
         events
     }
 
@@ -319,42 +244,19 @@ impl Classifier {
     /// The log ended: flush the last unterminated line and return the classification.
     pub fn finish(mut self) -> Classification {
         let mut ev = Vec::new();
-        if !self.partial.is_empty() {
-            let line = std::mem::take(&mut self.partial);
-            self.complete_line(&line, self.newlines + 1, &mut ev);
-        }
-        self.state.lines =
-            self.newlines + u64::from(self.state.bytes > 0 && !self.ends_with_newline);
+        let mut splitter = std::mem::take(&mut self.splitter);
+        splitter.finish(|seg| self.complete_line(seg.bytes, seg.line, &mut ev));
+        self.state.lines = splitter.lines();
         if let Some(f) = self.fragment.take() {
             self.user_line(&f.text, f.line, f.prompt_reported, &mut ev);
         }
         self.close_report(&mut ev);
         let mut out = Vec::new();
         self.ktap.close_all(&mut out);
+        out.extend(self.commands.finish());
+        out.extend(self.lava.finish());
         for t in out {
             self.push_test(t);
-        }
-        if let Some(c) = self.command.take() {
-            self.push_test(TestCase {
-                name: c.name,
-                result: TestOutcome::Fail,
-                suite: commands::SUITE.to_string(),
-                measurement: None,
-                units: None,
-                reason: Some("no exit status: the command did not finish".to_string()),
-                output: Some(c.output),
-            });
-        }
-        if let Some(run) = self.lava.run.take() {
-            self.push_test(TestCase {
-                name: format!("{run}: incomplete"),
-                result: TestOutcome::Fail,
-                suite: run,
-                measurement: None,
-                units: None,
-                reason: Some("STARTRUN without ENDRUN: the test run did not finish".to_string()),
-                output: None,
-            });
         }
         let expected = std::mem::take(&mut self.cfg.expect_tests);
         for name in expected {
@@ -380,14 +282,14 @@ impl Classifier {
         self.state
     }
 
-    fn check_partial(&mut self, events: &mut Vec<Event>) {
-        if self.partial.len() > 1024 {
+    fn check_partial(&mut self, partial: &[u8], events: &mut Vec<Event>) {
+        if partial.len() > 1024 {
             return;
         }
         if self.fragment.as_ref().is_some_and(|f| f.prompt_reported) {
             return;
         }
-        let decoded = normalize::decode(&self.partial);
+        let decoded = normalize::decode(partial);
         let s = normalize::strip(&decoded);
         if s.kernel {
             return;
@@ -403,28 +305,21 @@ impl Classifier {
         }
     }
 
-    /// One segment ended by a line end; `line_no` counts `\n` as editors and `grep -n` do
-    /// (a bare `\r` splits segments but keeps the line number).
+    /// One segment ended by a line end.
     fn complete_line(&mut self, raw: &[u8], line_no: u64, events: &mut Vec<Event>) {
-        self.state.lines = line_no;
         let reported = std::mem::take(&mut self.partial_prompt);
         let decoded = normalize::decode(raw);
         let s = normalize::strip(&decoded);
         if s.kernel {
             self.timestamps_seen = true;
-            self.line(s.text, line_no, true, false, events);
+            self.line(s.text, line_no, true, s.caller, false, events);
             self.age_fragment(events);
             return;
         }
         let (text, first_line, reported) = match self.fragment.take() {
             Some(f) => {
-                let mut t = f.text;
-                t.push_str(issues::truncate(s.text, MAX_LINE.saturating_sub(t.len())));
-                (
-                    std::borrow::Cow::Owned(t),
-                    f.line,
-                    reported || f.prompt_reported,
-                )
+                let (t, l, r) = f.join(s.text);
+                (std::borrow::Cow::Owned(t), l, reported || r)
             }
             None => (std::borrow::Cow::Borrowed(s.text), line_no, reported),
         };
@@ -438,15 +333,10 @@ impl Classifier {
                 }
                 reported = true;
             }
-            self.fragment = Some(Fragment {
-                text: user.to_string(),
-                line: first_line,
-                prompt_reported: reported,
-                kernel_lines: 0,
-            });
+            self.fragment = Some(Fragment::new(user, first_line, reported));
             let ks = normalize::strip(kern);
             self.timestamps_seen = true;
-            self.line(ks.text, line_no, true, false, events);
+            self.line(ks.text, line_no, true, ks.caller, false, events);
             return;
         }
         self.user_line(&text, first_line, reported, events);
@@ -454,12 +344,9 @@ impl Classifier {
 
     /// A userspace fragment that waited through too many kernel lines is a line of its own.
     fn age_fragment(&mut self, events: &mut Vec<Event>) {
-        if let Some(f) = &mut self.fragment {
-            f.kernel_lines += 1;
-            if f.kernel_lines > FRAGMENT_PATIENCE {
-                if let Some(f) = self.fragment.take() {
-                    self.user_line(&f.text, f.line, f.prompt_reported, events);
-                }
+        if self.fragment.as_mut().is_some_and(Fragment::age) {
+            if let Some(f) = self.fragment.take() {
+                self.user_line(&f.text, f.line, f.prompt_reported, events);
             }
         }
     }
@@ -473,7 +360,7 @@ impl Classifier {
                 self.prompt(p, events);
             }
         }
-        self.line(text, line_no, false, p.is_some(), events);
+        self.line(text, line_no, false, None, p.is_some(), events);
     }
 
     /// One complete, normalised line.
@@ -482,24 +369,47 @@ impl Classifier {
         text: &str,
         line_no: u64,
         kernel: bool,
+        caller: Option<&str>,
         prompt_echo: bool,
         events: &mut Vec<Event>,
     ) {
         let hit = prefilter().is_match(text);
-        let equals = text.starts_with("=====");
-        if (kernel || !self.timestamps_seen) && (hit || self.report.is_some()) {
-            self.issue_line(text, line_no, hit, events);
+        // Before any timestamp every line may be the kernel's (`printk.time=0`); after the
+        // first one, lines without are userspace.
+        if (kernel || !self.timestamps_seen) && (hit || self.reports.is_open()) {
+            let kl = KernelLine {
+                text,
+                line: line_no,
+                hit,
+                // Loose shapes count on kernel-formatted lines only: timestamped ones, or any
+                // line of a log without timestamps once the kernel runs (never firmware's).
+                formatted: kernel || self.state.stage >= Stage::Kernel,
+                caller,
+                phase: self.phase(),
+            };
+            let mut log = IssueLog {
+                issues: &mut self.state.issues,
+                dropped: &mut self.state.dropped_issues,
+                by_fingerprint: &mut self.fingerprints,
+            };
+            self.reports.line(kl, &mut log, &self.cfg, events);
         }
-        self.prev_equals = equals;
+        self.reports.saw(text);
         if let Some(set) = &self.failure_set {
             if set.is_match(text) {
-                self.pattern_issue(text, line_no, events);
+                let phase = self.phase();
+                let mut log = IssueLog {
+                    issues: &mut self.state.issues,
+                    dropped: &mut self.state.dropped_issues,
+                    by_fingerprint: &mut self.fingerprints,
+                };
+                log.line_issue(&self.cfg, IssueKind::Pattern, text, line_no, phase, events);
             }
         }
         let mut prompt_echo = prompt_echo;
-        if !kernel && self.pending_echo.is_some() {
+        if !kernel && self.commands.joining_echo() {
             // The rest of a typed command line the terminal wrapped: still an echo.
-            self.continue_echo(text);
+            self.commands.continue_echo(text, 4 * MAX_LINE);
             prompt_echo = true;
         }
         if hit {
@@ -510,16 +420,15 @@ impl Classifier {
         }
         // A command's output is everything the shell printed between its markers.
         if !kernel {
-            if let Some(c) = &mut self.command {
-                if !c.truncated {
-                    c.truncated = !push_line_capped(&mut c.output, text, commands::OUTPUT_MAX);
-                }
-            }
+            self.commands.output(text);
         }
         // A signal typed at the prompt is echoed; only what the guest printed counts.
         if hit && !prompt_echo && (text.contains("<LAVA_") || text.contains("<TEST_CASE_ID=")) {
-            if let Some(sig) = lava::parse(text) {
-                self.lava_signal(sig);
+            let signals = lava::parse_all(text);
+            if !signals.is_empty() {
+                for sig in signals {
+                    self.lava_signal(sig);
+                }
                 return;
             }
         }
@@ -533,9 +442,7 @@ impl Classifier {
                 return;
             }
         }
-        if let Some((_, buf)) = &mut self.lava.tc {
-            push_line_capped(buf, text, TC_OUTPUT_MAX);
-        }
+        self.lava.capture(text);
     }
 
     fn milestones(&mut self, text: &str, kernel: bool, events: &mut Vec<Event>) {
@@ -614,373 +521,53 @@ impl Classifier {
         }
     }
 
-    // ---- kernel reports ----
-
-    fn issue_line(&mut self, text: &str, line_no: u64, hit: bool, events: &mut Vec<Event>) {
-        let trig = if hit { issues::trigger(text) } else { None };
-        if let Some(r) = &mut self.report {
-            match trig {
-                Some(Trigger::Kind(k)) if k != IssueKind::Panic && !r.decided => {
-                    r.kind = k;
-                    r.summary = issues::summarise(text);
-                    append_excerpt(r, text);
-                    self.store_report(events);
-                    return;
-                }
-                Some(Trigger::Kind(k))
-                    if k != IssueKind::Panic
-                        && r.decided
-                        && issues::absorbs(r.kind, k)
-                        && r.seen < issues::window(r.kind) =>
-                {
-                    append_excerpt(r, text);
-                    r.seen += 1;
-                    return;
-                }
-                Some(_) => self.close_report(events),
-                None => {
-                    append_excerpt(r, text);
-                    r.seen += 1;
-                    if !r.decided && r.summary.is_empty() && !text.trim().is_empty() {
-                        r.summary = issues::summarise(text);
-                    }
-                    let t = text.trim();
-                    if t == "<IRQ>" {
-                        r.in_irq = true;
-                    } else if t == "</IRQ>" {
-                        r.in_irq = false;
-                    } else if r.frame.is_none() && !r.in_irq {
-                        if let Some(f) = issues::frame_function(text) {
-                            r.frame = Some(f.to_string());
-                        }
-                    }
-                    if issues::ends_report(r.kind, r.cut_here, r.framed, text)
-                        || r.seen >= issues::window(r.kind)
-                    {
-                        self.close_report(events);
-                    }
-                    return;
-                }
-            }
-        }
-        let Some(t) = trig else {
-            return;
-        };
-        let (kind, cut_here) = match t {
-            Trigger::CutHere => (IssueKind::Exception, true),
-            Trigger::Kind(k) => (k, false),
-        };
-        let mut r = Report {
-            index: None,
-            decided: !cut_here,
-            kind,
-            line: line_no,
-            cut_here,
-            framed: self.prev_equals,
-            seen: 0,
-            excerpt: String::new(),
-            excerpt_lines: 0,
-            summary: if cut_here {
-                String::new()
-            } else {
-                issues::summarise(text)
-            },
-            frame: None,
-            in_irq: false,
-            phase: self.phase(),
-        };
-        append_excerpt(&mut r, text);
-        self.report = Some(r);
-        if !cut_here {
-            self.store_report(events);
-        }
-    }
-
-    /// The report's kind is known: record the issue (and stop the run on a fatal panic).
-    fn store_report(&mut self, events: &mut Vec<Event>) {
-        let Some(r) = &mut self.report else {
-            return;
-        };
-        let phase = r.phase;
-        r.decided = true;
-        let fatal = self.cfg.is_fatal(r.kind);
-        let kind = r.kind;
-        if self.state.issues.len() < MAX_ISSUES {
-            self.state.issues.push(Issue {
-                kind,
-                line: r.line,
-                summary: r.summary.clone(),
-                excerpt: r.excerpt.trim_end_matches('\n').to_string(),
-                fingerprint: issues::fingerprint(kind, &r.summary, None),
-                phase,
-                fatal,
-            });
-            let index = self.state.issues.len() - 1;
-            r.index = Some(index);
-            events.push(Event::Issue { index, kind, fatal });
-        } else {
-            self.state.dropped_issues += 1;
-        }
-        if kind == IssueKind::Panic && fatal {
-            events.push(Event::Panic);
-        }
-    }
-
     fn close_report(&mut self, events: &mut Vec<Event>) {
-        if self.report.as_ref().is_some_and(|r| !r.decided) {
-            // A cut-here block with no more specific line.
-            self.store_report(events);
-        }
-        let Some(r) = self.report.take() else {
-            return;
+        let mut log = IssueLog {
+            issues: &mut self.state.issues,
+            dropped: &mut self.state.dropped_issues,
+            by_fingerprint: &mut self.fingerprints,
         };
-        let Some(issue) = r.index.and_then(|i| self.state.issues.get_mut(i)) else {
-            return;
-        };
-        issue.excerpt = r.excerpt.trim_end_matches('\n').to_string();
-        issue.summary = r.summary;
-        // A panic stops the run at once: its fingerprint must not depend on lines after it.
-        let frame = if r.kind == IssueKind::Panic {
-            None
-        } else {
-            r.frame.as_deref()
-        };
-        issue.fingerprint = issues::fingerprint(r.kind, &issue.summary, frame);
-    }
-
-    fn pattern_issue(&mut self, text: &str, line_no: u64, events: &mut Vec<Event>) {
-        let kind = IssueKind::Pattern;
-        let fatal = self.cfg.is_fatal(kind);
-        if self.state.issues.len() >= MAX_ISSUES {
-            self.state.dropped_issues += 1;
-            return;
-        }
-        let summary = issues::summarise(text);
-        self.state.issues.push(Issue {
-            kind,
-            line: line_no,
-            fingerprint: issues::fingerprint(kind, &summary, None),
-            excerpt: summary.clone(),
-            summary,
-            phase: self.phase(),
-            fatal,
-        });
-        events.push(Event::Issue {
-            index: self.state.issues.len() - 1,
-            kind,
-            fatal,
-        });
+        self.reports.close(&mut log, &self.cfg, events);
     }
 
     // ---- tests ----
 
-    fn push_test(&mut self, mut t: TestCase) {
-        if self.state.tests.len() >= MAX_TESTS {
-            self.state.dropped_tests += 1;
-            return;
-        }
-        for s in [&mut t.name, &mut t.suite] {
-            if s.len() > NAME_MAX {
-                let keep = issues::truncate(s, NAME_MAX).len();
-                s.truncate(keep);
-            }
-        }
-        if let Some(out) = &mut t.output {
-            let keep = issues::truncate(out, self.output_budget).len();
-            out.truncate(keep);
-            self.output_budget -= keep;
-        }
-        self.state.tests.push(t);
-    }
-
-    fn lava_suite(&self) -> String {
-        match (&self.lava.run, &self.lava.set) {
-            (Some(r), Some(s)) => format!("{r}/{s}"),
-            (Some(r), None) => r.clone(),
-            (None, Some(s)) => s.clone(),
-            (None, None) => String::new(),
-        }
+    fn push_test(&mut self, t: TestCase) {
+        self.tests
+            .push(&mut self.state.tests, &mut self.state.dropped_tests, t);
     }
 
     fn lava_signal(&mut self, sig: lava::Signal) {
-        use lava::Signal;
-        match sig {
-            Signal::StartRun { run } => {
-                self.lava.run = Some(run);
-                self.lava.set = None;
-            }
-            Signal::EndRun { .. } => {
-                self.lava.run = None;
-                self.lava.set = None;
-            }
-            Signal::TestSetStart(s) => self.lava.set = Some(s),
-            Signal::TestSetStop => self.lava.set = None,
-            Signal::TestCase(c) => {
-                let suite = self.lava_suite();
-                let output = self
-                    .lava
-                    .excerpts
-                    .iter()
-                    .position(|(s, id, _)| *s == suite && *id == c.id)
-                    .and_then(|i| self.lava.excerpts.remove(i))
-                    .map(|(_, _, out)| out);
-                self.push_test(TestCase {
-                    name: c.id,
-                    result: c.result,
-                    suite,
-                    measurement: c.measurement,
-                    units: c.units,
-                    reason: None,
-                    output,
-                });
-            }
-            Signal::StartTc(id) => self.lava.tc = Some((id, String::new())),
-            Signal::EndTc(id) => {
-                let Some((open, out)) = self.lava.tc.take() else {
-                    return;
-                };
-                if open != id {
-                    return;
-                }
-                let suite = self.lava_suite();
-                // The case may already have reported (TESTCASE inside STARTTC/ENDTC).
-                let n = self.state.tests.len();
-                let existing = self.state.tests[n.saturating_sub(64)..]
-                    .iter_mut()
-                    .rev()
-                    .find(|t| t.name == id && t.suite == suite && t.output.is_none());
-                match existing {
-                    Some(t) => t.output = Some(out),
-                    None => {
-                        if self.lava.excerpts.len() >= 16 {
-                            self.lava.excerpts.pop_front();
-                        }
-                        self.lava.excerpts.push_back((suite, id, out));
-                    }
-                }
-            }
-            Signal::TestRaise(msg) => {
-                let suite = self.lava_suite();
-                self.push_test(TestCase {
-                    name: "testraise".to_string(),
-                    result: TestOutcome::Fail,
-                    suite,
-                    measurement: None,
-                    units: None,
-                    reason: Some(msg),
-                    output: None,
-                });
-            }
-            Signal::RunnerExit => {}
-        }
-    }
-
-    fn command_name(&mut self, m: commands::Marker, cmd: String) {
-        if self.command_names.len() >= 8 {
-            self.command_names.pop_front();
-        }
-        self.command_names.push_back((m.nonce, m.index, cmd));
-    }
-
-    /// A line after the first part of a wrapped command echo.
-    fn continue_echo(&mut self, text: &str) {
-        let Some((mut joined, n)) = self.pending_echo.take() else {
-            return;
-        };
-        joined.push_str(text);
-        if let Some((m, cmd)) = commands::echo(&joined) {
-            self.command_name(m, cmd);
-        } else if n < 8 && joined.len() < 4 * MAX_LINE && commands::start(text).is_none() {
-            self.pending_echo = Some((joined, n + 1));
+        let mut out = Vec::new();
+        let n = self.state.tests.len();
+        let recent = &mut self.state.tests[n.saturating_sub(64)..];
+        self.lava.apply(sig, recent, &mut out);
+        for t in out {
+            self.push_test(t);
         }
     }
 
     /// Interactive command markers. Returns true when the line was a marker line.
     fn command_marker(&mut self, text: &str, prompt_echo: bool, events: &mut Vec<Event>) -> bool {
-        if prompt_echo || text.contains("\"BF\"\"_S_") {
-            if let Some((m, cmd)) = commands::echo(text) {
-                self.command_name(m, cmd);
-                return true;
-            }
-            if text.contains("\"BF\"\"_S_") {
-                // The terminal wrapped the echo of a long line: join the following lines.
-                self.pending_echo = Some((text.to_string(), 0));
-            }
-            return false;
+        let mut out = Vec::new();
+        let outcome = self.commands.marker(text, prompt_echo, &mut out);
+        for t in out {
+            self.push_test(t);
         }
-        if let Some((m, status, at)) = commands::end(text) {
-            let Some(mut c) = self.command.take() else {
-                return true;
-            };
-            if c.nonce != m.nonce || c.index != m.index {
-                self.command = Some(c);
-                return true;
-            }
-            if at > 0 && !c.truncated {
-                c.truncated = !push_line_capped(&mut c.output, &text[..at], commands::OUTPUT_MAX);
-            }
-            let mut reason = (status != 0).then(|| format!("exit status {status}"));
-            if c.truncated {
-                reason = Some(match reason {
-                    Some(r) => format!("{r}; output truncated"),
-                    None => "output truncated".to_string(),
+        match outcome {
+            commands::Outcome::NotAMarker => false,
+            commands::Outcome::Marker => true,
+            commands::Outcome::Ended(case, m, status) => {
+                self.push_test(*case);
+                events.push(Event::CommandEnd {
+                    nonce: m.nonce,
+                    index: m.index,
+                    status,
                 });
+                true
             }
-            self.push_test(TestCase {
-                name: c.name,
-                result: if status == 0 {
-                    TestOutcome::Pass
-                } else {
-                    TestOutcome::Fail
-                },
-                suite: commands::SUITE.to_string(),
-                measurement: None,
-                units: None,
-                reason,
-                output: Some(c.output),
-            });
-            events.push(Event::CommandEnd {
-                nonce: m.nonce,
-                index: m.index,
-                status,
-            });
-            return true;
         }
-        if let Some(m) = commands::start(text) {
-            let name = self
-                .command_names
-                .iter()
-                .rev()
-                .find(|(n, i, _)| *n == m.nonce && *i == m.index)
-                .map(|(_, _, c)| c.clone())
-                .unwrap_or_else(|| format!("command-{}", m.index));
-            if let Some(prev) = self.command.take() {
-                self.push_test(TestCase {
-                    name: prev.name,
-                    result: TestOutcome::Fail,
-                    suite: commands::SUITE.to_string(),
-                    measurement: None,
-                    units: None,
-                    reason: Some("no exit status: the command did not finish".to_string()),
-                    output: Some(prev.output),
-                });
-            }
-            self.command = Some(Command {
-                nonce: m.nonce,
-                index: m.index,
-                name,
-                output: String::new(),
-                truncated: false,
-            });
-            return true;
-        }
-        false
     }
-}
-
-fn push_capped(buf: &mut Vec<u8>, bytes: &[u8]) {
-    let room = MAX_LINE.saturating_sub(buf.len());
-    buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }
 
 /// Append a line to a bounded text; false when it did not fit.
@@ -991,15 +578,4 @@ fn push_line_capped(buf: &mut String, line: &str, max: usize) -> bool {
     buf.push_str(line);
     buf.push('\n');
     true
-}
-
-fn append_excerpt(r: &mut Report, text: &str) {
-    if r.excerpt_lines >= issues::EXCERPT_MAX_LINES {
-        return;
-    }
-    if push_line_capped(&mut r.excerpt, text, issues::EXCERPT_MAX_BYTES) {
-        r.excerpt_lines += 1;
-    } else {
-        r.excerpt_lines = issues::EXCERPT_MAX_LINES;
-    }
 }

@@ -89,6 +89,8 @@ pub struct Stripped<'a> {
     pub text: &'a str,
     /// The line carried a printk timestamp, so the kernel wrote it.
     pub kernel: bool,
+    /// The printk caller id (`T123`, `C1`): which task or CPU printed the line.
+    pub caller: Option<&'a str>,
 }
 
 /// Strip `<N>` syslog prefixes, `[ t.tttttt]` timestamps and `[T123]`/`[C1]` caller ids.
@@ -98,21 +100,28 @@ pub fn strip(line: &str) -> Stripped<'_> {
         s = rest;
     }
     let mut kernel = false;
+    let mut caller = None;
     if let Some(rest) = timestamp_prefix(s) {
         s = rest;
         kernel = true;
-        if let Some(rest) = caller_prefix(s.strip_prefix(' ').unwrap_or(s)) {
+        if let Some((id, rest)) = caller_prefix(s.strip_prefix(' ').unwrap_or(s)) {
             s = rest;
+            caller = Some(id);
         }
-    } else if let Some(rest) = caller_prefix(s) {
+    } else if let Some((id, rest)) = caller_prefix(s) {
         // console_msg_format without time but with the caller id.
         s = rest;
         kernel = true;
+        caller = Some(id);
     }
     if kernel {
         s = s.strip_prefix(' ').unwrap_or(s);
     }
-    Stripped { text: s, kernel }
+    Stripped {
+        text: s,
+        kernel,
+        caller,
+    }
 }
 
 fn syslog_prefix(s: &str) -> Option<&str> {
@@ -166,8 +175,8 @@ pub fn timestamp_len(b: &[u8]) -> Option<usize> {
     Some(i + 1)
 }
 
-/// `[T123]`, `[    C1]`.
-fn caller_prefix(s: &str) -> Option<&str> {
+/// `[T123]`, `[    C1]`: the id (`T123`) and the rest of the line.
+fn caller_prefix(s: &str) -> Option<(&str, &str)> {
     let b = s.as_bytes();
     if b.first() != Some(&b'[') {
         return None;
@@ -179,12 +188,13 @@ fn caller_prefix(s: &str) -> Option<&str> {
     if !matches!(b.get(i), Some(b'T') | Some(b'C')) {
         return None;
     }
+    let id_start = i;
     i += 1;
     let n = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
     if n == 0 || b.get(i + n) != Some(&b']') {
         return None;
     }
-    Some(&s[i + n + 1..])
+    Some((&s[id_start..i + n], &s[i + n + 1..]))
 }
 
 /// Where a kernel line starts inside a line that does not begin with one: userspace output
@@ -222,6 +232,8 @@ mod tests {
         let s = strip("[   12.345678] [C1] foo");
         assert_eq!(s.text, "foo");
         assert!(s.kernel);
+        assert_eq!(s.caller, Some("C1"));
+        assert_eq!(strip("[  1.0][   T42] x").caller, Some("T42"));
         let s = strip("[  OK  ] Started foo");
         assert_eq!(s.text, "[  OK  ] Started foo");
         assert!(!s.kernel);

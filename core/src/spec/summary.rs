@@ -32,10 +32,10 @@ pub fn summarize(r: &BootResult) -> ResultSummary {
         .map(|s| truncate(&s, MAX_FIRST_FAILURE));
     ResultSummary {
         result: r.result.as_str().to_string(),
-        reason: r.reason.clone(),
+        reason: truncate(&r.reason, 64),
         stage: r.stage.as_str().to_string(),
-        kernel_version: r.kernel_version.clone(),
-        accel: r.accel.clone(),
+        kernel_version: r.kernel_version.as_deref().map(|v| truncate(v, 128)),
+        accel: r.accel.as_deref().map(|v| truncate(v, 16)),
         issues,
         tests_passed: count(TestOutcome::Pass),
         tests_failed: count(TestOutcome::Fail),
@@ -76,6 +76,9 @@ mod tests {
             fingerprint: String::new(),
             phase: Phase::Boot,
             fatal,
+            title: summary.into(),
+            function: None,
+            count: 1,
         };
         r.issues = vec![
             issue(IssueKind::Warning, false, "WARNING at foo"),

@@ -1,13 +1,22 @@
-//! Semantic checks of a BootJob spec, beyond what its types (and the CRD schema) enforce.
+//! A BootJob spec checked once, into a typed value: the API, the Kubernetes controller and the
+//! runner all consume the [`ValidatedSpec`] this returns, so nothing downstream parses strings
+//! again (and the copies cannot disagree).
 //!
 //! The HTTP API refuses an invalid job with every error at once (422, each naming its field);
 //! the Kubernetes controller puts the same messages on an Error phase and a `Valid=False`
 //! condition. Limits are generous for real use and stop abuse (a 1 MB command line, 10,000
-//! commands, a week-long timeout).
+//! commands, a week-long timeout, a terabyte of guest memory).
 
-use super::BootJobSpec;
+use super::location::{Location, LocationError};
+use super::qemu_opts::{Cpu, Machine};
+use super::{ArtifactRef, BootJobSpec};
+use crate::console::session::Login;
+use crate::console::ClassifierConfig;
 use crate::result::IssueKind;
+use crate::size::{parse_size, Unit};
 use crate::verdict::Expect;
+use crate::Arch;
+use std::time::Duration;
 
 /// The kernel's own command-line limit on most arches (COMMAND_LINE_SIZE is 2048–4096).
 pub const MAX_BOOT_ARGS: usize = 4096;
@@ -19,10 +28,18 @@ pub const MAX_COMMANDS: usize = 256;
 pub const MAX_COMMAND_LEN: usize = 4096;
 pub const MAX_LIST_ITEMS: usize = 1024;
 pub const MAX_PATTERN_LEN: usize = 1024;
+/// The compiled size of one failure pattern (the regex crate's `size_limit`).
+pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 pub const MAX_URL_LEN: usize = 8192;
-/// QEMU memory sizes from 16 MiB to 1 TiB.
-const MIN_MEMORY: u64 = 16 << 20;
-const MAX_MEMORY: u64 = 1 << 40;
+pub const MAX_LOGIN_LEN: usize = 256;
+pub const MAX_TEST_NAME: usize = 512;
+/// Guest memory from 16 MiB to 64 GiB: a boot test needs far less, and more is a typo that would
+/// fail (or take the node down) on every runner.
+pub const MIN_MEMORY: u64 = 16 << 20;
+pub const MAX_MEMORY: u64 = 64 << 30;
+/// `timeouts.boot` and `timeouts.total` when absent (the runner CLI's defaults too).
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(900);
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FieldError {
@@ -37,71 +54,265 @@ impl std::fmt::Display for FieldError {
     }
 }
 
-/// All problems with `spec`, or Ok.
-pub fn validate(spec: &BootJobSpec) -> Result<(), Vec<FieldError>> {
-    let mut errs = Errors::default();
-    check_artifact(&mut errs, "spec.kernel", Some(&spec.kernel), true);
-    check_artifact(&mut errs, "spec.initrd", spec.initrd.as_ref(), false);
-    check_artifact(&mut errs, "spec.rootfs", spec.rootfs.as_ref(), false);
-    check_artifact(&mut errs, "spec.modules", spec.modules.as_ref(), false);
-    check_artifact(&mut errs, "spec.dtb", spec.dtb.as_ref(), false);
+/// The accelerator a job asks for (`spec.accel`, `--accel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccelMode {
+    /// KVM when it provably works here, else TCG.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
 
-    if let Some(args) = &spec.boot_args {
-        if args.len() > MAX_BOOT_ARGS {
-            errs.push(
-                "spec.bootArgs",
-                format!(
-                    "{} bytes; the limit is {MAX_BOOT_ARGS} (the kernel's command-line size)",
-                    args.len()
-                ),
-            );
-        }
-        if args.contains(['\n', '\r', '\0']) {
-            errs.push("spec.bootArgs", "must be one line without NUL bytes");
+impl AccelMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccelMode::Auto => "auto",
+            AccelMode::Kvm => "kvm",
+            AccelMode::Tcg => "tcg",
         }
     }
-    for (field, value) in [("spec.machine", &spec.machine), ("spec.cpu", &spec.cpu)] {
-        if let Some(v) = value {
-            if v.is_empty()
-                || v.len() > 256
-                || !v.chars().all(|c| c.is_ascii_graphic())
-                || v.starts_with('-')
-            {
-                errs.push(field, format!("{v:?} is not a QEMU {} name", &field[5..]));
+}
+
+impl std::str::FromStr for AccelMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(AccelMode::Auto),
+            "kvm" => Ok(AccelMode::Kvm),
+            "tcg" => Ok(AccelMode::Tcg),
+            other => Err(format!(
+                "unknown accelerator {other:?} (expected auto, kvm or tcg)"
+            )),
+        }
+    }
+}
+
+/// An artifact ready to fetch: where from, as given, and the digest it must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// The source string as the user wrote it (shown in results, never with a password).
+    pub source: String,
+    pub location: Location,
+    /// Lowercase hex SHA-256 of the bytes as fetched (or decompressed).
+    pub sha256: Option<String>,
+}
+
+impl Artifact {
+    /// Parses a source and an optional digest; the error says which is wrong.
+    pub fn parse(source: &str, sha256: Option<&str>) -> Result<Artifact, String> {
+        if source.len() > MAX_URL_LEN {
+            return Err(format!("longer than {MAX_URL_LEN} bytes"));
+        }
+        let location = Location::parse(source.trim()).map_err(|LocationError(e)| e)?;
+        let sha256 = sha256.map(parse_sha256).transpose()?;
+        Ok(Artifact {
+            source: source.trim().to_string(),
+            location,
+            sha256,
+        })
+    }
+}
+
+fn parse_sha256(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("sha256 must be 64 hex digits".into());
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// Every artifact slot of a spec, in one order (used for policy checks and messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Kernel,
+    Initrd,
+    Rootfs,
+    Modules,
+    Dtb,
+}
+
+impl Slot {
+    pub const ALL: [Slot; 5] = [
+        Slot::Kernel,
+        Slot::Initrd,
+        Slot::Rootfs,
+        Slot::Modules,
+        Slot::Dtb,
+    ];
+
+    /// The name in results (`artifacts.kernel`) and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Kernel => "kernel",
+            Slot::Initrd => "initrd",
+            Slot::Rootfs => "rootfs",
+            Slot::Modules => "modules",
+            Slot::Dtb => "dtb",
+        }
+    }
+
+    /// The spec field holding its URL.
+    pub fn field(self) -> &'static str {
+        match self {
+            Slot::Kernel => "spec.kernel.url",
+            Slot::Initrd => "spec.initrd.url",
+            Slot::Rootfs => "spec.rootfs.url",
+            Slot::Modules => "spec.modules.url",
+            Slot::Dtb => "spec.dtb.url",
+        }
+    }
+}
+
+/// A spec that passed every check, with every value in its type.
+#[derive(Debug, Clone)]
+pub struct ValidatedSpec {
+    pub arch: Arch,
+    pub kernel: Artifact,
+    pub initrd: Option<Artifact>,
+    pub rootfs: Option<Artifact>,
+    pub modules: Option<Artifact>,
+    pub dtb: Option<Artifact>,
+    /// The user's kernel arguments: one line, no control characters, bounded.
+    pub boot_args: String,
+    pub machine: Option<Machine>,
+    pub cpu: Option<Cpu>,
+    /// Guest memory in bytes.
+    pub memory: Option<u64>,
+    pub smp: Option<u32>,
+    pub accel: AccelMode,
+    pub expect: Expect,
+    pub login: Option<Login>,
+    pub commands: Vec<String>,
+    /// fail_on, ignore, compiled failure patterns, expected tests.
+    pub classifier: ClassifierConfig,
+    pub boot_timeout: Duration,
+    pub total_timeout: Duration,
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub pool: Option<String>,
+    pub ttl_after_finished: Option<Duration>,
+}
+
+impl ValidatedSpec {
+    /// The artifacts the job names, with their slots.
+    pub fn artifacts(&self) -> impl Iterator<Item = (Slot, &Artifact)> {
+        Slot::ALL.into_iter().filter_map(move |s| {
+            match s {
+                Slot::Kernel => Some(&self.kernel),
+                Slot::Initrd => self.initrd.as_ref(),
+                Slot::Rootfs => self.rootfs.as_ref(),
+                Slot::Modules => self.modules.as_ref(),
+                Slot::Dtb => self.dtb.as_ref(),
             }
-        }
+            .map(|a| (s, a))
+        })
     }
-    if let Some(mem) = &spec.memory {
-        match parse_memory(mem) {
-            Ok(bytes) if (MIN_MEMORY..=MAX_MEMORY).contains(&bytes) => {}
-            Ok(_) => errs.push("spec.memory", format!("{mem:?} is outside 16M..1T")),
-            Err(e) => errs.push("spec.memory", e),
-        }
+}
+
+/// A compiled failure pattern, with the one size limit every caller uses.
+pub fn compile_pattern(p: &str) -> Result<regex::Regex, String> {
+    if p.is_empty() || p.len() > MAX_PATTERN_LEN {
+        return Err(format!("must be 1..={MAX_PATTERN_LEN} bytes"));
     }
+    regex::RegexBuilder::new(p)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .build()
+        .map_err(|e| format!("invalid regular expression: {}", one_line(&e.to_string())))
+}
+
+/// `USER[:PASSWORD]` on one line, the user without whitespace.
+pub fn parse_login(s: &str) -> Result<Login, String> {
+    if s.len() > MAX_LOGIN_LEN || has_control(s) {
+        return Err(format!(
+            "expected USER or USER:PASSWORD on one line, at most {MAX_LOGIN_LEN} bytes"
+        ));
+    }
+    s.parse()
+}
+
+/// Guest memory in QEMU's `-m` syntax (a bare number is MiB), within the farm's bounds.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let bytes = parse_size(s, Unit::Mebibytes)
+        .map_err(|_| format!("{s:?} is not a memory size (e.g. 512M, 2G)"))?;
+    if !(MIN_MEMORY..=MAX_MEMORY).contains(&bytes) {
+        return Err(format!("{s:?} is outside 16M..64G"));
+    }
+    Ok(bytes)
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(|c| c.is_control())
+}
+
+/// All problems with `spec`, or the typed spec.
+pub fn validate(spec: &BootJobSpec) -> Result<ValidatedSpec, Vec<FieldError>> {
+    let mut errs = Errors::default();
+    let kernel = artifact(&mut errs, Slot::Kernel, Some(&spec.kernel));
+    let initrd = artifact(&mut errs, Slot::Initrd, spec.initrd.as_ref());
+    let rootfs = artifact(&mut errs, Slot::Rootfs, spec.rootfs.as_ref());
+    let modules = artifact(&mut errs, Slot::Modules, spec.modules.as_ref());
+    let dtb = artifact(&mut errs, Slot::Dtb, spec.dtb.as_ref());
+
+    let boot_args = spec.boot_args.clone().unwrap_or_default();
+    if boot_args.len() > MAX_BOOT_ARGS {
+        errs.push(
+            "spec.bootArgs",
+            format!(
+                "{} bytes; the limit is {MAX_BOOT_ARGS} (the kernel's command-line size)",
+                boot_args.len()
+            ),
+        );
+    } else if has_control(&boot_args) {
+        errs.push(
+            "spec.bootArgs",
+            "must be one line without control characters",
+        );
+    }
+    let machine = spec.machine.as_deref().and_then(|m| {
+        Machine::parse(spec.arch, m)
+            .map_err(|e| errs.push("spec.machine", e.0))
+            .ok()
+    });
+    let cpu = spec.cpu.as_deref().and_then(|c| {
+        Cpu::parse(spec.arch, c)
+            .map_err(|e| errs.push("spec.cpu", e.0))
+            .ok()
+    });
+    let memory = spec.memory.as_deref().and_then(|m| {
+        parse_memory(m)
+            .map_err(|e| errs.push("spec.memory", e))
+            .ok()
+    });
     if let Some(smp) = spec.smp {
         if smp == 0 || smp > MAX_SMP {
             errs.push("spec.smp", format!("{smp} is outside 1..={MAX_SMP}"));
         }
     }
-    if let Some(accel) = &spec.accel {
-        if !matches!(accel.as_str(), "auto" | "kvm" | "tcg") {
-            errs.push(
-                "spec.accel",
-                format!("unknown accelerator {accel:?} (expected auto, kvm or tcg)"),
-            );
-        }
+    let accel = match spec.accel.as_deref() {
+        None | Some("") => AccelMode::Auto,
+        Some(a) => a.parse().unwrap_or_else(|e| {
+            errs.push("spec.accel", e);
+            AccelMode::Auto
+        }),
+    };
+    if accel == AccelMode::Tcg && cpu.as_ref().is_some_and(Cpu::needs_kvm) {
+        errs.push(
+            "spec.cpu",
+            "CPU model \"host\" needs KVM; with accel tcg choose a model such as max",
+        );
     }
-    if let Some(expect) = &spec.expect {
-        if let Err(e) = expect.parse::<Expect>() {
+    let expect = match spec.expect.as_deref() {
+        None | Some("") => Expect::Auto,
+        Some(e) => e.parse().unwrap_or_else(|e| {
             errs.push("spec.expect", e);
-        }
-    }
-    if let Some(login) = &spec.login {
-        let user = login.split(':').next().unwrap_or_default();
-        if user.is_empty() || login.len() > 256 || login.contains(['\n', '\r', '\0']) {
-            errs.push("spec.login", "expected USER or USER:PASSWORD on one line");
-        }
-    }
+            Expect::Auto
+        }),
+    };
+    let login = match spec.login.as_deref() {
+        None | Some("") => None,
+        Some(l) => parse_login(l).map_err(|e| errs.push("spec.login", e)).ok(),
+    };
     if spec.commands.len() > MAX_COMMANDS {
         errs.push(
             "spec.commands",
@@ -117,31 +328,17 @@ pub fn validate(spec: &BootJobSpec) -> Result<(), Vec<FieldError>> {
                 format!("spec.commands[{i}]"),
                 format!("{} bytes; the limit is {MAX_COMMAND_LEN}", c.len()),
             );
-        } else if c.contains(['\n', '\r', '\0']) {
+        } else if c.chars().any(|ch| ch.is_control() && ch != '\t') {
             errs.push(
                 format!("spec.commands[{i}]"),
-                "must be one line (no newline or NUL)",
+                "must be one line without control characters",
             );
         }
     }
     check_names(&mut errs, "spec.expectTests", &spec.expect_tests);
-    for (field, kinds) in [
-        ("spec.failOn", &spec.fail_on),
-        ("spec.ignore", &spec.ignore),
-    ] {
-        if kinds.len() > MAX_LIST_ITEMS {
-            errs.push(
-                field,
-                format!("{} items; the limit is {MAX_LIST_ITEMS}", kinds.len()),
-            );
-            continue;
-        }
-        for (i, k) in kinds.iter().enumerate() {
-            if let Err(e) = k.parse::<IssueKind>() {
-                errs.push(format!("{field}[{i}]"), e);
-            }
-        }
-    }
+    let fail_on = kinds(&mut errs, "spec.failOn", &spec.fail_on);
+    let ignore = kinds(&mut errs, "spec.ignore", &spec.ignore);
+    let mut failure_patterns = Vec::new();
     if spec.failure_patterns.len() > MAX_LIST_ITEMS {
         errs.push(
             "spec.failurePatterns",
@@ -152,47 +349,50 @@ pub fn validate(spec: &BootJobSpec) -> Result<(), Vec<FieldError>> {
         );
     } else {
         for (i, p) in spec.failure_patterns.iter().enumerate() {
-            let field = format!("spec.failurePatterns[{i}]");
-            if p.is_empty() || p.len() > MAX_PATTERN_LEN {
-                errs.push(field, format!("must be 1..={MAX_PATTERN_LEN} bytes"));
-            } else if let Err(e) = regex::RegexBuilder::new(p).size_limit(1 << 20).build() {
-                errs.push(
-                    field,
-                    format!("invalid regular expression: {}", one_line(&e.to_string())),
-                );
+            match compile_pattern(p) {
+                Ok(re) => failure_patterns.push(re),
+                Err(e) => errs.push(format!("spec.failurePatterns[{i}]"), e),
             }
         }
     }
-    if let Some(t) = &spec.timeouts {
-        for (field, v) in [
-            ("spec.timeouts.boot", t.boot),
-            ("spec.timeouts.total", t.total),
-        ] {
-            if let Some(v) = v {
-                if v == 0 || v > MAX_TIMEOUT_SECONDS {
-                    errs.push(field, format!("{v} s is outside 1..={MAX_TIMEOUT_SECONDS}"));
-                }
-            }
-        }
-        if let (Some(boot), Some(total)) = (t.boot, t.total) {
-            if boot > total {
-                errs.push(
-                    "spec.timeouts.boot",
-                    format!("{boot} s exceeds timeouts.total ({total} s)"),
-                );
+    let timeouts = spec.timeouts.clone().unwrap_or_default();
+    for (field, v) in [
+        ("spec.timeouts.boot", timeouts.boot),
+        ("spec.timeouts.total", timeouts.total),
+    ] {
+        if let Some(v) = v {
+            if v == 0 || v > MAX_TIMEOUT_SECONDS {
+                errs.push(field, format!("{v} s is outside 1..={MAX_TIMEOUT_SECONDS}"));
             }
         }
     }
-    if let Some(n) = spec.max_attempts {
-        if n == 0 || n > MAX_ATTEMPTS_LIMIT {
+    if let (Some(boot), Some(total)) = (timeouts.boot, timeouts.total) {
+        if boot > total {
             errs.push(
-                "spec.maxAttempts",
-                format!("{n} is outside 1..={MAX_ATTEMPTS_LIMIT}"),
+                "spec.timeouts.boot",
+                format!("{boot} s exceeds timeouts.total ({total} s)"),
             );
         }
     }
+    let total_timeout = timeouts
+        .total
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TOTAL_TIMEOUT);
+    // A total shorter than the default boot timeout bounds the boot too.
+    let boot_timeout = timeouts
+        .boot
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_BOOT_TIMEOUT)
+        .min(total_timeout);
+    let max_attempts = spec.max_attempts.unwrap_or(super::DEFAULT_MAX_ATTEMPTS);
+    if max_attempts == 0 || max_attempts > MAX_ATTEMPTS_LIMIT {
+        errs.push(
+            "spec.maxAttempts",
+            format!("{max_attempts} is outside 1..={MAX_ATTEMPTS_LIMIT}"),
+        );
+    }
     if let Some(pool) = &spec.pool {
-        if !is_dns_label(pool) {
+        if !crate::names::is_dns_label(pool) {
             errs.push(
                 "spec.pool",
                 format!("{pool:?} is not a valid pool name (lowercase DNS label)"),
@@ -204,7 +404,45 @@ pub fn validate(spec: &BootJobSpec) -> Result<(), Vec<FieldError>> {
             errs.push("spec.ttlSecondsAfterFinished", "at most one year");
         }
     }
-    errs.finish()
+    if !errs.0.is_empty() {
+        return Err(errs.0);
+    }
+    // Every `None` here was pushed as an error above.
+    let Some(kernel) = kernel.flatten() else {
+        return Err(vec![FieldError {
+            field: "spec.kernel.url".into(),
+            message: "required".into(),
+        }]);
+    };
+    Ok(ValidatedSpec {
+        arch: spec.arch,
+        kernel,
+        initrd: initrd.flatten(),
+        rootfs: rootfs.flatten(),
+        modules: modules.flatten(),
+        dtb: dtb.flatten(),
+        boot_args,
+        machine,
+        cpu,
+        memory,
+        smp: spec.smp,
+        accel,
+        expect,
+        login,
+        commands: spec.commands.clone(),
+        classifier: ClassifierConfig {
+            fail_on,
+            ignore,
+            failure_patterns,
+            expect_tests: spec.expect_tests.clone(),
+        },
+        boot_timeout,
+        total_timeout,
+        priority: spec.priority,
+        max_attempts,
+        pool: spec.pool.clone(),
+        ttl_after_finished: spec.ttl_seconds_after_finished.map(Duration::from_secs),
+    })
 }
 
 #[derive(Default)]
@@ -217,44 +455,60 @@ impl Errors {
             message: message.into(),
         });
     }
-    fn finish(self) -> Result<(), Vec<FieldError>> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(self.0)
-        }
-    }
 }
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn check_artifact(errs: &mut Errors, field: &str, a: Option<&super::ArtifactRef>, required: bool) {
+/// `Some(None)` when absent and optional; `None` when an error was pushed.
+fn artifact(errs: &mut Errors, slot: Slot, a: Option<&ArtifactRef>) -> Option<Option<Artifact>> {
+    let field = slot.field();
     let Some(a) = a else {
-        if required {
-            errs.push(format!("{field}.url"), "required");
+        if slot == Slot::Kernel {
+            errs.push(field, "required");
+            return None;
         }
-        return;
+        return Some(None);
     };
-    let url = a.url.trim();
-    if url.is_empty() {
-        errs.push(format!("{field}.url"), "required");
-    } else if a.url.len() > MAX_URL_LEN || url.contains(['\n', '\r', '\0']) {
-        errs.push(format!("{field}.url"), "not a usable URL or path");
-    } else if let Some((scheme, _)) = url.split_once("://") {
-        if !matches!(scheme, "file" | "http" | "https") {
-            errs.push(
-                format!("{field}.url"),
-                format!("unsupported scheme {scheme:?} (file, http or https)"),
-            );
-        }
+    if a.url.trim().is_empty() {
+        errs.push(field, "required");
+        return None;
     }
-    if let Some(sum) = &a.sha256 {
-        if sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
-            errs.push(format!("{field}.sha256"), "must be 64 hex digits");
+    let location = match Artifact::parse(&a.url, None) {
+        Ok(art) => art,
+        Err(e) => {
+            errs.push(field, e);
+            return None;
         }
+    };
+    let sha256 = match a.sha256.as_deref().map(parse_sha256).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            errs.push(field.replace(".url", ".sha256"), e);
+            return None;
+        }
+    };
+    Some(Some(Artifact { sha256, ..location }))
+}
+
+fn kinds(errs: &mut Errors, field: &str, names: &[String]) -> Vec<IssueKind> {
+    if names.len() > MAX_LIST_ITEMS {
+        errs.push(
+            field,
+            format!("{} items; the limit is {MAX_LIST_ITEMS}", names.len()),
+        );
+        return Vec::new();
     }
+    names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| {
+            k.parse::<IssueKind>()
+                .map_err(|e| errs.push(format!("{field}[{i}]"), e))
+                .ok()
+        })
+        .collect()
 }
 
 fn check_names(errs: &mut Errors, field: &str, names: &[String]) {
@@ -266,39 +520,13 @@ fn check_names(errs: &mut Errors, field: &str, names: &[String]) {
         return;
     }
     for (i, n) in names.iter().enumerate() {
-        if n.is_empty() || n.len() > 512 || n.contains(['\n', '\r', '\0']) {
+        if n.is_empty() || n.len() > MAX_TEST_NAME || has_control(n) {
             errs.push(
                 format!("{field}[{i}]"),
-                "must be a non-empty one-line name up to 512 bytes",
+                format!("must be a non-empty one-line name up to {MAX_TEST_NAME} bytes"),
             );
         }
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// QEMU's `-m` syntax: a number with an optional K/M/G/T suffix (MiB when bare).
-pub fn parse_memory(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not a memory size (e.g. 512M, 2G)");
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let shift = match unit {
-        "" | "M" | "m" | "MB" | "MiB" => 20,
-        "K" | "k" | "KB" | "KiB" => 10,
-        "G" | "g" | "GB" | "GiB" => 30,
-        "T" | "t" | "TB" | "TiB" => 40,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -322,15 +550,48 @@ mod tests {
 
     fn fields(spec: &BootJobSpec) -> Vec<String> {
         match validate(spec) {
-            Ok(()) => vec![],
+            Ok(_) => vec![],
             Err(e) => e.into_iter().map(|e| e.field).collect(),
         }
     }
 
     #[test]
-    fn a_realistic_spec_is_valid() {
-        assert_eq!(validate(&spec()), Ok(()));
-        assert_eq!(spec().arch, Arch::X86_64);
+    fn a_realistic_spec_is_valid_and_typed() {
+        let v = validate(&spec()).unwrap();
+        assert_eq!(v.arch, Arch::X86_64);
+        assert_eq!(v.memory, Some(512 << 20));
+        assert_eq!(v.accel, AccelMode::Tcg);
+        assert_eq!(v.expect, Expect::Poweroff);
+        assert_eq!(v.boot_timeout, Duration::from_secs(60));
+        assert_eq!(v.total_timeout, Duration::from_secs(120));
+        assert_eq!(v.classifier.fail_on, [IssueKind::Warning]);
+        assert_eq!(v.classifier.failure_patterns[0].as_str(), "^selftest: FAIL");
+        assert_eq!(v.kernel.location, Location::Local("/k".into()));
+        assert!(matches!(
+            v.initrd.as_ref().map(|a| &a.location),
+            Some(Location::Http(_))
+        ));
+        assert_eq!(v.max_attempts, 3);
+    }
+
+    #[test]
+    fn defaults_fill_what_is_absent() {
+        let v = validate(&BootJobSpec::new(Arch::Arm64, "https://x.example/Image")).unwrap();
+        assert_eq!(v.accel, AccelMode::Auto);
+        assert_eq!(v.expect, Expect::Auto);
+        assert_eq!(v.boot_timeout, DEFAULT_BOOT_TIMEOUT);
+        assert_eq!(v.total_timeout, DEFAULT_TOTAL_TIMEOUT);
+        assert_eq!(v.max_attempts, crate::spec::DEFAULT_MAX_ATTEMPTS);
+        let mut s = BootJobSpec::new(Arch::Arm64, "https://x.example/Image");
+        s.timeouts = Some(Timeouts {
+            boot: None,
+            total: Some(60),
+        });
+        assert_eq!(
+            validate(&s).unwrap().boot_timeout,
+            Duration::from_secs(60),
+            "a short total bounds the default boot timeout"
+        );
     }
 
     #[test]
@@ -350,12 +611,22 @@ mod tests {
 
     #[test]
     fn memory_syntax_and_range_are_checked() {
-        for bad in ["lots", "512X", "-1G", "1P", "4K", ""] {
+        for bad in [
+            "lots",
+            "512X",
+            "-1G",
+            "1P",
+            "4K",
+            "",
+            "1T",
+            "65G",
+            "99999999999999999999G",
+        ] {
             let mut s = spec();
             s.memory = Some(bad.into());
             assert_eq!(fields(&s), ["spec.memory"], "{bad}");
         }
-        for good in ["256", "512M", "2G", "1024MiB"] {
+        for good in ["256", "512M", "2G", "1024MiB", "64G"] {
             let mut s = spec();
             s.memory = Some(good.into());
             assert_eq!(fields(&s), Vec::<String>::new(), "{good}");
@@ -387,7 +658,7 @@ mod tests {
     }
 
     #[test]
-    fn a_megabyte_of_boot_args_is_rejected() {
+    fn boot_args_are_bounded_and_free_of_control_characters() {
         let mut s = spec();
         s.boot_args = Some("x".repeat(1 << 20));
         let errs = validate(&s).expect_err("too long");
@@ -395,6 +666,10 @@ mod tests {
         assert!(errs[0].message.contains("4096"), "{}", errs[0].message);
         s.boot_args = Some("x".repeat(MAX_BOOT_ARGS));
         assert!(validate(&s).is_ok());
+        for bad in ["a\nb", "a\rb", "a\0b", "a\x1b[2Jb", "a\u{7f}b", "a\u{85}b"] {
+            s.boot_args = Some(bad.into());
+            assert_eq!(fields(&s), ["spec.bootArgs"], "{bad:?}");
+        }
     }
 
     #[test]
@@ -406,6 +681,7 @@ mod tests {
             "uname -a".into(),
             "y".repeat(MAX_COMMAND_LEN + 1),
             "a\nb".into(),
+            "printf 'a\tb'".into(),
         ];
         assert_eq!(fields(&s), ["spec.commands[1]", "spec.commands[2]"]);
     }
@@ -415,13 +691,14 @@ mod tests {
         let mut s = spec();
         s.fail_on = vec!["warning".into(), "warnings".into()];
         s.ignore = vec!["Panic".into()];
-        s.failure_patterns = vec!["ok".into(), "(unclosed".into()];
+        s.failure_patterns = vec!["ok".into(), "(unclosed".into(), "a{1000}{1000}".into()];
         assert_eq!(
             fields(&s),
             [
                 "spec.failOn[1]",
                 "spec.ignore[0]",
-                "spec.failurePatterns[1]"
+                "spec.failurePatterns[1]",
+                "spec.failurePatterns[2]"
             ]
         );
     }
@@ -439,11 +716,51 @@ mod tests {
     fn artifact_schemes_checksums_and_pool_names_are_checked() {
         let mut s = spec();
         s.kernel.url = "ftp://host/k".into();
-        s.kernel.sha256 = Some("abc".into());
+        s.initrd = Some(ArtifactRef {
+            url: "https://x.example/i".into(),
+            sha256: Some("abc".into()),
+        });
         s.pool = Some("Bad_Pool".into());
         assert_eq!(
             fields(&s),
-            ["spec.kernel.url", "spec.kernel.sha256", "spec.pool"]
+            ["spec.kernel.url", "spec.initrd.sha256", "spec.pool"]
         );
+    }
+
+    #[test]
+    fn machine_and_cpu_follow_the_strict_grammar() {
+        let mut s = spec();
+        s.machine = Some("q35,dumpdtb=/etc/x".into());
+        s.cpu = Some("Nehalem,model-id=x".into());
+        assert_eq!(fields(&s), ["spec.machine", "spec.cpu"]);
+        s.machine = Some("q35,acpi=off".into());
+        s.cpu = Some("Nehalem,+avx".into());
+        let v = validate(&s).unwrap();
+        assert_eq!(v.machine.unwrap().to_arg(), "q35,acpi=off");
+        assert_eq!(v.cpu.unwrap().to_arg(Arch::X86_64), "Nehalem,+avx");
+    }
+
+    #[test]
+    fn cpu_host_under_tcg_is_invalid() {
+        let mut s = spec();
+        s.cpu = Some("host".into());
+        assert_eq!(fields(&s), ["spec.cpu"]);
+        s.accel = Some("kvm".into());
+        assert!(validate(&s).is_ok());
+    }
+
+    #[test]
+    fn logins_are_one_line_users() {
+        let mut s = spec();
+        for (l, ok) in [
+            ("root", true),
+            ("tester:secret", true),
+            (":x", false),
+            ("a b", false),
+            ("root\n", false),
+        ] {
+            s.login = Some(l.into());
+            assert_eq!(validate(&s).is_ok(), ok, "{l:?}");
+        }
     }
 }

@@ -43,12 +43,17 @@ pub enum TokenFileError {
     },
     #[error("{path}:{line}: empty token")]
     Empty { path: String, line: usize },
+    /// A token file was given but holds no token: refusing to start beats silently running
+    /// with authentication off.
+    #[error("token file {path} holds no token (only blank lines and comments); authentication would be off")]
+    NoTokens { path: String },
 }
 
-/// The accepted tokens. Cheap to clone (shared).
+/// The accepted tokens, kept as SHA-256 digests. Cheap to clone (shared).
 #[derive(Clone, Default)]
 pub struct Tokens {
-    inner: Arc<Vec<(Role, String)>>,
+    inner: Arc<Vec<(Role, [u8; 32])>>,
+    failures: Arc<FailureLog>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -61,9 +66,48 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
-/// Comparing in constant time keeps a remote caller from learning a token byte by byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Compares digests, never the tokens: the time taken is the same whatever the presented
+/// token's length or content, so a caller cannot learn a token byte by byte.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
+/// Failed authentications, logged at most once per `FAILURE_LOG_EVERY` with how many were
+/// not logged since (a scan or a misconfigured client must not flood the log).
+#[derive(Default)]
+struct FailureLog {
+    state: std::sync::Mutex<FailureState>,
+}
+
+#[derive(Default)]
+struct FailureState {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+const FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl FailureLog {
+    /// Whether to log this failure now, and how many went unlogged before it.
+    fn admit(&self, now: std::time::Instant) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match s.last {
+            Some(t) if now.duration_since(t) < FAILURE_LOG_EVERY => {
+                s.suppressed += 1;
+                None
+            }
+            _ => {
+                s.last = Some(now);
+                Some(std::mem::take(&mut s.suppressed))
+            }
+        }
+    }
 }
 
 impl Tokens {
@@ -74,7 +118,8 @@ impl Tokens {
 
     pub fn new(tokens: impl IntoIterator<Item = (Role, String)>) -> Self {
         Tokens {
-            inner: Arc::new(tokens.into_iter().collect()),
+            inner: Arc::new(tokens.into_iter().map(|(r, t)| (r, digest(&t))).collect()),
+            failures: Arc::default(),
         }
     }
 
@@ -131,7 +176,11 @@ impl Tokens {
                 path: shown.clone(),
                 source,
             })?;
-            all.extend(Self::parse(&text, default, &shown)?);
+            let tokens = Self::parse(&text, default, &shown)?;
+            if tokens.is_empty() {
+                return Err(TokenFileError::NoTokens { path: shown });
+            }
+            all.extend(tokens);
         }
         Ok(Self::new(all))
     }
@@ -145,8 +194,14 @@ impl Tokens {
             uuid::Uuid::new_v4().simple()
         );
         let mut all = (*self.inner).clone();
-        all.push((Role::Runner, token.clone()));
-        (Tokens::new(all), token)
+        all.push((Role::Runner, digest(&token)));
+        (
+            Tokens {
+                inner: Arc::new(all),
+                failures: self.failures.clone(),
+            },
+            token,
+        )
     }
 
     pub fn enabled(&self) -> bool {
@@ -159,14 +214,29 @@ impl Tokens {
 
     /// The role a presented token has, if any.
     fn role_of(&self, token: &str) -> Option<Role> {
+        let presented = digest(token);
         // Check every entry (no early exit) so timing does not say which one matched.
         let mut found = None;
         for (role, t) in self.inner.iter() {
-            if same(t.as_bytes(), token.as_bytes()) && found.is_none() {
+            if same(t, &presented) && found.is_none() {
                 found = Some(*role);
             }
         }
         found
+    }
+
+    /// Logs a refused request (rate-limited; never any token material).
+    fn log_failure(&self, method: &str, path: &str, why: &ApiError) {
+        if let Some(suppressed) = self.failures.admit(std::time::Instant::now()) {
+            tracing::warn!(
+                method,
+                path,
+                status = why.status().as_u16(),
+                reason = %why,
+                suppressed_since_last = suppressed,
+                "Authentication failed"
+            );
+        }
     }
 
     /// Decides whether a request with this `Authorization` header may use a route of `needed` role.
@@ -210,7 +280,10 @@ pub async fn require(
         .and_then(|v| v.to_str().ok());
     match tokens.check(header, role) {
         Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            tokens.log_failure(req.method().as_str(), req.uri().path(), &e);
+            e.into_response()
+        }
     }
 }
 
@@ -269,6 +342,45 @@ mod tests {
             Err(ApiError::Forbidden(_))
         ));
         assert!(Tokens::disabled().check(None, Role::Runner).is_ok());
+    }
+
+    #[test]
+    fn a_token_file_without_tokens_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in ["", "\n\n", "# only a comment\n  # and another\n"] {
+            let p = dir.path().join("t");
+            std::fs::write(&p, text).unwrap();
+            let err = Tokens::load(&[&p], &[] as &[&std::path::Path]).unwrap_err();
+            assert!(
+                matches!(err, TokenFileError::NoTokens { .. }),
+                "{text:?}: {err}"
+            );
+            let err = Tokens::load(&[] as &[&std::path::Path], &[&p]).unwrap_err();
+            assert!(err.to_string().contains("holds no token"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tokens_of_any_length_are_compared_by_digest() {
+        let t = Tokens::new([(Role::User, "secret-token".into())]);
+        for wrong in ["", "s", "secret-toke", "secret-tokenX", &"x".repeat(10_000)] {
+            assert!(t.role_of(wrong).is_none(), "{wrong:?}");
+        }
+        assert_eq!(t.role_of("secret-token"), Some(Role::User));
+        assert!(!format!("{t:?}").contains("secret"));
+    }
+
+    #[test]
+    fn failures_are_logged_at_most_once_per_period_with_a_count() {
+        let log = FailureLog::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(log.admit(t0), Some(0));
+        assert_eq!(log.admit(t0 + std::time::Duration::from_secs(1)), None);
+        assert_eq!(log.admit(t0 + std::time::Duration::from_secs(2)), None);
+        assert_eq!(
+            log.admit(t0 + FAILURE_LOG_EVERY + std::time::Duration::from_secs(1)),
+            Some(2)
+        );
     }
 
     #[test]

@@ -186,11 +186,112 @@ fn format_name(f: Format) -> &'static str {
     }
 }
 
-/// The spec's field names as the schema knows them, so typos are refused instead of ignored.
-fn known_spec_fields() -> Vec<String> {
-    let schema = schemars::schema_for!(BootJobSpec);
-    schema
-        .get("properties")
+/// The first field of `value` (at any depth) that `schema` does not know, as a path under
+/// `path`: a typo (`spec.kernel.sha265`) is refused instead of silently ignored. `root` holds
+/// the `$defs` that `$ref`s point into.
+fn unknown_field(value: &Value, schema: &Value, root: &Value, path: &str) -> Option<String> {
+    let schema = resolve(schema, root);
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        return None;
+    }
+    // `Option<T>` and enums come as alternatives: the object-shaped one describes an object.
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(alts) = schema.get(key).and_then(Value::as_array) {
+            let fits = |alt: &Value| {
+                let alt = resolve(alt, root);
+                match value {
+                    Value::Object(_) => alt.get("properties").is_some(),
+                    Value::Array(_) => alt.get("items").is_some(),
+                    _ => false,
+                }
+            };
+            if let Some(alt) = alts.iter().find(|a| fits(a)) {
+                return unknown_field(value, alt, root, path);
+            }
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let extra = schema.get("additionalProperties");
+            for (k, v) in map {
+                let sub = format!("{path}.{k}");
+                match (props.and_then(|p| p.get(k)), extra) {
+                    (Some(s), _) => {
+                        if let Some(f) = unknown_field(v, s, root, &sub) {
+                            return Some(f);
+                        }
+                    }
+                    (None, Some(s)) if s.is_object() => {
+                        if let Some(f) = unknown_field(v, s, root, &sub) {
+                            return Some(f);
+                        }
+                    }
+                    (None, Some(Value::Bool(true))) => {}
+                    (None, _) if props.is_some() => return Some(sub),
+                    (None, _) => {}
+                }
+            }
+            None
+        }
+        Value::Array(items) => {
+            let item_schema = schema.get("items")?;
+            items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| unknown_field(v, item_schema, root, &format!("{path}[{i}]")))
+        }
+        _ => None,
+    }
+}
+
+/// Follows a local `$ref` (`#/$defs/Name`); anything else is returned as is.
+fn resolve<'a>(schema: &'a Value, root: &'a Value) -> &'a Value {
+    let mut cur = schema;
+    for _ in 0..8 {
+        let Some(r) = cur.get("$ref").and_then(Value::as_str) else {
+            return cur;
+        };
+        let Some(name) = r
+            .strip_prefix("#/$defs/")
+            .or_else(|| r.strip_prefix("#/definitions/"))
+        else {
+            return cur;
+        };
+        match root
+            .get("$defs")
+            .or_else(|| root.get("definitions"))
+            .and_then(|d| d.get(name))
+        {
+            Some(next) => cur = next,
+            None => return cur,
+        }
+    }
+    cur
+}
+
+/// The known fields of the spec, for the message.
+fn known_fields(schema: &Value, root: &Value, path: &str) -> Vec<String> {
+    let mut node = resolve(schema, root);
+    for part in path.split('.').skip(1) {
+        let Some(next) = node
+            .get("properties")
+            .and_then(|p| p.get(part.split('[').next().unwrap_or(part)))
+        else {
+            break;
+        };
+        node = resolve(next, root);
+        for key in ["anyOf", "oneOf"] {
+            if let Some(alt) = node.get(key).and_then(Value::as_array).and_then(|alts| {
+                alts.iter()
+                    .map(|a| resolve(a, root))
+                    .find(|a| a.get("properties").is_some())
+            }) {
+                node = alt;
+            }
+        }
+    }
+    node.get("properties")
         .and_then(Value::as_object)
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default()
@@ -274,17 +375,17 @@ pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
     let Some(spec_obj) = spec.as_object() else {
         return Err(ApiError::invalid("spec", "spec must be an object"));
     };
-    let known = known_spec_fields();
-    if !known.is_empty() {
-        if let Some(unknown) = spec_obj.keys().find(|k| !known.contains(k)) {
-            return Err(ApiError::invalid(
-                format!("spec.{unknown}"),
-                format!(
-                    "spec.{unknown}: unknown field (known fields: {})",
-                    known.join(", ")
-                ),
-            ));
-        }
+    let _ = spec_obj;
+    let schema = serde_json::to_value(schemars::schema_for!(BootJobSpec)).unwrap_or_default();
+    if let Some(field) = unknown_field(spec, &schema, &schema, "spec") {
+        let parent = field.rsplit_once('.').map_or("spec", |(p, _)| p);
+        return Err(ApiError::invalid(
+            field.clone(),
+            format!(
+                "{field}: unknown field (known fields of {parent}: {})",
+                known_fields(&schema, &schema, parent).join(", ")
+            ),
+        ));
     }
 
     let job: BootJob = serde_path_to_error::deserialize(doc).map_err(|e| {
@@ -301,15 +402,13 @@ pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
 
 /// Kubernetes object names: a DNS-1123 subdomain (lowercase alphanumerics, `-` and `.`, at most 253).
 pub fn check_name(name: &str) -> Result<(), ApiError> {
-    let ok_chars = dns_chars(name);
-    let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if name.len() > 253 || !ok_chars || !ok_ends {
+    if !bootfarm_core::names::is_dns_subdomain(name) {
         return Err(ApiError::invalid(
             "metadata.name",
             format!(
-                "metadata.name {:?} is not a valid name: lowercase letters, digits, '-' and '.', \
-                 starting and ending with a letter or digit, at most 253 characters",
+                "metadata.name {:?} is not a valid name: dot-separated labels of lowercase \
+                 letters, digits and '-', each starting and ending with a letter or digit, at \
+                 most 253 characters",
                 name.chars().take(64).collect::<String>()
             ),
         ));
@@ -317,27 +416,19 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Only the characters of a DNS subdomain (lowercase letters, digits, '-', '.').
-fn dns_chars(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-}
-
-/// Longest `generateName` (the embedded store's bound: a suffix must still fit in 253).
-const MAX_GENERATE_NAME: usize = 247;
+/// The random suffix the embedded store appends to a `generateName`.
+const GENERATED_SUFFIX: usize = 5;
 
 /// A `generateName` prefix that makes valid names once a suffix is appended.
 fn check_generate_name(prefix: &str) -> Result<(), ApiError> {
-    if prefix.len() > MAX_GENERATE_NAME
-        || !dns_chars(prefix)
-        || !prefix.starts_with(|c: char| c.is_ascii_alphanumeric())
-    {
+    if !bootfarm_core::names::is_generate_name_prefix(prefix, GENERATED_SUFFIX) {
         return Err(ApiError::invalid(
             "metadata.generateName",
             format!(
                 "metadata.generateName {:?} is not a valid name prefix: lowercase letters, digits, \
-                 '-' and '.', starting with a letter or digit, at most {MAX_GENERATE_NAME} characters",
-                prefix.chars().take(64).collect::<String>()
+                 '-' and '.', starting with a letter or digit, at most {} characters",
+                prefix.chars().take(64).collect::<String>(),
+                bootfarm_core::names::MAX_SUBDOMAIN - GENERATED_SUFFIX
             ),
         ));
     }
@@ -417,6 +508,35 @@ spec:
         let doc = GOOD.replace("bootArgs:", "bootArg:");
         let (msg, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
         assert_eq!(field.as_deref(), Some("spec.bootArg"), "{msg}");
+    }
+
+    #[test]
+    fn a_misspelt_nested_field_is_refused_too() {
+        let doc = GOOD.replace(
+            "kernel: {url: \"file:///k\"}",
+            "kernel: {url: \"file:///k\", sha265: x}",
+        );
+        let (msg, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
+        assert_eq!(field.as_deref(), Some("spec.kernel.sha265"), "{msg}");
+        assert!(
+            msg.contains("url, sha256") || msg.contains("sha256, url"),
+            "{msg}"
+        );
+        let doc = GOOD.replace("bootArgs: console=ttyS0", "timeouts: {boot: 5, totl: 9}");
+        let (_, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
+        assert_eq!(field.as_deref(), Some("spec.timeouts.totl"));
+        let doc = GOOD.replace("bootArgs: console=ttyS0", "initrd: {url: x, extra: 1}");
+        let (_, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
+        assert_eq!(field.as_deref(), Some("spec.initrd.extra"));
+    }
+
+    #[test]
+    fn names_with_empty_labels_are_refused() {
+        for bad in ["a..b", "a.-b", ".a", "a."] {
+            let doc = GOOD.replace("name: hello", &format!("name: \"{bad}\""));
+            let (_, field) = err_of(parse_bootjob(Some("text/yaml"), doc.as_bytes()));
+            assert_eq!(field.as_deref(), Some("metadata.name"), "{bad}");
+        }
     }
 
     #[test]

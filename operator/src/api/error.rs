@@ -36,6 +36,12 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// The client was too slow sending its request.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// A `Range` that the log cannot satisfy; carries the log's length.
+    #[error("range not satisfiable: the log has {0} bytes")]
+    RangeNotSatisfiable(u64),
     /// Our fault; the cause is logged, the client gets a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -73,6 +79,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +110,12 @@ impl IntoResponse for ApiError {
             error["field"] = json!(field);
         }
         let mut resp = (status, Json(json!({ "error": error }))).into_response();
+        if let ApiError::RangeNotSatisfiable(len) = &self {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&format!("bytes */{len}")) {
+                resp.headers_mut()
+                    .insert(axum::http::header::CONTENT_RANGE, v);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -12,12 +12,7 @@ use axum::Json;
 use bootfarm_core::spec::{BootJob, JobPhase, API_VERSION};
 use jiff::Timestamp;
 use serde::Deserialize;
-use std::time::Duration;
 
-/// How often a followed log is polled for new bytes.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
-/// Largest piece of log sent per read.
-const LOG_READ_CHUNK: usize = 256 * 1024;
 /// `GET /api/v1/bootjobs` page size when `limit` is not given, and the largest one allowed:
 /// a farm keeps every finished job until its TTL, so "all" can be far too many to load.
 pub const DEFAULT_LIST_LIMIT: usize = 500;
@@ -35,7 +30,7 @@ pub async fn submit(
     document::format_of(content_type)?;
     let bytes = read_body(body, MAX_JOB_BODY).await?;
     let job = document::parse_bootjob(content_type, &bytes)?;
-    validate(&job)?;
+    admit(&state, &job)?;
     let stored = state.store.create(job, Timestamp::now()).await?;
     state.work_available();
     let name = stored.metadata.name.clone().unwrap_or_default();
@@ -47,17 +42,19 @@ pub async fn submit(
     Ok(resp)
 }
 
-/// Semantic checks beyond the schema (the shared rules in `bootfarm_core::spec::validate`).
-fn validate(job: &BootJob) -> Result<(), ApiError> {
-    bootfarm_core::spec::validate(&job.spec).map_err(|errors| {
-        let field = errors.first().map(|e| e.field.clone()).unwrap_or_default();
-        let message = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        ApiError::invalid(field, message)
-    })
+/// Semantic checks beyond the schema and the farm's own rules ([`crate::admission`]).
+fn admit(state: &AppState, job: &BootJob) -> Result<(), ApiError> {
+    crate::admission::admit_spec(&job.spec, &state.local_artifacts)
+        .map(drop)
+        .map_err(|errors| {
+            let field = errors.first().map(|e| e.field.clone()).unwrap_or_default();
+            let message = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            ApiError::invalid(field, message)
+        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,7 +114,7 @@ pub async fn list(
     })))
 }
 
-async fn find(state: &AppState, name: &str) -> Result<BootJob, ApiError> {
+pub(super) async fn find(state: &AppState, name: &str) -> Result<BootJob, ApiError> {
     state
         .store
         .get(name)
@@ -171,111 +168,4 @@ pub async fn result(
         ))),
         Err(e) => Err(ApiError::internal(format!("reading result of {name}: {e}"))),
     }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct LogQuery {
-    #[serde(default)]
-    follow: bool,
-}
-
-pub async fn log(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let job = find(&state, &name).await?;
-    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if !q.follow || crate::queue::phase(&job).is_finished() {
-        let chunk = read_log(&state, &name, 0, usize::MAX)
-            .await
-            .map_err(|e| ApiError::internal(format!("reading log of {name}: {e}")))?;
-        return Ok((StatusCode::OK, text_plain, chunk.data).into_response());
-    }
-    let stream = follow(state, name);
-    Ok((StatusCode::OK, text_plain, Body::from_stream(stream)).into_response())
-}
-
-struct Follow {
-    state: AppState,
-    name: String,
-    offset: u64,
-    deadline: tokio::time::Instant,
-    /// The job finished: one last read drains what the runner wrote before the end.
-    last_read: bool,
-    done: bool,
-}
-
-/// Streams the log from the start, then new bytes as they arrive, until the job finishes, the
-/// job disappears, or `follow_limit` passes. Dropping the stream (client gone) stops the polling.
-fn follow(
-    state: AppState,
-    name: String,
-) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
-    let deadline = tokio::time::Instant::now() + state.follow_limit;
-    let start = Follow {
-        state,
-        name,
-        offset: 0,
-        deadline,
-        last_read: false,
-        done: false,
-    };
-    futures::stream::unfold(start, |mut f| async move {
-        loop {
-            if f.done {
-                return None;
-            }
-            let chunk = match read_log(&f.state, &f.name, f.offset, LOG_READ_CHUNK).await {
-                Ok(c) => c.data,
-                Err(e) => {
-                    tracing::warn!(job = %f.name, error = %e, "Following log failed");
-                    return None;
-                }
-            };
-            if !chunk.is_empty() {
-                f.offset += chunk.len() as u64;
-                return Some((Ok(bytes::Bytes::from(chunk)), f));
-            }
-            if f.last_read
-                || tokio::time::Instant::now() >= f.deadline
-                || f.state.shutdown.is_cancelled()
-            {
-                f.done = true;
-                continue;
-            }
-            let finished = match f.state.store.get(&f.name).await {
-                Ok(Some(job)) => crate::queue::phase(&job).is_finished(),
-                Ok(None) => true,
-                Err(e) => {
-                    tracing::warn!(job = %f.name, error = %e, "Following log: store lookup failed");
-                    false
-                }
-            };
-            if finished {
-                f.last_read = true;
-                continue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(FOLLOW_POLL) => {}
-                _ = f.state.shutdown.cancelled() => {}
-            }
-        }
-    })
-}
-
-/// Reads a piece of the log off the async threads (a whole log can be 16 MiB).
-async fn read_log(
-    state: &AppState,
-    name: &str,
-    offset: u64,
-    max: usize,
-) -> Result<crate::files::LogChunk, String> {
-    let files = state.files.clone();
-    let name = name.to_owned();
-    tokio::task::spawn_blocking(move || files.read_log(&name, offset, max))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
 }

@@ -8,9 +8,12 @@ pub mod auth;
 pub mod document;
 pub mod error;
 mod jobs;
+mod logs;
 pub mod openapi;
 mod runner;
+pub mod server;
 
+use crate::admission::LocalArtifacts;
 use crate::files::JobFiles;
 use crate::metrics::Metrics;
 use crate::store::JobStore;
@@ -51,6 +54,8 @@ pub struct AppState {
     /// Cancelled when the server is stopping: long-polls answer 204 and log follows end, so a
     /// graceful shutdown does not wait on them.
     pub shutdown: CancellationToken,
+    /// Where local artifacts may come from (none by default).
+    pub local_artifacts: LocalArtifacts,
 }
 
 impl AppState {
@@ -66,6 +71,7 @@ impl AppState {
             follow_limit: Duration::from_secs(2 * 3600),
             work: Arc::new(Notify::new()),
             shutdown: CancellationToken::new(),
+            local_artifacts: LocalArtifacts::none(),
         }
     }
 
@@ -96,7 +102,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/bootjobs/{name}",
             get(jobs::get_one).delete(jobs::cancel),
         )
-        .route("/api/v1/bootjobs/{name}/log", get(jobs::log))
+        .route("/api/v1/bootjobs/{name}/log", get(logs::log))
         .route("/api/v1/bootjobs/{name}/result", get(jobs::result))
         .route_layer(middleware::from_fn(move |req: Request, next: Next| {
             auth::require(user_tokens.clone(), Role::User, req, next)
@@ -161,12 +167,11 @@ async fn track(metrics: Arc<Metrics>, req: Request, next: Next) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    // A lookup of a name that cannot exist proves the store answers, whatever it holds.
-    match state.store.get("readyz.probe.invalid-").await {
-        Ok(_) => Ok("ready\n"),
+    match state.store.ready().await {
+        Ok(()) => Ok("ready\n"),
         Err(e) => {
-            tracing::warn!(error = %e, "Readiness probe: store unreachable");
-            Err(ApiError::Unavailable("store unreachable".into()))
+            tracing::warn!(error = %e, "Readiness probe: the store is not ready");
+            Err(ApiError::Unavailable(format!("not ready: {e}")))
         }
     }
 }
@@ -197,12 +202,24 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Reads a request body up to `limit` bytes; beyond it, 413 with the limit in the message.
+/// Longest time a client may take to send a request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a request body up to `limit` bytes within [`BODY_TIMEOUT`]; beyond the size, 413 with
+/// the limit in the message; too slow, 408.
 pub(crate) async fn read_body(
     body: axum::body::Body,
     limit: usize,
 ) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ))
+        })?;
+    read.map_err(|e| {
         // axum wraps http-body's LengthLimitError; its text is the stable part we can see.
         let too_large = e.to_string().contains("length limit");
         if too_large {
@@ -228,6 +245,10 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::Backend(msg) => {
                 tracing::error!(error = %msg, "Store backend failed");
                 ApiError::Unavailable("the job store is unavailable; retry later".into())
+            }
+            StoreError::Storage(msg) => {
+                tracing::error!(error = %msg, "Store cannot write");
+                ApiError::Unavailable(format!("the job store cannot write ({msg}); retry later"))
             }
         }
     }

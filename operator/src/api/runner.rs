@@ -92,6 +92,9 @@ pub async fn claim(State(state): State<AppState>, body: Body) -> Result<Response
         {
             observe_queue_wait(&state, &claim.job);
             let name = claim.job.metadata.name.clone().unwrap_or_default();
+            if claim.attempt > 1 {
+                attempt_marker(&state, &name, claim.attempt, &req.runner_id).await;
+            }
             tracing::info!(job = %name, runner = %req.runner_id, attempt = claim.attempt, "Job claimed");
             return Ok(Json(json!({
                 "job": claim.job,
@@ -111,6 +114,36 @@ pub async fn claim(State(state): State<AppState>, body: Body) -> Result<Response
             _ = tokio::time::timeout(wait, notified) => {}
             _ = state.shutdown.cancelled() => return Ok(StatusCode::NO_CONTENT.into_response()),
         }
+    }
+}
+
+/// Marks where a retried job's next console begins, so the attempts' logs do not run together.
+async fn attempt_marker(state: &AppState, name: &str, attempt: u32, runner: &str) {
+    let files = state.files.clone();
+    let (job, runner) = (name.to_string(), runner.to_string());
+    let written = tokio::task::spawn_blocking(move || {
+        let ends_with_newline = files
+            .log_len(&job)
+            .ok()
+            .filter(|&n| n > 0)
+            .and_then(|n| files.read_log(&job, n - 1, 1).ok())
+            .is_none_or(|c| c.data == b"\n");
+        let marker = format!(
+            "{}[bootfarm: attempt {attempt} on runner {runner} at {}]\n",
+            if ends_with_newline { "" } else { "\n" },
+            jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or_else(|_| jiff::Timestamp::now())
+        );
+        files.append_log(&job, marker.as_bytes())
+    })
+    .await;
+    if !matches!(written, Ok(Ok(_))) {
+        tracing::warn!(
+            job = name,
+            attempt,
+            "Could not mark the new attempt in the log"
+        );
     }
 }
 
@@ -208,18 +241,34 @@ pub async fn complete(
     body: Body,
 ) -> Result<Response, ApiError> {
     let raw = read_body(body, MAX_RUNNER_BODY).await?;
-    let body: CompleteBody = parse_json(&raw)?;
+    let mut body: CompleteBody = parse_json(&raw)?;
+    // A runner's document is input: impossible numbers are refused, sizes are bounded before
+    // anything is stored or copied into the job's status.
+    bootfarm_core::result::check::validate(&body.result).map_err(|errs| {
+        let field = errs.first().map(|e| e.field.clone()).unwrap_or_default();
+        let message = errs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        ApiError::invalid(field, message)
+    })?;
+    bootfarm_core::result::check::bound(&mut body.result);
+    // The document goes to disk first (a full disk refuses it before anything is recorded, and
+    // the runner retries); it is put in place only once the store has recorded the verdict.
+    let files = state.files.clone();
+    let (file_name, result) = (name.clone(), body.result.clone());
+    let staged = tokio::task::spawn_blocking(move || files.stage_result(&file_name, &result))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::Unavailable(format!("cannot write the result of {name}: {e}")))?;
     let outcome = state
         .store
         .complete(&name, &body.lease_id, &body.result, Timestamp::now())
         .await?;
     match outcome {
         CompleteOutcome::Finished(job) => {
-            // The verdict is recorded in the store; the full document goes next to the log
-            // (written off the async threads: it is fsynced).
-            let files = state.files.clone();
-            let (file_name, result) = (name.clone(), body.result.clone());
-            tokio::task::spawn_blocking(move || files.write_result(&file_name, &result))
+            tokio::task::spawn_blocking(move || staged.commit())
                 .await
                 .map_err(ApiError::internal)?
                 .map_err(|e| ApiError::internal(format!("writing result of {name}: {e}")))?;

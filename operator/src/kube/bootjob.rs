@@ -6,6 +6,7 @@
 
 use super::context::{Context, Error};
 use super::store::{delete_job_with_uid, FIELD_MANAGER};
+use crate::admission::LocalArtifacts;
 use crate::queue;
 use bootfarm_core::spec::{BootJob, JobPhase, API_VERSION};
 use jiff::Timestamp;
@@ -50,10 +51,10 @@ pub fn error_policy(job: Arc<BootJob>, error: &Error, _ctx: Arc<Context>) -> Act
 }
 
 /// The status a new job gets: Queued when valid, else Error naming every problem.
-pub fn admit(job: &BootJob, now: Timestamp) -> BootJob {
+pub fn admit(job: &BootJob, local: &LocalArtifacts, now: Timestamp) -> BootJob {
     let mut job = job.clone();
-    match bootfarm_core::spec::validate(&job.spec) {
-        Ok(()) => queue::enqueue(&mut job, now),
+    match crate::admission::admit_spec(&job.spec, local) {
+        Ok(_) => queue::enqueue(&mut job, now),
         Err(errors) => {
             let message = errors
                 .iter()
@@ -147,7 +148,7 @@ async fn admit_and_record(
     now: Timestamp,
 ) -> Result<Action, Error> {
     let name = job.name_any();
-    let admitted = admit(candidate, now);
+    let admitted = admit(candidate, &ctx.local_artifacts, now);
     apply_status(api, &admitted).await?;
     let phase = queue::phase(&admitted);
     tracing::info!(job = %name, phase = phase.as_str(), "BootJob admitted");

@@ -29,6 +29,8 @@ pub struct Context {
     pub started: Timestamp,
     /// Events on transitions (`kubectl describe` shows them).
     pub recorder: Recorder,
+    /// Where local artifacts may come from (the same rule as the HTTP API's).
+    pub local_artifacts: crate::admission::LocalArtifacts,
 }
 
 /// The reporting controller named in Events.

@@ -69,6 +69,8 @@ pub struct RunArgs {
         default_value = "bootfarm/runner:latest"
     )]
     pub runner_image: String,
+    #[command(flatten)]
+    pub artifacts: crate::admission::ArtifactAccessArgs,
     /// The Secret with the runner token (key `token`), for the built-in pod template.
     #[arg(
         long,
@@ -142,10 +144,15 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         .server_url
         .clone()
         .unwrap_or_else(|| format!("http://bootfarm.{ns}.svc:8080"));
-    let pod_settings = match &args.runner_pod_template {
+    let mut pod_settings = match &args.runner_pod_template {
         Some(path) => PodSettings::from_template_file(path, &server_url, &args.runner_image)?,
         None => PodSettings::builtin(&server_url, &args.runner_image, &args.runner_token_secret),
     };
+    pod_settings.extra_env = args.artifacts.runner_env();
+    let local_artifacts = args
+        .artifacts
+        .local()
+        .map_err(|e| format!("--allow-local-artifacts: {e}"))?;
     let tokens = Tokens::load(&args.token_files, &args.runner_token_files)?;
     let work = Arc::new(Notify::new());
 
@@ -161,6 +168,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         pools: Arc::default(),
         started: Timestamp::now(),
         recorder: super::context::recorder(client.clone()),
+        local_artifacts: local_artifacts.clone(),
     });
 
     let job_controller = Controller::new(jobs.clone(), watcher::Config::default());
@@ -222,13 +230,18 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     state.shutdown = shutdown.clone();
     state.lease_ttl = Duration::from_secs(args.lease_ttl.max(1));
     state.work = work;
+    state.local_artifacts = local_artifacts;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
     warn_if_exposed(args.listen, &state.tokens);
     tracing::info!(namespace = %ns, listen = %args.listen, server_url = %server_url, "bootfarm operator running");
-    let serve = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+    let serve = crate::api::server::serve(
+        listener,
+        router(state),
+        crate::api::server::Limits::default(),
+        async move { shutdown.cancelled().await },
+    );
 
     tokio::select! {
         r = serve => r.map_err(|e| format!("HTTP server: {e}"))?,

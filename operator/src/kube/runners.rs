@@ -215,6 +215,8 @@ pub struct PodSettings {
     /// The volume and mount added for `kvm: true` pools.
     pub kvm_volume: Volume,
     pub kvm_mount: VolumeMount,
+    /// Set on every runner container (the operator's artifact rules), over the template's.
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl PodSettings {
@@ -268,6 +270,7 @@ impl PodSettings {
             default_image: image.to_string(),
             kvm_volume: kvm_volume(),
             kvm_mount: kvm_mount(),
+            extra_env: Vec::new(),
         }
     }
 
@@ -316,6 +319,7 @@ impl PodSettings {
             default_image: default_image.to_string(),
             kvm_volume,
             kvm_mount,
+            extra_env: Vec::new(),
         })
     }
 }
@@ -492,7 +496,11 @@ pub fn build_pod(pool: &RunnerPool, name: &str, settings: &PodSettings, now: Tim
             value: Some(crate::queue::fmt_time(now)),
             ..EnvVar::default()
         });
-        for (k, v) in &tpl.extra_env {
+        for (k, v) in tpl
+            .extra_env
+            .iter()
+            .chain(settings.extra_env.iter().map(|(k, v)| (k, v)))
+        {
             env.retain(|e| &e.name != k);
             env.push(EnvVar {
                 name: k.clone(),

@@ -397,7 +397,7 @@ impl JobStore for KubeJobStore {
     async fn expire_leases(&self, now: Timestamp) -> Result<Vec<Expired>, StoreError> {
         let mut out = Vec::new();
         for job in self.all_jobs().await? {
-            if !queue::lease_expired(&job, now) {
+            if !queue::lease_expired(&job, now) && !queue::overdue(&job, now) {
                 continue;
             }
             if let Some(e) = self.expire_one(&job.name_any(), now).await? {
@@ -469,11 +469,10 @@ impl KubeJobStore {
         let mut runner = None;
         let written = self
             .transition(name, |job| {
-                if !queue::lease_expired(job, now) {
-                    return None;
-                }
-                runner = job.status.as_ref().and_then(|s| s.runner.clone());
-                Some(queue::expire(job, now))
+                let was = job.status.as_ref().and_then(|s| s.runner.clone());
+                let ended = queue::end_stale_attempt(job, now)?;
+                runner = was;
+                Some(ended)
             })
             .await?;
         let Some((requeued, job)) = written else {
@@ -494,13 +493,7 @@ impl KubeJobStore {
 
 /// Kubernetes object names; anything else cannot exist, so there is nothing to ask the server.
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    bootfarm_core::names::is_dns_subdomain(name)
 }
 
 /// Jobs by phase, queued by (pool, arch), running by runner.

@@ -1,5 +1,5 @@
-//! The periodic chore of the embedded store: delete finished jobs, with their files, past
-//! `ttlSecondsAfterFinished`. (Lease expiry is part of the supervisor's loop: a runner whose
+//! The periodic chores of the embedded store: watch that it can still keep what it is given,
+//! and delete finished jobs, with their files, past `ttlSecondsAfterFinished`. (Lease expiry is part of the supervisor's loop: a runner whose
 //! lease ran out is hung, and the same tick replaces it.)
 
 use crate::api::AppState;
@@ -12,10 +12,23 @@ const TICK: Duration = Duration::from_secs(1);
 pub async fn run(state: AppState, files: JobFiles, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_ready = true;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        // Noticed within a tick even without traffic: a lost database, a full disk.
+        match state.store.ready().await {
+            Ok(()) if !was_ready => {
+                tracing::info!("The job store is ready again");
+                was_ready = true;
+            }
+            Err(e) if was_ready => {
+                tracing::error!(error = %e, "The job store is not ready; /readyz fails until it is");
+                was_ready = false;
+            }
+            _ => {}
         }
         once(&state, &files).await;
     }

@@ -6,8 +6,10 @@
 //! one implicit pool `local` serving every arch.
 
 mod housekeeping;
+pub mod identity;
 mod supervisor;
 
+use crate::admission::ArtifactAccessArgs;
 use crate::api::auth::Tokens;
 use crate::api::{router, warn_if_exposed, AppState};
 use crate::files::JobFiles;
@@ -57,6 +59,72 @@ pub struct StandaloneArgs {
     /// The runner binary [default: `bootfarm-runner` beside this binary, else on PATH].
     #[arg(long, env = "BOOTFARM_RUNNER_BIN")]
     pub runner_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub artifacts: ArtifactAccessArgs,
+    /// When started as root: the unprivileged user runners and QEMU run as (created when
+    /// missing). `root` keeps them root (not recommended: a job's author then owns the machine).
+    #[arg(long, env = "BOOTFARM_RUNNER_USER", default_value = identity::DEFAULT_USER)]
+    pub runner_user: String,
+    /// The runners' artifact cache and work directories, owned by the runner user
+    /// [default: $BOOTFARM_CACHE/runner-<user>, or /var/cache/bootfarm/runner-<user>].
+    #[arg(long, env = "BOOTFARM_RUNNER_CACHE")]
+    pub runner_cache: Option<PathBuf>,
+}
+
+/// The unprivileged identity of local runners.
+#[derive(Debug, Clone)]
+pub struct RunnerIdentity {
+    pub user: identity::RunnerUser,
+    /// Their cache (artifacts, KVM verdict) and, below it, `tmp/` for their work directories.
+    pub cache: PathBuf,
+}
+
+/// Decides who runners run as; checks that they can read what they must and write where they
+/// may, and that the data directory is the operator's alone.
+fn runner_identity(args: &StandaloneArgs) -> anyhow::Result<Option<RunnerIdentity>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    if args.runner_user == "root" {
+        tracing::warn!("Runners and QEMU run as root (--runner-user root): a job's author can act as root on this machine");
+        return Ok(None);
+    }
+    let user = identity::ensure_user(&args.runner_user)?;
+    let cache = match &args.runner_cache {
+        Some(c) => c.clone(),
+        None => std::env::var_os("BOOTFARM_CACHE")
+            .filter(|c| !c.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/cache/bootfarm"))
+            .join(format!("runner-{}", user.name)),
+    };
+    identity::private_dir(&cache, &user)?;
+    identity::private_dir(&cache.join("tmp"), &user)?;
+    if !identity::can_write(&user, &cache) {
+        anyhow::bail!(
+            "runner user {} cannot reach its cache {} (a parent directory is closed to it); \
+             choose another with --runner-cache",
+            user.name,
+            cache.display()
+        );
+    }
+    for dir in &args.artifacts.allow_local_artifacts {
+        if !identity::can_read(&user, dir) {
+            anyhow::bail!(
+                "runner user {} cannot read {} (--allow-local-artifacts): make it and its parent \
+                 directories readable by that user, or run runners as another with --runner-user",
+                user.name,
+                dir.display()
+            );
+        }
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod 700 {}", args.data_dir.display()))?;
+    }
+    tracing::info!(user = %user.name, uid = user.uid, cache = %cache.display(), "Runners run as an unprivileged user");
+    Ok(Some(RunnerIdentity { user, cache }))
 }
 
 impl StandaloneArgs {
@@ -88,6 +156,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let _lock = lock_data_dir(&args.data_dir)?;
+    let identity = runner_identity(&args)?;
     let store = SqliteStore::open(&args.data_dir)
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     // Local runners are our children and die with us (PR_SET_PDEATHSIG), so a job Running in
@@ -104,6 +173,10 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let store: Arc<dyn JobStore> = sqlite.clone();
     let mut state = AppState::new(store.clone(), files.clone(), metrics.clone());
     state.lease_ttl = Duration::from_secs(args.lease_ttl);
+    state.local_artifacts = args
+        .artifacts
+        .local()
+        .map_err(|e| anyhow::anyhow!("--allow-local-artifacts: {e}"))?;
 
     let tokens = match &args.token_file {
         Some(path) => Tokens::load(std::slice::from_ref(path), &[] as &[PathBuf])
@@ -111,11 +184,13 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         None => Tokens::disabled(),
     };
     // With authentication on, our own runners need a runner token: a fresh one per start,
-    // in a file only we can read.
-    let runner_token_file = if tokens.enabled() {
+    // handed to each runner in its environment (never in a file: QEMU, running as the runner's
+    // user, could read a file; the runner's environment it cannot).
+    let _ = std::fs::remove_file(args.data_dir.join("runner.token"));
+    let runner_token = if tokens.enabled() {
         let (all, token) = tokens.with_generated_runner_token();
         state.tokens = all;
-        Some(write_private(&args.data_dir.join("runner.token"), &token)?)
+        Some(token)
     } else {
         state.tokens = tokens;
         None
@@ -141,19 +216,25 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let server_stop = CancellationToken::new();
     let server_stopped = server_stop.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { server_stopped.cancelled().await })
-            .await
+        crate::api::server::serve(
+            listener,
+            app,
+            crate::api::server::Limits::default(),
+            async move { server_stopped.cancelled().await },
+        )
+        .await
     });
     let housekeeping = tokio::spawn(housekeeping::run(state.clone(), files, shutdown.clone()));
     let pool = LocalPool::new(
         supervisor::Config {
             runner_bin: args.runner_bin(),
             server_url,
-            token_file: runner_token_file,
+            token: runner_token,
             log_dir: args.data_dir.join("runners"),
             max_runners: args.max_runners(),
             idle_timeout: Duration::from_secs(args.idle_timeout),
+            runner_env: args.artifacts.runner_env(),
+            identity,
         },
         sqlite,
     );
@@ -199,18 +280,4 @@ fn loopback_for(addr: SocketAddr) -> SocketAddr {
         }
         other => other,
     }
-}
-
-fn write_private(path: &std::path::Path, token: &str) -> anyhow::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    writeln!(f, "runner:{token}")?;
-    Ok(path.to_path_buf())
 }

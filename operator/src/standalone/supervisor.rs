@@ -44,10 +44,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct Config {
     pub runner_bin: PathBuf,
     pub server_url: String,
-    pub token_file: Option<PathBuf>,
+    /// The runner token, passed in each runner's environment.
+    pub token: Option<String>,
     pub log_dir: PathBuf,
     pub max_runners: u32,
     pub idle_timeout: Duration,
+    /// The farm's artifact rules for `bootfarm-runner work` (its environment variables).
+    pub runner_env: Vec<(String, String)>,
+    /// The unprivileged user runners run as, and their cache (an operator started as root).
+    pub identity: Option<super::RunnerIdentity>,
 }
 
 struct Child {
@@ -340,11 +345,33 @@ impl LocalPool {
                 "--idle-exit",
                 &(self.cfg.idle_timeout.as_secs() * 2 + 60).to_string(),
             ]);
-        if let Some(token) = &self.cfg.token_file {
-            cmd.arg("--token-file").arg(token);
+        cmd.env_remove("BOOTFARM_TOKEN_FILE")
+            .env_remove("BOOTFARM_TOKEN");
+        if let Some(token) = &self.cfg.token {
+            cmd.env("BOOTFARM_TOKEN", token);
         }
         // RFC 3339; the runner reports it on its first claim for the start-up histogram.
         cmd.env("BOOTFARM_RUNNER_CREATED_AT", now.to_string());
+        for var in [
+            "BOOTFARM_ALLOW_LOCAL_ARTIFACTS",
+            "BOOTFARM_ALLOW_ARTIFACT_NET",
+            "BOOTFARM_DENY_ARTIFACT_NET",
+        ] {
+            // Only the operator's own flags decide what its runners may fetch.
+            cmd.env_remove(var);
+        }
+        cmd.envs(self.cfg.runner_env.iter().map(|(k, v)| (k, v)));
+        let ids = self.cfg.identity.as_ref().map(|i| {
+            // Its cache and work directory are the only places it may write.
+            cmd.env("BOOTFARM_CACHE", &i.cache)
+                .env("TMPDIR", i.cache.join("tmp"))
+                .env("HOME", &i.cache)
+                .current_dir(&i.cache);
+            let mut groups = [0 as libc::gid_t; 4];
+            let n = i.user.groups.len().min(groups.len());
+            groups[..n].copy_from_slice(&i.user.groups[..n]);
+            (i.user.uid, i.user.gid, groups, n)
+        });
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -352,9 +379,19 @@ impl LocalPool {
             .kill_on_drop(true);
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: runs in the forked child before exec and calls only async-signal-safe
-        // functions (prctl, getppid, raise), allocating nothing.
+        // functions (setgroups, setgid, setuid, prctl, getppid, raise), allocating nothing.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some((uid, gid, groups, n)) = ids {
+                    // Groups and gid first, while still root; uid last. The kernel clears the
+                    // parent-death signal on a credential change, so it is set after.
+                    if libc::setgroups(n, groups.as_ptr()) != 0
+                        || libc::setgid(gid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }

@@ -32,6 +32,10 @@ pub enum StoreError {
     /// The database or API server failed (HTTP 500/503).
     #[error("store backend: {0}")]
     Backend(String),
+    /// The database cannot be written (disk full, I/O error, file gone): HTTP 503. Reads and
+    /// decisions already taken in memory go on; writes resume when it can write again.
+    #[error("store cannot write: {0}")]
+    Storage(String),
 }
 
 /// What `list` returns: all conditions must match.
@@ -243,4 +247,10 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Jobs by phase, queued jobs by (pool, arch), running jobs by runner.
     async fn counts(&self) -> Result<JobCounts, StoreError>;
+
+    /// Whether the store can keep what it is given (for `/readyz`); the error says why not.
+    async fn ready(&self) -> Result<(), StoreError> {
+        // A lookup of a name that cannot exist proves the store answers, whatever it holds.
+        self.get("readyz.probe.invalid-").await.map(drop)
+    }
 }

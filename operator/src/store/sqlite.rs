@@ -19,7 +19,8 @@ use bootfarm_core::Arch;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,10 +52,50 @@ const GENERATED_SUFFIX: usize = 5;
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    health: Arc<Health>,
 }
 
+/// What the store knows of its own ability to keep what it is given.
+#[derive(Default)]
+struct Health {
+    /// The database file as opened: path, device and inode (None in memory).
+    file: Option<(PathBuf, u64, u64)>,
+    /// Latched once the file was deleted or replaced under us: from then on nothing is
+    /// accepted, since nothing written could be found again after a restart.
+    broken: Mutex<Option<String>>,
+    /// Jobs whose newest state is decided (a lease expired, a timeout passed) but could not be
+    /// written (a full disk): served from here, written with the next write that succeeds.
+    unsaved: Mutex<BTreeMap<String, BootJob>>,
+    /// Why the last write failed, until one succeeds.
+    write_error: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; the data is still consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Free space below which the data disk counts as full for readiness.
+const MIN_FREE_BYTES: u64 = 16 << 20;
+
 fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(format!("sqlite: {e}"))
+    use rusqlite::ErrorCode as C;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                C::DiskFull
+                    | C::SystemIoFailure
+                    | C::ReadOnly
+                    | C::CannotOpen
+                    | C::DatabaseCorrupt
+                    | C::NotADatabase
+            ) =>
+        {
+            StoreError::Storage(format!("sqlite: {e}"))
+        }
+        _ => StoreError::Backend(format!("sqlite: {e}")),
+    }
 }
 
 fn json_err(e: serde_json::Error) -> StoreError {
@@ -70,8 +111,17 @@ impl SqliteStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", data_dir.display())))?;
-        let conn = Connection::open(data_dir.join("bootfarm.db")).map_err(db_err)?;
-        Self::setup(conn, true)
+        let path = data_dir.join("bootfarm.db");
+        let conn = Connection::open(&path).map_err(db_err)?;
+        let mut store = Self::setup(conn, true)?;
+        let md = std::fs::metadata(&path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        use std::os::unix::fs::MetadataExt;
+        store.health = Arc::new(Health {
+            file: Some((path, md.dev(), md.ino())),
+            ..Health::default()
+        });
+        Ok(store)
     }
 
     /// A private in-memory database (tests, benchmarks).
@@ -92,7 +142,35 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            health: Arc::default(),
         })
+    }
+
+    /// The database file is still the one we opened; else the store is broken for good.
+    fn check_file(&self) -> Result<(), StoreError> {
+        if let Some(why) = lock(&self.health.broken).clone() {
+            return Err(StoreError::Storage(why));
+        }
+        let Some((path, dev, ino)) = &self.health.file else {
+            return Ok(());
+        };
+        use std::os::unix::fs::MetadataExt;
+        let why = match std::fs::metadata(path) {
+            Ok(md) if md.dev() == *dev && md.ino() == *ino => return Ok(()),
+            Ok(_) => format!(
+                "the database {} was replaced while the operator ran; restart it",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
+                "the database {} was deleted while the operator ran; restart it",
+                path.display()
+            ),
+            // Cannot tell (a transient stat error): not a verdict.
+            Err(_) => return Ok(()),
+        };
+        tracing::error!(error = %why, "Job store lost: refusing every change from now on");
+        *lock(&self.health.broken) = Some(why.clone());
+        Err(StoreError::Storage(why))
     }
 
     /// Runs `f` on the connection in a blocking thread.
@@ -101,6 +179,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.check_file()?;
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
@@ -112,19 +191,196 @@ impl SqliteStore {
         .map_err(|e| StoreError::Backend(format!("store task: {e}")))?
     }
 
-    /// Runs `f` in one transaction, committed when it returns Ok.
+    /// Runs `f` in one transaction, committed when it returns Ok. Changes decided while the
+    /// disk was full are written first, in the same transaction.
     async fn tx<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        let health = self.health.clone();
+        let result = self
+            .with(move |conn| {
+                let pending: Vec<BootJob> = lock(&health.unsaved).values().cloned().collect();
+                let tx = conn.transaction().map_err(db_err)?;
+                for job in &pending {
+                    write(&tx, job, "INSERT OR REPLACE")?;
+                }
+                let out = f(&tx)?;
+                tx.commit().map_err(db_err)?;
+                if !pending.is_empty() {
+                    let mut unsaved = lock(&health.unsaved);
+                    for job in &pending {
+                        let name = job.metadata.name.clone().unwrap_or_default();
+                        // Only what was written: a newer decision since stays pending.
+                        let same = unsaved.get(&name).is_some_and(|u| {
+                            u.metadata.resource_version == job.metadata.resource_version
+                                && u.status == job.status
+                        });
+                        if same {
+                            unsaved.remove(&name);
+                        }
+                    }
+                    tracing::info!(
+                        jobs = pending.len(),
+                        "Wrote the job changes kept in memory while the store could not write"
+                    );
+                }
+                Ok(out)
+            })
+            .await;
+        let mut last = lock(&self.health.write_error);
+        match &result {
+            Ok(_) => {
+                if last.take().is_some() {
+                    tracing::info!("The job store can write again");
+                }
+            }
+            Err(StoreError::Storage(why)) => {
+                if last.is_none() {
+                    tracing::error!(error = %why, "The job store cannot write");
+                }
+                *last = Some(why.clone());
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Jobs as written, newest first.
+    async fn list_stored(&self, filter: &JobFilter) -> Result<Vec<BootJob>, StoreError> {
+        let filter = filter.clone();
         self.with(move |conn| {
-            let tx = conn.transaction().map_err(db_err)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(db_err)?;
+            let (sql, phase) = match filter.phase {
+                Some(p) => (
+                    "SELECT doc FROM jobs WHERE phase = ?1 ORDER BY created_at DESC, name DESC",
+                    Some(p.as_str()),
+                ),
+                None => (
+                    "SELECT doc FROM jobs WHERE ?1 IS NULL ORDER BY created_at DESC, name DESC",
+                    None,
+                ),
+            };
+            let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+            let mut rows = stmt.query([phase]).map_err(db_err)?;
+            let limit = filter.limit.unwrap_or(usize::MAX);
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let Some(row) = rows.next().map_err(db_err)? else {
+                    break;
+                };
+                let doc: String = row.get(0).map_err(db_err)?;
+                let job: BootJob = serde_json::from_str(&doc).map_err(json_err)?;
+                if filter.matches(&job) {
+                    out.push(job);
+                }
+            }
             Ok(out)
         })
         .await
+    }
+
+    /// [`JobStore::expire_leases`] when nothing can be written: the same decisions, kept in
+    /// memory (and so served by reads) until a write succeeds.
+    async fn end_stale_in_memory(
+        &self,
+        now: Timestamp,
+        why: &str,
+    ) -> Result<Vec<Expired>, StoreError> {
+        let unsaved = self.unsaved_all();
+        let stored = self
+            .with(|conn| select_docs(conn, "SELECT doc FROM jobs WHERE phase = 'Running'", []))
+            .await?;
+        let mut candidates: BTreeMap<String, BootJob> = stored
+            .into_iter()
+            .map(|j| (j.metadata.name.clone().unwrap_or_default(), j))
+            .collect();
+        // What memory already decided wins over what the disk still says.
+        for (name, job) in unsaved {
+            candidates.insert(name, job);
+        }
+        let mut out = Vec::new();
+        let mut decided = lock(&self.health.unsaved);
+        for (name, mut job) in candidates {
+            let runner = job.status.as_ref().and_then(|s| s.runner.clone());
+            let Some(requeued) = queue::end_stale_attempt(&mut job, now) else {
+                continue;
+            };
+            bump_resource_version(&mut job);
+            tracing::warn!(job = %name, requeued, error = %why, "Ended a stale attempt in memory: the store cannot write");
+            out.push(expired(&job, runner, requeued));
+            decided.insert(name, job);
+        }
+        Ok(out)
+    }
+
+    /// Counts from the indexed columns with the jobs changed in memory overlaid (degraded mode).
+    async fn counts_with(
+        &self,
+        unsaved: BTreeMap<String, BootJob>,
+    ) -> Result<JobCounts, StoreError> {
+        let rows = self
+            .with(|conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT name, phase, pool, arch, runner FROM jobs")
+                    .map_err(db_err)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                        ))
+                    })
+                    .map_err(db_err)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db_err)?;
+                Ok(rows)
+            })
+            .await?;
+        let mut counts = JobCounts::default();
+        let mut queued: BTreeMap<(Option<String>, Arch), u64> = BTreeMap::new();
+        for (name, phase, pool, arch, runner) in rows {
+            let (phase, pool, arch, runner) = match unsaved.get(&name) {
+                Some(j) => (
+                    queue::phase(j),
+                    j.spec.pool.clone(),
+                    j.spec.arch,
+                    j.status.as_ref().and_then(|s| s.runner.clone()),
+                ),
+                None => {
+                    let (Ok(phase), Ok(arch)) = (phase.parse::<JobPhase>(), arch.parse::<Arch>())
+                    else {
+                        continue;
+                    };
+                    (phase, pool, arch, runner)
+                }
+            };
+            *counts.by_phase.entry(phase).or_default() += 1;
+            match phase {
+                JobPhase::Queued => *queued.entry((pool, arch)).or_default() += 1,
+                JobPhase::Running => {
+                    counts.running.insert(name, runner.unwrap_or_default());
+                }
+                _ => {}
+            }
+        }
+        counts.queued = queued
+            .into_iter()
+            .map(|((pool, arch), count)| QueuedCount { pool, arch, count })
+            .collect();
+        Ok(counts)
+    }
+
+    /// A job as decided in memory but not yet written, if any.
+    fn unsaved(&self, name: &str) -> Option<BootJob> {
+        lock(&self.health.unsaved).get(name).cloned()
+    }
+
+    fn unsaved_all(&self) -> BTreeMap<String, BootJob> {
+        lock(&self.health.unsaved).clone()
     }
 
     /// Standalone start-up: every Running job is requeued (or ends in Error after maxAttempts).
@@ -314,14 +570,7 @@ fn expired(job: &BootJob, runner: Option<String>, requeued: bool) -> Expired {
 
 /// A DNS subdomain, as Kubernetes requires for object names (also safe as a directory name).
 pub fn valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !name.is_empty()
-        && name.len() <= 253
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+    bootfarm_core::names::is_dns_subdomain(name)
 }
 
 /// `generateName` + five random characters from Kubernetes' alphabet (no vowels, no 0/1/3).
@@ -358,7 +607,9 @@ impl JobStore for SqliteStore {
                     "metadata.name {n:?} must be a lowercase DNS subdomain (a-z, 0-9, '-', '.'), at most 253 characters"
                 )))
             }
-            (None, Some(p)) if p.len() > 247 || !valid_name(&format!("{p}x")) => {
+            (None, Some(p))
+                if !bootfarm_core::names::is_generate_name_prefix(p, GENERATED_SUFFIX) =>
+            {
                 return Err(StoreError::Invalid(format!(
                     "metadata.generateName {p:?} must be a lowercase DNS subdomain prefix"
                 )))
@@ -396,40 +647,35 @@ impl JobStore for SqliteStore {
     }
 
     async fn get(&self, name: &str) -> Result<Option<BootJob>, StoreError> {
+        if let Some(job) = self.unsaved(name) {
+            return Ok(Some(job));
+        }
         let name = name.to_string();
         self.with(move |conn| get_doc(conn, &name)).await
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<BootJob>, StoreError> {
-        let filter = filter.clone();
-        self.with(move |conn| {
-            let (sql, phase) = match filter.phase {
-                Some(p) => (
-                    "SELECT doc FROM jobs WHERE phase = ?1 ORDER BY created_at DESC, name DESC",
-                    Some(p.as_str()),
-                ),
-                None => (
-                    "SELECT doc FROM jobs WHERE ?1 IS NULL ORDER BY created_at DESC, name DESC",
-                    None,
-                ),
-            };
-            let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
-            let mut rows = stmt.query([phase]).map_err(db_err)?;
-            let limit = filter.limit.unwrap_or(usize::MAX);
-            let mut out = Vec::new();
-            while out.len() < limit {
-                let Some(row) = rows.next().map_err(db_err)? else {
-                    break;
-                };
-                let doc: String = row.get(0).map_err(db_err)?;
-                let job: BootJob = serde_json::from_str(&doc).map_err(json_err)?;
-                if filter.matches(&job) {
-                    out.push(job);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        let unsaved = self.unsaved_all();
+        if unsaved.is_empty() {
+            return self.list_stored(filter).await;
+        }
+        // Degraded (changes kept in memory): read everything and overlay them.
+        let all = self
+            .list_stored(&JobFilter {
+                limit: None,
+                ..JobFilter::default()
+            })
+            .await?;
+        let mut out: Vec<BootJob> = all
+            .into_iter()
+            .map(|j| {
+                let name = j.metadata.name.clone().unwrap_or_default();
+                unsaved.get(&name).cloned().unwrap_or(j)
+            })
+            .filter(|j| filter.matches(j))
+            .collect();
+        out.truncate(filter.limit.unwrap_or(usize::MAX));
+        Ok(out)
     }
 
     async fn cancel(&self, name: &str, now: Timestamp) -> Result<Option<BootJob>, StoreError> {
@@ -504,19 +750,35 @@ impl JobStore for SqliteStore {
         lease_ttl: Duration,
         now: Timestamp,
     ) -> Result<LeaseState, StoreError> {
-        let (name, lease_id) = (name.to_string(), lease_id.to_string());
-        self.tx(move |tx| {
-            let Some(mut job) = get_doc(tx, &name)? else {
-                // Deleted: nobody wants the result any more.
-                return Ok(LeaseState::Canceled);
-            };
-            let state = queue::heartbeat(&mut job, &lease_id, lease_ttl, now);
-            if matches!(state, LeaseState::Active { .. }) {
-                put(tx, &job)?;
+        let (job_name, lease) = (name.to_string(), lease_id.to_string());
+        let written = self
+            .tx(move |tx| {
+                let Some(mut job) = get_doc(tx, &job_name)? else {
+                    // Deleted: nobody wants the result any more.
+                    return Ok(LeaseState::Canceled);
+                };
+                let state = queue::heartbeat(&mut job, &lease, lease_ttl, now);
+                if matches!(state, LeaseState::Active { .. }) {
+                    put(tx, &job)?;
+                }
+                Ok(state)
+            })
+            .await;
+        match written {
+            // A full disk must not stop boots that are going well: renew in memory.
+            Err(StoreError::Storage(_)) if lock(&self.health.broken).is_none() => {
+                let Some(mut job) = self.get(name).await? else {
+                    return Ok(LeaseState::Canceled);
+                };
+                let state = queue::heartbeat(&mut job, lease_id, lease_ttl, now);
+                if matches!(state, LeaseState::Active { .. }) {
+                    bump_resource_version(&mut job);
+                    lock(&self.health.unsaved).insert(name.to_string(), job);
+                }
+                Ok(state)
             }
-            Ok(state)
-        })
-        .await
+            other => other,
+        }
     }
 
     async fn complete(
@@ -567,45 +829,91 @@ impl JobStore for SqliteStore {
     }
 
     async fn expire_leases(&self, now: Timestamp) -> Result<Vec<Expired>, StoreError> {
-        self.tx(move |tx| {
-            let jobs = select_docs(
-                tx,
-                "SELECT doc FROM jobs WHERE phase = 'Running' AND (lease_expires IS NULL OR lease_expires < ?1)",
-                [micros(now)],
-            )?;
-            let mut out = Vec::new();
-            for mut job in jobs {
-                if !queue::lease_expired(&job, now) {
-                    continue;
+        let written = self
+            .tx(move |tx| {
+                let jobs = select_docs(tx, "SELECT doc FROM jobs WHERE phase = 'Running'", [])?;
+                let mut out = Vec::new();
+                for mut job in jobs {
+                    let runner = job.status.as_ref().and_then(|s| s.runner.clone());
+                    let Some(requeued) = queue::end_stale_attempt(&mut job, now) else {
+                        continue;
+                    };
+                    put(tx, &job)?;
+                    out.push(expired(&job, runner, requeued));
                 }
-                let runner = job.status.as_ref().and_then(|s| s.runner.clone());
-                let requeued = queue::expire(&mut job, now);
-                put(tx, &job)?;
-                out.push(expired(&job, runner, requeued));
+                Ok(out)
+            })
+            .await;
+        match written {
+            Err(StoreError::Storage(why)) if lock(&self.health.broken).is_none() => {
+                // The disk is full: leases and timeouts must end jobs all the same. Decide in
+                // memory (reads still work), serve the decisions, write them when possible.
+                self.end_stale_in_memory(now, &why).await
             }
-            Ok(out)
-        })
-        .await
+            other => other,
+        }
     }
 
     async fn finished_before(&self, now: Timestamp) -> Result<Vec<String>, StoreError> {
-        self.with(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT name FROM jobs WHERE ttl_deadline <= ?1 ORDER BY ttl_deadline",
-                )
-                .map_err(db_err)?;
-            let names = stmt
-                .query_map([micros(now)], |r| r.get(0))
-                .map_err(db_err)?
-                .collect::<Result<Vec<String>, _>>()
-                .map_err(db_err)?;
-            Ok(names)
-        })
-        .await
+        let unsaved = self.unsaved_all();
+        let names = self
+            .with(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT name FROM jobs WHERE ttl_deadline <= ?1 ORDER BY ttl_deadline",
+                    )
+                    .map_err(db_err)?;
+                let names = stmt
+                    .query_map([micros(now)], |r| r.get(0))
+                    .map_err(db_err)?
+                    .collect::<Result<Vec<String>, _>>()
+                    .map_err(db_err)?;
+                Ok(names)
+            })
+            .await?;
+        // A job changed in memory is not deleted before that change is written.
+        Ok(names
+            .into_iter()
+            .filter(|n| !unsaved.contains_key(n))
+            .collect())
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.check_file()?;
+        let pending = lock(&self.health.unsaved).len();
+        if let Some(why) = lock(&self.health.write_error).clone() {
+            return Err(StoreError::Storage(if pending > 0 {
+                format!("{why}; {pending} job change(s) kept in memory until it can write")
+            } else {
+                why
+            }));
+        }
+        if pending > 0 {
+            return Err(StoreError::Storage(format!(
+                "{pending} job change(s) kept in memory until they are written"
+            )));
+        }
+        if let Some((path, _, _)) = &self.health.file {
+            if let Some(dir) = path.parent() {
+                if let Ok(st) = nix::sys::statvfs::statvfs(dir) {
+                    let free = st.blocks_available().saturating_mul(st.fragment_size());
+                    if free < MIN_FREE_BYTES {
+                        return Err(StoreError::Storage(format!(
+                            "only {free} bytes free on the data disk {}",
+                            dir.display()
+                        )));
+                    }
+                }
+            }
+        }
+        self.get("readyz.probe.invalid-").await.map(drop)
     }
 
     async fn counts(&self) -> Result<JobCounts, StoreError> {
+        let unsaved = self.unsaved_all();
+        if !unsaved.is_empty() {
+            return self.counts_with(unsaved).await;
+        }
         self.with(move |conn| {
             let mut counts = JobCounts::default();
             let mut stmt = conn

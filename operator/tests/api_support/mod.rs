@@ -194,9 +194,9 @@ metadata:
 spec:
   arch: x86_64
   kernel:
-    url: file:///boot/vmlinuz
+    url: https://artifacts.example/vmlinuz
   initrd:
-    url: file:///tmp/initrd.cpio.gz
+    url: https://artifacts.example/initrd.cpio.gz
   bootArgs: console=ttyS0
 "
     )

@@ -173,7 +173,7 @@ pub fn mock_client() -> (Client, mock::Handle<Request<Body>, Response<Body>>) {
 }
 
 pub fn spec(arch: Arch) -> BootJobSpec {
-    BootJobSpec::new(arch, "file:///fixtures/kernel")
+    BootJobSpec::new(arch, "https://artifacts.example/kernel")
 }
 
 pub fn t(secs: i64) -> Timestamp {
@@ -270,6 +270,7 @@ pub fn context(client: Client, jobs: Vec<BootJob>, pools: Vec<RunnerPool>) -> Te
         pools: pool_cache,
         started: t(0),
         recorder: bootfarm_operator::kube::context::recorder(client_for_events),
+        local_artifacts: Default::default(),
     };
     TestCtx {
         ctx: Arc::new(ctx),

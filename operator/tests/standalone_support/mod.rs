@@ -9,27 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The fixtures directory, or `None` (the caller skips, loudly) when it is absent.
-pub fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("BOOTFARM_FIXTURES")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let cache = std::env::var_os("BOOTFARM_CACHE")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/bootfarm"))
-                })?;
-            Some(cache.join("fixtures"))
-        })?;
-    if dir.join("x86_64/kernel").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "\n*** SKIPPED: no fixtures at {} (run scripts/fixtures or set BOOTFARM_FIXTURES) ***\n",
-            dir.display()
-        );
-        None
-    }
+/// Where the fixtures are, when the directory exists.
+pub fn fixtures_dir() -> Option<PathBuf> {
+    bootfarm_core::paths::fixtures_dir().filter(|d| d.is_dir())
+}
+
+/// The fixtures directory; a missing one fails the test.
+pub fn fixtures() -> PathBuf {
+    bootfarm_core::paths::require_fixtures()
 }
 
 pub fn operator_bin() -> PathBuf {
@@ -86,12 +73,14 @@ pub fn poweroff_job(fixtures: &Path, name: &str) -> Value {
 pub struct Farm {
     pub data_dir: PathBuf,
     pub url: String,
-    port: u16,
+    pub port: u16,
     extra: Vec<String>,
     pub child: Option<Child>,
     runner: PathBuf,
     http: reqwest::Client,
     pub log: PathBuf,
+    /// A command the operator runs under (e.g. `unshare` for a private mount namespace).
+    wrapper: Vec<String>,
 }
 
 impl Farm {
@@ -116,9 +105,51 @@ impl Farm {
             runner: runner.into(),
             http: reqwest::Client::new(),
             log: data_dir.join("operator.log"),
+            wrapper: Vec::new(),
         };
         farm.launch().await;
         farm
+    }
+
+    /// Like `start`, with the data directory on a private tmpfs of `size_mib`: a small disk
+    /// that fills up, visible only to the operator and gone with it whatever happens.
+    pub async fn start_on_tmpfs(data_dir: &Path, size_mib: u32, extra: &[&str]) -> Farm {
+        let port = free_port();
+        let mount = format!(
+            "mount -t tmpfs -o size={size_mib}m,mode=0700 bootfarm-test \"$1\" && shift && exec \"$@\""
+        );
+        let mut farm = Farm {
+            data_dir: data_dir.to_path_buf(),
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            runner: runner_bin(),
+            http: reqwest::Client::new(),
+            log: data_dir.with_extension("log"),
+            wrapper: vec![
+                "unshare".into(),
+                "--mount".into(),
+                "--propagation".into(),
+                "private".into(),
+                "sh".into(),
+                "-c".into(),
+                mount,
+                "sh".into(),
+                data_dir.display().to_string(),
+            ],
+        };
+        farm.launch().await;
+        farm
+    }
+
+    /// Runs `cmd` inside the operator's mount namespace (where its tmpfs is).
+    pub fn in_operator_mounts(&self, cmd: &[&str]) -> std::process::Output {
+        Command::new("nsenter")
+            .args(["--mount", "--target", &self.pid().to_string(), "--"])
+            .args(cmd)
+            .output()
+            .expect("nsenter")
     }
 
     async fn launch(&mut self) {
@@ -128,13 +159,27 @@ impl Farm {
             .append(true)
             .open(&self.log)
             .expect("operator log");
-        let child = Command::new(operator_bin())
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(operator_bin());
+                c
+            }
+            None => Command::new(operator_bin()),
+        };
+        let child = cmd
             .arg("standalone")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--runner-bin")
             .arg(&self.runner)
+            // The farm refuses local artifacts outside the directories it is given.
+            .args(
+                fixtures_dir()
+                    .into_iter()
+                    .flat_map(|d| ["--allow-local-artifacts".into(), d.into_os_string()]),
+            )
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

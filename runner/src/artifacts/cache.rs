@@ -22,6 +22,7 @@ use tempfile::NamedTempFile;
 use super::decompress::{self, Codec, DecompressError};
 use super::fetch::{Downloader, Outcome, Validators};
 use super::local;
+use super::policy::FetchPolicy;
 use super::source::{self, redacted, Source};
 use super::verify::{self, Digests};
 use super::{ArtifactError, Limits};
@@ -43,6 +44,7 @@ pub struct ArtifactCache {
     dir: PathBuf,
     limits: Limits,
     downloader: Downloader,
+    policy: FetchPolicy,
     /// Serialises tasks of this process per key before they queue on the cross-process flock.
     key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -56,7 +58,17 @@ const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
 const META_FORMAT: u32 = 1;
 
 impl ArtifactCache {
+    /// A cache that fetches anything its user can read (a person's own boot).
     pub fn new(dir: PathBuf, limits: Limits) -> Result<Self, ArtifactError> {
+        Self::with_policy(dir, limits, FetchPolicy::Unrestricted)
+    }
+
+    /// A cache that fetches only what `policy` allows (the farm).
+    pub fn with_policy(
+        dir: PathBuf,
+        limits: Limits,
+        policy: FetchPolicy,
+    ) -> Result<Self, ArtifactError> {
         for sub in [OBJECTS, LOCKS, TMP, HASHES] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(|e| {
@@ -65,7 +77,8 @@ impl ArtifactCache {
         }
         remove_stale_temporaries(&dir.join(TMP));
         Ok(ArtifactCache {
-            downloader: Downloader::new(&limits),
+            downloader: Downloader::new(&limits, policy.net().cloned()),
+            policy,
             dir,
             limits,
             key_locks: Mutex::new(HashMap::new()),
@@ -133,47 +146,62 @@ impl ArtifactCache {
         let limit = self.limits.max_size;
         let origin = source.to_string();
         let hashes = self.dir.join(HASHES);
-        let probe = blocking(move || local::probe(&origin, &path, limit, &hashes)).await?;
-        let Some(codec) = probe.codec else {
+        let dirs = self.policy.local_dirs().cloned();
+        let probe =
+            blocking(move || local::probe(&origin, &path, limit, &hashes, dirs.as_ref())).await?;
+        let local::LocalProbe {
+            path: real_path,
+            file,
+            size: fetched_size,
+            sha256: fetched_sha256,
+            codec,
+        } = probe;
+        let Some(codec) = codec else {
             verify::check(
                 source,
                 expected,
                 &Digests {
-                    fetched_sha256: probe.sha256.clone(),
-                    fetched_size: probe.size,
-                    content_sha256: probe.sha256.clone(),
-                    content_size: probe.size,
+                    fetched_sha256: fetched_sha256.clone(),
+                    fetched_size,
+                    content_sha256: fetched_sha256.clone(),
+                    content_size: fetched_size,
                 },
             )?;
+            // A person's own file is used in place. In the farm QEMU must open what was checked,
+            // not a path that could be re-pointed after the check: boot from a copy in the cache.
+            let path = if self.policy.is_restricted() {
+                self.copy_checked(source, file, &fetched_sha256, fetched_size)
+                    .await?
+            } else {
+                real_path
+            };
             return Ok(Fetched {
                 name: name.to_string(),
-                path: probe.path,
+                path,
                 info: ArtifactInfo {
                     source: source.to_string(),
-                    sha256: probe.sha256,
-                    size: probe.size,
+                    sha256: fetched_sha256,
+                    size: fetched_size,
                 },
                 decompressed: false,
             });
         };
 
         // Same compressed bytes, same decompressed file, wherever the file lives.
-        let key = format!("content-{}", probe.sha256);
+        let key = format!("content-{fetched_sha256}");
         let _guard = self.lock_key(&key).await?;
         let entry = self.entry(&key);
         let meta = match self.valid_entry(&entry).await? {
             Some(meta) => meta,
             None => {
                 let tmp_dir = self.dir.join(TMP);
-                let input = probe.path.clone();
                 let origin = source.to_string();
-                let hashed = probe.sha256.clone();
+                let hashed = fetched_sha256.clone();
                 let (content, size, sha256) = blocking(move || {
                     let unreadable = |reason: String| ArtifactError::Unreadable {
                         origin: origin.clone(),
                         reason,
                     };
-                    let file = File::open(&input).map_err(|e| unreadable(e.to_string()))?;
                     let mut reader = verify::HashingReader::new(file);
                     let out = decompress_to_temp(&origin, codec, &mut reader, &tmp_dir, limit)?;
                     // The key is the digest taken earlier: the bytes decompressed must be those.
@@ -186,7 +214,8 @@ impl ArtifactCache {
                     Ok(out)
                 })
                 .await?;
-                let meta = EntryMeta::new(source, &probe.sha256, probe.size, codec, &sha256, size);
+                let meta =
+                    EntryMeta::new(source, &fetched_sha256, fetched_size, codec, &sha256, size);
                 verify::check(source, expected, &meta.digests())?;
                 let entry = entry.clone();
                 blocking(move || entry.commit(content, meta)).await?
@@ -203,6 +232,50 @@ impl ArtifactCache {
             },
             decompressed: true,
         })
+    }
+
+    /// The cache's copy of a checked local file (`content-<sha256>`), made from the open file
+    /// itself; a file that changes while it is copied is refused.
+    async fn copy_checked(
+        &self,
+        source: &str,
+        file: File,
+        sha256: &str,
+        size: u64,
+    ) -> Result<PathBuf, ArtifactError> {
+        let key = format!("content-{sha256}");
+        let _guard = self.lock_key(&key).await?;
+        let entry = self.entry(&key);
+        if self.valid_entry(&entry).await?.is_some() {
+            return Ok(entry.data);
+        }
+        let tmp_dir = self.dir.join(TMP);
+        let (origin, want, limit) = (source.to_string(), sha256.to_string(), self.limits.max_size);
+        let copy = blocking(move || {
+            let unreadable = |reason: String| ArtifactError::Unreadable {
+                origin: origin.clone(),
+                reason,
+            };
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".copy-")
+                .tempfile_in(&tmp_dir)
+                .map_err(|e| ArtifactError::io("creating a temporary file", e))?;
+            let mut reader = verify::HashingReader::new(io::Read::take(file, limit + 1));
+            let copied = io::copy(&mut reader, tmp.as_file_mut())
+                .map_err(|e| ArtifactError::io(format!("copying {origin}"), e))?;
+            let seen = reader.finish().map_err(|e| unreadable(e.to_string()))?;
+            if seen != want || copied != size {
+                return Err(unreadable(
+                    "the file changed while it was being read".into(),
+                ));
+            }
+            Ok(tmp)
+        })
+        .await?;
+        let meta = EntryMeta::plain(source, sha256, size);
+        let e = entry.clone();
+        blocking(move || e.commit(copy, meta)).await?;
+        Ok(entry.data)
     }
 
     async fn fetch_url(

@@ -10,6 +10,11 @@ pub enum ArtifactError {
     #[error("unsupported artifact source {origin:?}: {reason}")]
     Unsupported { origin: String, reason: String },
 
+    /// The farm's policy forbids this source (a local path outside the allowed directories, an
+    /// internal network address): the same on every attempt.
+    #[error("artifact {origin} refused: {reason}")]
+    Refused { origin: String, reason: String },
+
     #[error("artifact {origin} is unreadable: {reason}")]
     Unreadable { origin: String, reason: String },
 
@@ -61,6 +66,7 @@ impl ArtifactError {
         match self {
             ArtifactError::Missing { .. } | ArtifactError::Unsupported { .. } => "artifact_missing",
             ArtifactError::Unreadable { .. } => "artifact_unreadable",
+            ArtifactError::Refused { .. } => "artifact_refused",
             ArtifactError::HttpStatus { .. }
             | ArtifactError::Download { .. }
             | ArtifactError::DownloadTimeout { .. } => "download_failed",

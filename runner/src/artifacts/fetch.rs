@@ -11,8 +11,11 @@ use tempfile::NamedTempFile;
 use tokio::io::AsyncWriteExt;
 
 use super::error::describe_chain;
+use super::policy::{check_url, refusal_in, PolicyResolver, RefusedAddress};
 use super::source::redacted;
 use super::{ArtifactError, Limits};
+use bootfarm_core::netpolicy::NetPolicy;
+use std::sync::Arc;
 
 /// What to do with an HTTP response status (a pure decision, tested on its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,28 +82,61 @@ pub struct Downloader {
     /// (no download at all) should not pay.
     client: OnceLock<Result<reqwest::Client, String>>,
     limits: Limits,
+    /// The farm's address policy; None: any address (a person's own boot).
+    net: Option<Arc<NetPolicy>>,
 }
 
+/// Redirects followed at most (reqwest's default too).
+const MAX_REDIRECTS: usize = 10;
+
 impl Downloader {
-    pub fn new(limits: &Limits) -> Self {
+    pub fn new(limits: &Limits, net: Option<NetPolicy>) -> Self {
         Downloader {
             client: OnceLock::new(),
             limits: limits.clone(),
+            net: net.map(Arc::new),
         }
     }
 
     fn client(&self) -> Result<&reqwest::Client, ArtifactError> {
         self.client
             .get_or_init(|| {
-                reqwest::Client::builder()
+                let mut b = reqwest::Client::builder()
                     .connect_timeout(self.limits.connect_timeout)
                     .read_timeout(self.limits.read_timeout)
-                    .user_agent(concat!("bootfarm-runner/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| describe_chain(&e))
+                    .user_agent(concat!("bootfarm-runner/", env!("CARGO_PKG_VERSION")));
+                if let Some(net) = &self.net {
+                    // Every address is checked where the connection is made: names by the
+                    // resolver, IP literals (which skip it) here and at each redirect. A proxy
+                    // would fetch on our behalf from wherever it likes, so none is used.
+                    let redirect_net = net.clone();
+                    b = b
+                        .no_proxy()
+                        .dns_resolver(Arc::new(PolicyResolver { net: net.clone() }))
+                        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                            if attempt.previous().len() >= MAX_REDIRECTS {
+                                return attempt.error("too many redirects");
+                            }
+                            if !matches!(attempt.url().scheme(), "http" | "https") {
+                                return attempt.error("redirect to a scheme other than http(s)");
+                            }
+                            match check_url(&redirect_net, attempt.url()) {
+                                Ok(()) => attempt.follow(),
+                                Err(r) => attempt.error(RefusedAddress(r)),
+                            }
+                        }));
+                }
+                b.build().map_err(|e| describe_chain(&e))
             })
             .as_ref()
             .map_err(|e| ArtifactError::Internal(format!("HTTP client: {e}")))
+    }
+
+    fn refused(url: &Url, reason: impl std::fmt::Display) -> ArtifactError {
+        ArtifactError::Refused {
+            origin: redacted(url),
+            reason: reason.to_string(),
+        }
     }
 
     /// Download `url` into a new temporary file in `tmp_dir`. A failed attempt leaves nothing
@@ -168,6 +204,9 @@ impl Downloader {
     ) -> Result<Outcome, Failure> {
         let limits = &self.limits;
         let client = self.client().map_err(Failure::Fatal)?;
+        if let Some(net) = &self.net {
+            check_url(net, url).map_err(|r| Failure::Fatal(Self::refused(url, r)))?;
+        }
         let io_fatal = |what: &str, e: std::io::Error| {
             Failure::Fatal(ArtifactError::io(
                 format!("{what} for {}", redacted(url)),
@@ -192,6 +231,10 @@ impl Downloader {
                     "no response within {:.1} s",
                     head_wait.as_secs_f64()
                 )))
+            }
+            Ok(Err(e)) if refusal_in(&e).is_some() => {
+                let reason = refusal_in(&e).map(ToString::to_string).unwrap_or_default();
+                return Err(Failure::Fatal(Self::refused(url, reason)));
             }
             Ok(Err(e)) if e.is_builder() => {
                 return Err(Failure::Fatal(ArtifactError::Unsupported {

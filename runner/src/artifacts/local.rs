@@ -2,9 +2,10 @@
 //! are remembered per file and reused while its inode stamp (device, inode, size, mtime, ctime)
 //! is unchanged, so a warm start does not reread a large rootfs.
 
-use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
-use std::os::unix::fs::MetadataExt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,10 +16,13 @@ use tempfile::NamedTempFile;
 use super::decompress::{self, Codec};
 use super::verify;
 use super::ArtifactError;
+use bootfarm_core::spec::LocalDirs;
 
 pub struct LocalProbe {
-    /// Absolute, so QEMU finds it whatever its working directory.
+    /// The real path of the file opened (absolute, symlinks resolved).
     pub path: PathBuf,
+    /// The file itself, at offset 0: whatever reads it next reads what was checked and hashed.
+    pub file: File,
     pub size: u64,
     pub sha256: String,
     pub codec: Option<Codec>,
@@ -106,12 +110,17 @@ fn write_memo(file: &Path, memo: &Memo) {
     }
 }
 
-/// Check `path` is a readable regular file within `limit`; its digest, size and codec.
+/// Check `path` is a readable regular file within `limit`; its digest, size and codec. With
+/// `dirs` (the farm), the file must lie inside one of them: the check is made on the file
+/// actually opened (its real path from `/proc/self/fd`), so a symlink swapped after a check
+/// cannot point the boot elsewhere; paths that are plainly outside are refused before any open
+/// (opening some device nodes has effects of its own).
 pub fn probe(
     origin: &str,
     path: &Path,
     limit: u64,
     memo_dir: &Path,
+    dirs: Option<&LocalDirs>,
 ) -> Result<LocalProbe, ArtifactError> {
     let unreadable = |reason: String| ArtifactError::Unreadable {
         origin: origin.to_string(),
@@ -120,18 +129,25 @@ pub fn probe(
     let missing = || ArtifactError::Missing {
         origin: origin.to_string(),
     };
-    let md = match fs::metadata(path) {
-        Ok(md) => md,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Err(missing())
-        }
-        Err(e) => return Err(unreadable(e.to_string())),
+    let refused = |reason: String| ArtifactError::Refused {
+        origin: origin.to_string(),
+        reason,
     };
+    let stat_err = |e: io::Error| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => missing(),
+        _ => unreadable(e.to_string()),
+    };
+    // In the farm: refuse what is outside before touching it, then open the resolved path.
+    let open_path = match dirs {
+        None => path.to_path_buf(),
+        Some(dirs) => {
+            dirs.check(path).map_err(|e| refused(e.0))?;
+            let real = fs::canonicalize(path).map_err(stat_err)?;
+            dirs.check(&real).map_err(|e| refused(e.0))?;
+            real
+        }
+    };
+    let md = fs::metadata(&open_path).map_err(stat_err)?;
     if md.is_dir() {
         return Err(unreadable("it is a directory, not a file".into()));
     }
@@ -149,18 +165,47 @@ pub fn probe(
     if md.len() > limit {
         return Err(too_large());
     }
-    let mut file = File::open(path).map_err(|e| match e.kind() {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    // Never block on a FIFO swapped in after the check; in the farm never follow a last-moment
+    // symlink either.
+    let mut flags = libc::O_NONBLOCK;
+    if dirs.is_some() {
+        flags |= libc::O_NOFOLLOW;
+    }
+    opts.custom_flags(flags);
+    let mut file = opts.open(&open_path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => missing(),
         _ => unreadable(e.to_string()),
     })?;
-    let canonical = fs::canonicalize(path).map_err(|e| unreadable(e.to_string()))?;
+    let opened = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+    if !opened.is_file() {
+        return Err(unreadable("not a regular file".into()));
+    }
+    if opened.len() > limit {
+        return Err(too_large());
+    }
+    let canonical = match fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+        Ok(real) => real,
+        // Without /proc the farm cannot prove where the file is; a person's boot can do without.
+        Err(e) if dirs.is_some() => {
+            return Err(refused(format!(
+                "cannot tell the real path of the opened file (/proc: {e})"
+            )))
+        }
+        Err(_) => fs::canonicalize(&open_path).map_err(|e| unreadable(e.to_string()))?,
+    };
+    if let Some(dirs) = dirs {
+        dirs.check(&canonical).map_err(|e| refused(e.0))?;
+    }
     // The stamp of the file actually opened, taken before reading it.
-    let stamp = Stamp::of(&file.metadata().map_err(|e| unreadable(e.to_string()))?);
+    let stamp = Stamp::of(&opened);
 
     let memo_file = memo_path(memo_dir, &canonical);
     if let Some(memo) = read_memo(&memo_file).filter(|m| m.trusted_for(&canonical, &stamp)) {
         return Ok(LocalProbe {
             path: canonical,
+            file,
             size: stamp.size,
             sha256: memo.sha256,
             codec: memo.codec.as_deref().and_then(Codec::from_name),
@@ -169,7 +214,8 @@ pub fn probe(
 
     let hashed_at_ns = now_ns();
     let header = decompress::read_header(&mut file).map_err(|e| unreadable(e.to_string()))?;
-    let reader = io::Cursor::new(header.clone()).chain(BufReader::with_capacity(1 << 20, file));
+    let body = file.try_clone().map_err(|e| unreadable(e.to_string()))?;
+    let reader = io::Cursor::new(header.clone()).chain(BufReader::with_capacity(1 << 20, body));
     let (size, sha256) = verify::hash_reader(reader, limit).map_err(|e| {
         if verify::is_limit_exceeded(&e) {
             too_large()
@@ -190,8 +236,10 @@ pub fn probe(
             },
         );
     }
+    file.rewind().map_err(|e| unreadable(e.to_string()))?;
     Ok(LocalProbe {
         path: canonical,
+        file,
         size,
         sha256,
         codec,
@@ -243,7 +291,7 @@ mod tests {
         fs::write(&path, b"aaaa").unwrap();
         std::thread::sleep(Duration::from_millis(150)); // past the racy margin
 
-        let first = probe("rootfs", &path, 100, &memos).unwrap();
+        let first = probe("rootfs", &path, 100, &memos, None).unwrap();
         let memo_file = memo_path(&memos, &first.path);
         let mut memo = read_memo(&memo_file).expect("memo written");
         assert_eq!(memo.sha256, first.sha256);
@@ -252,13 +300,13 @@ mod tests {
         memo.sha256 = "planted".into();
         write_memo(&memo_file, &memo);
         assert_eq!(
-            probe("rootfs", &path, 100, &memos).unwrap().sha256,
+            probe("rootfs", &path, 100, &memos, None).unwrap().sha256,
             "planted"
         );
 
         // Same size, new bytes: the stamp changes and the file is hashed again.
         fs::write(&path, b"bbbb").unwrap();
-        let changed = probe("rootfs", &path, 100, &memos).unwrap();
+        let changed = probe("rootfs", &path, 100, &memos, None).unwrap();
         assert_ne!(changed.sha256, "planted");
         assert_ne!(changed.sha256, first.sha256);
         assert_eq!(

@@ -23,6 +23,7 @@ mod decompress;
 mod error;
 mod fetch;
 mod local;
+mod policy;
 mod source;
 mod verify;
 
@@ -37,6 +38,7 @@ pub use boot_copy::per_boot_copy;
 pub use cache::{ArtifactCache, Fetched, PruneReport};
 pub use decompress::Codec;
 pub use error::ArtifactError;
+pub use policy::{FetchPolicy, PolicyError};
 pub use source::{parse as parse_source, Source};
 
 /// Bounds on every fetch. Every wait is bounded: connect, each read, the whole download.

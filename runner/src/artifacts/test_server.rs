@@ -27,6 +27,8 @@ pub enum Reply {
     Slow(Duration, Vec<u8>),
     /// The bytes with this ETag; 304 Not Modified when the client already has it.
     Tagged(String, Vec<u8>),
+    /// 302 to this URL.
+    Redirect(String),
 }
 
 #[derive(Default)]
@@ -43,11 +45,16 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// On another loopback address (127.0.0.0/8 is all loopback on Linux).
+    pub async fn start_on(ip: &str) -> Self {
         let script = Arc::new(Script::default());
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(script.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -141,6 +148,7 @@ async fn handle(State(script): State<Arc<Script>>, uri: Uri, headers: HeaderMap)
             tokio::time::sleep(delay).await;
             b.into_response()
         }
+        Some(Reply::Redirect(to)) => (StatusCode::FOUND, [(header::LOCATION, to)]).into_response(),
     }
 }
 

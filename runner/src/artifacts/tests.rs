@@ -804,3 +804,56 @@ async fn a_password_in_a_url_never_reaches_messages_or_the_result() {
     assert_eq!(err.kind(), "checksum_mismatch");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+fn farm_cache(allow: &[&str]) -> (tempfile::TempDir, ArtifactCache) {
+    let dir = tempfile::tempdir().unwrap();
+    let net = bootfarm_core::netpolicy::NetPolicy::new(
+        allow
+            .iter()
+            .map(|c| bootfarm_core::netpolicy::parse_cidr(c).unwrap())
+            .collect(),
+        Vec::new(),
+    );
+    let policy = FetchPolicy::farm(&[], net).unwrap();
+    let cache = ArtifactCache::with_policy(dir.path().join("cache"), limits(), policy).unwrap();
+    (dir, cache)
+}
+
+#[tokio::test]
+async fn the_farm_refuses_loopback_urls_without_sending_a_request() {
+    let server = TestServer::start().await;
+    let url = server.route("/metrics", Reply::Bytes(b"secret metrics".to_vec()));
+    let (_dir, cache) = farm_cache(&[]);
+    let err = cache.fetch("kernel", &url, None).await.unwrap_err();
+    assert_eq!(err.kind(), "artifact_refused", "{err}");
+    assert!(err.to_string().contains("loopback"), "{err}");
+    assert_eq!(server.hits("/metrics"), 0, "no packet reached the server");
+    assert_nothing_stored(&cache);
+    // By name too: the address is checked after DNS resolution.
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let err = cache.fetch("kernel", &by_name, None).await.unwrap_err();
+    assert_eq!(err.kind(), "artifact_refused", "{err}");
+    assert_eq!(server.hits("/metrics"), 0);
+}
+
+#[tokio::test]
+async fn an_allowed_range_is_fetched_but_a_redirect_out_of_it_is_refused() {
+    let allowed = TestServer::start().await;
+    let other = TestServer::start_on("127.0.0.2").await;
+    let secret = other.route("/secret", Reply::Bytes(b"internal".to_vec()));
+    let ok = allowed.route("/bzImage", Reply::Bytes(b"a kernel".to_vec()));
+    let hop = allowed.route("/hop", Reply::Redirect(secret.clone()));
+    let (_dir, cache) = farm_cache(&["127.0.0.1/32"]);
+    let got = cache.fetch("kernel", &ok, None).await.unwrap();
+    assert_eq!(fs::read(&got.path).unwrap(), b"a kernel");
+    let err = cache.fetch("initrd", &hop, None).await.unwrap_err();
+    assert_eq!(err.kind(), "artifact_refused", "{err}");
+    assert!(err.to_string().contains("127.0.0.2"), "{err}");
+    assert_eq!(allowed.hits("/hop"), 1);
+    assert_eq!(other.hits("/secret"), 0, "the redirect was not followed");
+    // The same address spelled in decimal is the same address.
+    let decimal = secret.replace("127.0.0.2", "2130706434");
+    let err = cache.fetch("initrd", &decimal, None).await.unwrap_err();
+    assert_eq!(err.kind(), "artifact_refused", "{err}");
+    assert_eq!(other.hits("/secret"), 0);
+}

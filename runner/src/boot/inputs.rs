@@ -41,12 +41,10 @@ pub struct Inputs {
     pub artifacts: BTreeMap<String, ArtifactInfo>,
 }
 
-/// The default cache directory: `$BOOTFARM_CACHE`, else `$HOME/.cache/bootfarm`.
+/// The default cache directory: `$BOOTFARM_CACHE`, else `/var/cache/bootfarm` for root, else
+/// `$HOME/.cache/bootfarm`.
 pub fn default_cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("BOOTFARM_CACHE").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("bootfarm"))
+    bootfarm_core::paths::default_cache_dir()
 }
 
 pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, InfraError> {
@@ -55,7 +53,7 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         // Without a cache dir, downloads and decompressions live as long as the boot.
         None => work_dir.join("artifacts"),
     };
-    let cache = ArtifactCache::new(cache_dir, Limits::default())?;
+    let cache = ArtifactCache::with_policy(cache_dir, Limits::default(), req.fetch_policy.clone())?;
     let mut artifacts = BTreeMap::new();
     let kernel = get(&cache, &mut artifacts, "kernel", &req.kernel).await?;
     let mut ramdisk_parts = Vec::new();

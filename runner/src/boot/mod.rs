@@ -21,7 +21,9 @@ mod run;
 pub use inputs::default_cache_dir;
 
 use crate::accel::AccelRequest;
+use crate::artifacts::FetchPolicy;
 use bootfarm_core::console::ClassifierConfig;
+use bootfarm_core::spec::{Cpu, Machine};
 use bootfarm_core::verdict::Expect;
 use bootfarm_core::{Arch, BootResult};
 use std::path::PathBuf;
@@ -73,10 +75,10 @@ pub struct BootRequest {
     pub modules: Option<ArtifactSource>,
     /// Appended after `console=<dev>,115200 panic=-1` (so the user's `panic=` wins).
     pub boot_args: String,
-    pub machine: Option<String>,
-    pub cpu: Option<String>,
-    /// QEMU `-m` syntax (`512M`, `2G`).
-    pub memory: Option<String>,
+    pub machine: Option<Machine>,
+    pub cpu: Option<Cpu>,
+    /// Guest memory in bytes.
+    pub memory: Option<u64>,
     pub smp: Option<u32>,
     pub accel: AccelRequest,
     pub expect: Expect,
@@ -95,6 +97,8 @@ pub struct BootRequest {
     pub cache_dir: Option<PathBuf>,
     /// Where the `qemu-system-*` binaries are; None: PATH.
     pub qemu_binary_dir: Option<PathBuf>,
+    /// What artifacts may be fetched from: anything (by hand) or the farm's rules.
+    pub fetch_policy: FetchPolicy,
 }
 
 impl Default for BootRequest {
@@ -113,8 +117,8 @@ impl Default for BootRequest {
             smp: None,
             accel: AccelRequest::Auto,
             expect: Expect::Auto,
-            timeout: Duration::from_secs(900),
-            boot_timeout: Duration::from_secs(300),
+            timeout: bootfarm_core::spec::validate::DEFAULT_TOTAL_TIMEOUT,
+            boot_timeout: bootfarm_core::spec::validate::DEFAULT_BOOT_TIMEOUT,
             console_limit: crate::console::DEFAULT_LIMIT,
             console_out: ConsoleOut::Discard,
             classifier: ClassifierConfig::default(),
@@ -122,6 +126,7 @@ impl Default for BootRequest {
             commands: Vec::new(),
             cache_dir: None,
             qemu_binary_dir: None,
+            fetch_policy: FetchPolicy::Unrestricted,
         }
     }
 }

@@ -91,6 +91,53 @@ fn interrupted() -> InfraError {
     )
 }
 
+/// A job's options that cannot run here, decided before QEMU starts: the `host` CPU without
+/// KVM, more guest memory than this runner has. Permanent (`invalid_job`): retrying elsewhere
+/// in the pool gives the same answer.
+pub fn check_resources(
+    req: &BootRequest,
+    accel: crate::qemu::profile::Accel,
+    memory_limit: Option<u64>,
+) -> Result<(), InfraError> {
+    if accel == crate::qemu::profile::Accel::Tcg && req.cpu.as_ref().is_some_and(|c| c.needs_kvm())
+    {
+        return Err(InfraError::new(
+            "invalid_job",
+            "cpu \"host\" needs KVM, and this boot runs under TCG (KVM is not usable here); \
+             choose a model such as max",
+        ));
+    }
+    if let (Some(want), Some(limit)) = (req.memory, memory_limit) {
+        if want > limit {
+            return Err(InfraError::new(
+                "invalid_job",
+                format!(
+                    "memory {} MiB is more than this runner has ({} MiB)",
+                    want >> 20,
+                    limit >> 20
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// QEMU's start-up refusal of a machine, CPU or memory setting (not of the host or the kernel).
+pub fn job_option_refused(stderr: &str) -> bool {
+    [
+        "unsupported machine type",
+        "requires kvm",
+        "property '",
+        "not supported by the guest cpu",
+        "cannot set up guest memory",
+        "invalid smp",
+        "unable to find cpu model",
+        "is not a valid cpu model",
+    ]
+    .iter()
+    .any(|p| stderr.to_ascii_lowercase().contains(p))
+}
+
 /// QEMU refused the kernel image itself: the kernel's fault, not the farm's.
 pub fn kernel_rejected(stderr: &str) -> bool {
     let s = stderr.to_ascii_lowercase();
@@ -152,7 +199,9 @@ async fn drive(
     .await?
     .map_err(|e| InfraError::new("kvm_unavailable", e.to_string()))?;
     known.accel = Some(choice.clone());
+    check_resources(req, choice.accel, crate::host::memory_limit())?;
 
+    let sandbox = crate::qemu::sandbox::supported(&qemu_binary, req.cache_dir.as_deref()).await;
     let console_path = work.path().join("console.sock");
     let qmp_path = work.path().join("qmp.sock");
     let bind = |p: &Path| {
@@ -169,12 +218,13 @@ async fn drive(
         rootfs: rootfs.as_ref(),
         dtb: dtb.as_deref(),
         boot_args: &req.boot_args,
-        machine: req.machine.as_deref(),
-        cpu: req.cpu.as_deref(),
-        memory: req.memory.as_deref(),
+        machine: req.machine.as_ref(),
+        cpu: req.cpu.as_ref(),
+        memory: req.memory,
         smp: req.smp,
         console_socket: &console_path,
         qmp_socket: &qmp_path,
+        sandbox,
     });
     let mut argv = vec![qemu_binary.display().to_string()];
     argv.extend(args.iter().cloned());
@@ -245,6 +295,13 @@ async fn drive(
                     summary: format!("QEMU could not load the kernel: {tail}"),
                 };
                 return Ok(result_from(Classification::default(), rejected));
+            }
+            if job_option_refused(&tail) {
+                // The job's own machine/CPU/memory choice: every runner would refuse it alike.
+                return Err(InfraError::new(
+                    "invalid_job",
+                    format!("QEMU refused the job's options: {tail}"),
+                ));
             }
             return Err(InfraError::new("qemu_failed", format!("{why}: {tail}")));
         }
@@ -544,6 +601,33 @@ mod tests {
             stop_for(&[Event::PowerOff], Expect::Shell, &mut goal, true),
             Some(End::PowerOff)
         );
+    }
+
+    #[test]
+    fn option_refusals_and_missing_resources_are_invalid_jobs() {
+        assert!(job_option_refused(
+            "qemu-system-x86_64: unsupported machine type\nUse -machine help"
+        ));
+        assert!(job_option_refused(
+            "qemu-system-x86_64: Property 'Nehalem-x86_64-cpu.nosuchflag' not found"
+        ));
+        assert!(!job_option_refused("qemu: failed to set MSR 0x10a"));
+        let arch = bootfarm_core::Arch::X86_64;
+        let req = BootRequest {
+            cpu: Some(bootfarm_core::spec::Cpu::parse(arch, "host").unwrap()),
+            memory: Some(8 << 30),
+            ..BootRequest::default()
+        };
+        let tcg = crate::qemu::profile::Accel::Tcg;
+        assert_eq!(
+            check_resources(&req, tcg, None).unwrap_err().kind,
+            "invalid_job"
+        );
+        let req = BootRequest { cpu: None, ..req };
+        assert!(check_resources(&req, tcg, None).is_ok());
+        let err = check_resources(&req, tcg, Some(4 << 30)).unwrap_err();
+        assert_eq!(err.kind, "invalid_job");
+        assert!(err.message.contains("8192 MiB"), "{}", err.message);
     }
 
     #[test]

@@ -32,6 +32,12 @@ impl QemuProcess {
     {
         let parent = std::process::id() as libc::pid_t;
         let mut cmd = Command::new(binary);
+        // QEMU needs nothing of our environment (which may hold the runner token); only TMPDIR,
+        // where snapshot=on puts its overlay.
+        cmd.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        if let Some(tmp) = std::env::var_os("TMPDIR") {
+            cmd.env("TMPDIR", tmp);
+        }
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(if capture_stdout {

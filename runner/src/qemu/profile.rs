@@ -4,6 +4,7 @@
 //! (512M, one vCPU): boots here run under TCG on small machines, where 4G/2 buys nothing.
 //! `build_args` does no I/O, so every architecture's command line is unit-tested.
 
+use bootfarm_core::spec::{Cpu, Machine};
 use bootfarm_core::Arch;
 use std::path::{Path, PathBuf};
 
@@ -233,14 +234,18 @@ pub struct QemuConfig<'a> {
     pub dtb: Option<&'a Path>,
     /// User kernel arguments, appended after ours (so a user `panic=` wins).
     pub boot_args: &'a str,
-    pub machine: Option<&'a str>,
-    pub cpu: Option<&'a str>,
-    pub memory: Option<&'a str>,
+    /// The job's machine and CPU (validated: they pass through no text of the user's).
+    pub machine: Option<&'a Machine>,
+    pub cpu: Option<&'a Cpu>,
+    /// Guest memory in bytes.
+    pub memory: Option<u64>,
     pub smp: Option<u32>,
     /// Unix socket QEMU connects to for the serial console (we listen).
     pub console_socket: &'a Path,
     /// Unix socket QEMU connects to for QMP (we listen).
     pub qmp_socket: &'a Path,
+    /// Run under QEMU's seccomp sandbox (`-sandbox`, when the build supports it).
+    pub sandbox: bool,
 }
 
 /// The kernel command line: console first, `panic=-1` so a panic ends QEMU (with
@@ -262,16 +267,21 @@ pub fn kernel_cmdline(cfg: &QemuConfig<'_>) -> String {
 pub fn build_args(cfg: &QemuConfig<'_>) -> Vec<String> {
     let p = cfg.profile;
     let kvm = cfg.accel == Accel::Kvm;
-    let machine = cfg
-        .machine
-        .unwrap_or(if kvm { p.machine_kvm } else { p.machine });
-    let cpu = cfg.cpu.unwrap_or(if kvm { p.cpu_kvm } else { p.cpu });
+    let machine = cfg.machine.map_or_else(
+        || if kvm { p.machine_kvm } else { p.machine }.to_string(),
+        Machine::to_arg,
+    );
+    let cpu = cfg.cpu.map_or_else(
+        || if kvm { p.cpu_kvm } else { p.cpu }.to_string(),
+        |c| c.to_arg(p.arch),
+    );
+    let memory = cfg.memory.map_or_else(|| p.memory.to_string(), memory_arg);
     let mut a: Vec<String> = Vec::with_capacity(48);
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    push(&["-machine", machine]);
+    push(&["-machine", &machine]);
     push(&["-accel", cfg.accel.as_str()]);
-    push(&["-cpu", cpu]);
-    push(&["-m", cfg.memory.unwrap_or(p.memory)]);
+    push(&["-cpu", &cpu]);
+    push(&["-m", &memory]);
     let smp = cfg.smp.unwrap_or(p.smp).to_string();
     push(&["-smp", &smp]);
     // Start paused: the runner attaches the console and QMP, then sends `cont`.
@@ -284,6 +294,9 @@ pub fn build_args(cfg: &QemuConfig<'_>) -> Vec<String> {
         "-monitor",
         "none",
     ]);
+    if cfg.sandbox {
+        push(&["-sandbox", super::sandbox::SANDBOX]);
+    }
     push(&["-chardev"]);
     a.push(format!(
         "socket,id=con,path={}",
@@ -317,6 +330,17 @@ pub fn build_args(cfg: &QemuConfig<'_>) -> Vec<String> {
     }
     a.extend(["-append".to_string(), kernel_cmdline(cfg)]);
     a
+}
+
+/// Bytes as QEMU's `-m` value, in the largest exact unit.
+pub fn memory_arg(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{}M", bytes >> 20)
+    } else if bytes.is_multiple_of(1 << 10) {
+        format!("{}K", bytes >> 10)
+    } else {
+        format!("{bytes}B")
+    }
 }
 
 /// A disk image's format from its first bytes: qcow2 has a magic, anything else is raw.
@@ -353,6 +377,7 @@ mod tests {
             smp: None,
             console_socket: Path::new("/run/b/console.sock"),
             qmp_socket: Path::new("/run/b/qmp.sock"),
+            sandbox: false,
         }
     }
 
@@ -455,6 +480,18 @@ mod tests {
     }
 
     #[test]
+    fn the_sandbox_denies_spawning_privileges_and_obsolete_calls() {
+        let p = Profile::for_arch(Arch::X86_64);
+        let mut c = cfg(&p, Accel::Tcg, None);
+        assert!(value_after(&build_args(&c), "-sandbox").is_empty());
+        c.sandbox = true;
+        assert_eq!(
+            value_after(&build_args(&c), "-sandbox"),
+            ["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+        );
+    }
+
+    #[test]
     fn kvm_uses_the_host_cpu_and_the_kvm_machine() {
         let p = Profile::for_arch(Arch::X86_64);
         let args = build_args(&cfg(&p, Accel::Kvm, None));
@@ -496,15 +533,17 @@ mod tests {
     fn overrides_replace_profile_defaults() {
         let p = Profile::for_arch(Arch::Arm64);
         let mut c = cfg(&p, Accel::Tcg, None);
-        c.machine = Some("virt,virtualization=on");
-        c.cpu = Some("cortex-a57");
-        c.memory = Some("2G");
+        let machine = Machine::parse(Arch::Arm64, "virt,virtualization=on").unwrap();
+        let cpu = Cpu::parse(Arch::Arm64, "cortex-a57,-sve").unwrap();
+        c.machine = Some(&machine);
+        c.cpu = Some(&cpu);
+        c.memory = Some(2 << 30);
         c.smp = Some(4);
         c.dtb = Some(Path::new("/k/board.dtb"));
         let args = build_args(&c);
         assert_eq!(value_after(&args, "-machine"), ["virt,virtualization=on"]);
-        assert_eq!(value_after(&args, "-cpu"), ["cortex-a57"]);
-        assert_eq!(value_after(&args, "-m"), ["2G"]);
+        assert_eq!(value_after(&args, "-cpu"), ["cortex-a57,sve=off"]);
+        assert_eq!(value_after(&args, "-m"), ["2048M"]);
         assert_eq!(value_after(&args, "-smp"), ["4"]);
         assert_eq!(value_after(&args, "-dtb"), ["/k/board.dtb"]);
     }

@@ -41,27 +41,14 @@ pub fn bin_dir() -> PathBuf {
         .clone()
 }
 
-/// The fixtures directory, or None (and a loud message) when it is absent.
-pub fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var("BOOTFARM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let cache = std::env::var("BOOTFARM_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| {
-                    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/bootfarm")
-                });
-            cache.join("fixtures")
-        });
-    if dir.join("x86_64/kernel").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "\n!!! SKIPPING: no boot fixtures at {} (run scripts/fixtures) !!!\n",
-            dir.display()
-        );
-        None
-    }
+/// Where the fixtures directory is, when it exists.
+pub fn fixtures_dir() -> Option<PathBuf> {
+    bootfarm_core::paths::fixtures_dir().filter(|d| d.is_dir())
+}
+
+/// The fixtures directory; a missing one fails the test.
+pub fn fixtures() -> PathBuf {
+    bootfarm_core::paths::require_fixtures()
 }
 
 fn free_port() -> u16 {
@@ -84,6 +71,10 @@ pub struct Options {
     pub lease_ttl: u64,
     /// User token file contents; None: authentication off.
     pub tokens: Option<String>,
+    /// More directories local artifacts may come from (the fixtures always may).
+    pub allow_local: Vec<PathBuf>,
+    /// More command-line arguments for `bootfarm-operator standalone`.
+    pub extra: Vec<String>,
 }
 
 impl Default for Options {
@@ -92,6 +83,8 @@ impl Default for Options {
             max_runners: 2,
             lease_ttl: 6,
             tokens: None,
+            allow_local: Vec::new(),
+            extra: Vec::new(),
         }
     }
 }
@@ -109,10 +102,19 @@ impl Farm {
             .args(["--lease-ttl", &opts.lease_ttl.to_string()])
             .args(["--idle-timeout", "30"])
             .env("RUST_LOG", "info")
+            .env_remove("BOOTFARM_ALLOW_LOCAL_ARTIFACTS")
             .env_remove("BOOTFARM_TOKEN_FILE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("operator.log")).expect("log file"));
+        if let Some(fx) = fixtures_dir() {
+            // The farm refuses local artifacts outside the directories it is given.
+            cmd.arg("--allow-local-artifacts").arg(fx);
+        }
+        for d in &opts.allow_local {
+            cmd.arg("--allow-local-artifacts").arg(d);
+        }
+        cmd.args(&opts.extra);
         if let Some(tokens) = &opts.tokens {
             let path = dir.path().join("tokens");
             std::fs::write(&path, tokens).expect("write tokens");
