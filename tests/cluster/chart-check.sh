@@ -29,7 +29,7 @@ declare -A VARIANTS=(
     [default]=""
     [full]="--set runnerPools.kvm.enabled=true --set runnerPools.kvm.deviceGroupId=108 --set watchAllNamespaces=true --set metrics.serviceMonitor.enabled=true"
     [nodeselector-kvm]="--set runnerPools.kvm.enabled=true --set runnerPools.kvm.useDevicePlugin=false --set-string runnerPools.kvm.nodeSelector.bootfarm\.dev/kvm=true --set persistence.enabled=false --set networkPolicy.enabled=false"
-    [hostnet]="--set operator.hostNetwork=true --set runner.hostNetwork=true --set runner.serverURL=http://192.0.2.10:8080 --set runner.logLevel=debug"
+    [hostnet]="--set operator.hostNetwork=true --set runner.hostNetwork=true --set runner.serverURL=http://192.0.2.10:8080 --set runner.logLevel=debug --set artifacts.allowLocal={/srv/kernels} --set artifacts.allowNet={10.20.0.0/16}"
 )
 
 for v in default full nodeselector-kvm hostnet; do
@@ -126,7 +126,12 @@ for pod in docs("default.pods"):
     rc = s["containers"][0]["securityContext"]
     check(rc["readOnlyRootFilesystem"] and not rc["allowPrivilegeEscalation"] and not rc.get("privileged"), "runner container security")
     mounts = {m["mountPath"] for m in s["containers"][0]["volumeMounts"]}
-    check({"/tmp", "/var/cache/bootfarm", "/etc/bootfarm/runner-token"} <= mounts, f"runner mounts {mounts}")
+    check({"/tmp", "/var/cache/bootfarm"} <= mounts, f"runner mounts {mounts}")
+    check(not any("secret" in v for v in s["volumes"]), "runner pods mount no Secret (the token is in the environment)")
+    token = [e for e in s["containers"][0]["env"] if e["name"] == "BOOTFARM_TOKEN"]
+    check(token == [{"name": "BOOTFARM_TOKEN", "valueFrom": {"secretKeyRef": {"name": "bf-bootfarm-runner-token", "key": "token"}}}],
+          f"runner token from the Secret in the environment: {token}")
+    check("--token-file" not in s["containers"][0]["args"], "no runner token file")
     host = [v for v in s["volumes"] if "hostPath" in v]
     kvm = pod["metadata"]["generateName"].startswith("kvm")
     check(host == ([{"name": "kvm", "hostPath": {"path": "/dev/kvm", "type": "CharDevice"}}] if kvm else []),
@@ -171,6 +176,18 @@ for pod in docs("hostnet.pods"):
     c = pod["spec"]["containers"][0]
     check(c["args"][c["args"].index("--server") + 1] == "http://192.0.2.10:8080", "runner.serverURL in the runner's --server")
     check(env_of(c).get("RUST_LOG") == "debug", "runner.logLevel")
+# Local artifacts: the node directory read-only at the same path in the operator and every runner
+# pod; the operator is told both rules (and passes them to the runner pods it creates).
+local = {"name": "local-artifacts-0", "hostPath": {"path": "/srv/kernels", "type": "Directory"}}
+mount = {"name": "local-artifacts-0", "mountPath": "/srv/kernels", "readOnly": True}
+args = dep["containers"][0]["args"]
+check("--allow-local-artifacts=/srv/kernels" in args and "--allow-artifact-net=10.20.0.0/16" in args,
+      f"artifacts.allowLocal/allowNet reach the operator's args: {args}")
+for spec in [dep] + [p["spec"] for p in docs("hostnet.pods")]:
+    check(local in spec["volumes"] and mount in spec["containers"][0]["volumeMounts"],
+          "artifacts.allowLocal mounted read-only from the node")
+dep = kinds(d, "Deployment")[0]["spec"]["template"]["spec"]
+check(not any(a.startswith("--allow-") for a in dep["containers"][0]["args"]), "no artifact exceptions by default")
 for e in errors:
     print("  -", e, file=sys.stderr)
 sys.exit(1 if errors else 0)
@@ -183,6 +200,9 @@ step "rendered manifests keep the chart's promises"
 "$HELM" template bf "$CHART" --set runner.serverURL=bootfarm:8080 >/dev/null 2>&1 && fail "values.schema.json accepted a serverURL that is not http(s)"
 "$HELM" template bf "$CHART" --set runnerPools.kvm.enabled=true --set runnerPools.kvm.useDevicePlugin=false \
     >/dev/null 2>&1 && fail "a KVM pool with no way to select KVM nodes rendered"
+"$HELM" template bf "$CHART" --set 'artifacts.allowLocal={srv/kernels}' >/dev/null 2>&1 && fail "values.schema.json accepted a relative artifacts.allowLocal"
+"$HELM" template bf "$CHART" --set 'artifacts.allowLocal={/srv/../etc}' >/dev/null 2>&1 && fail "values.schema.json accepted '..' in artifacts.allowLocal"
+"$HELM" template bf "$CHART" --set 'artifacts.allowNet={anywhere}' >/dev/null 2>&1 && fail "values.schema.json accepted a CIDR that is not one"
 step "bad values rejected"
 
 # Tokens: generated when not given, taken verbatim when given.

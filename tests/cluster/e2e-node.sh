@@ -472,6 +472,9 @@ runner:
   image: {pullPolicy: Never}
   hostNetwork: true
   serverURL: $API
+artifacts:
+  allowLocal: [$FIXTURES]
+  allowNet: [127.0.0.1/32]
 runnerPools:
   tcg:
     arches: [x86_64, arm64]
@@ -634,6 +637,24 @@ inner_main() {
     msg=$(jsonpath bootjob/bad-url '{.status.conditions[?(@.type=="Error")].message}')
     [[ $msg == *127.0.0.1:9* ]] || fail "the Error condition does not say what failed: $msg"
     log "ok: unreachable kernel URL: Error: $msg"
+
+    # The farm's artifact rules, set by the chart's values: the fixture directory is
+    # artifacts.allowLocal (a read-only hostPath in the runner pods), 127.0.0.1/32 artifacts.allowNet.
+    job local-files x86_64 poweroff | sed "s#$FIXTURE_URL/#file://$FIXTURES/#g" | k apply -f - >/dev/null
+    job host-file x86_64 poweroff | sed "s#$FIXTURE_URL/x86_64/kernel#file:///etc/passwd#" | k apply -f - >/dev/null
+    job other-loopback x86_64 poweroff "  maxAttempts: 1" |
+        sed "s#$FIXTURE_URL/x86_64/kernel#http://127.0.0.2:${FIXTURE_URL##*:}/x86_64/kernel#" | k apply -f - >/dev/null
+    k wait --for=condition=Succeeded bootjob/local-files --timeout=240s >/dev/null ||
+        fail "a BootJob on files of an allowed node directory did not succeed"
+    k wait --for=condition=Error bootjob/host-file bootjob/other-loopback --timeout=180s >/dev/null ||
+        fail "a host file or a loopback address outside artifacts.allowNet did not end in Error"
+    msg=$(jsonpath bootjob/host-file '{.status.conditions[?(@.type=="Error")].message}')
+    [[ $msg == *"/etc/passwd refused"* && $(jsonpath bootjob/host-file '{.status.attempts}') =~ ^0?$ ]] ||
+        fail "file:///etc/passwd not refused at admission: $(jsonpath bootjob/host-file '{.status}')"
+    local msg2
+    msg2=$(jsonpath bootjob/other-loopback '{.status.conditions[?(@.type=="Error")].message}')
+    [[ $msg2 == *127.0.0.2* && $msg2 == *refused* ]] || fail "127.0.0.2 not refused by the runner: $msg2"
+    log "ok: artifacts.allowLocal boots from the node's files; refused: $msg; $msg2"
 
     cat <<EOF | k apply -f - >/dev/null || fail "RunnerPool with a missing image"
 apiVersion: bootfarm.dev/v1alpha1

@@ -120,6 +120,12 @@ class Kubelet:
         for e in container.get("env", []):
             if "value" in e:
                 env[e["name"]] = local(e["value"])
+            elif "secretKeyRef" in e.get("valueFrom", {}):
+                ref = e["valueFrom"]["secretKeyRef"]
+                r = self.kubectl("get", "secret", ref["name"], "-o", "json")
+                if r.returncode != 0:
+                    return  # a kubelet waits for the Secret
+                env[e["name"]] = base64.b64decode(json.loads(r.stdout)["data"][ref["key"]]).decode()
             elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
                 env[e["name"]] = name
             elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":

@@ -123,3 +123,24 @@ runner pods, record Events.
   resources: [events]
   verbs: [create, patch]
 {{- end }}
+
+{{/*
+The node directories allowed as local artifacts (artifacts.allowLocal): read-only hostPath volumes
+and their mounts at the same path, for the operator and the runner pods alike.
+*/}}
+{{- define "bootfarm.artifactVolumes" -}}
+{{- range $i, $dir := .Values.artifacts.allowLocal }}
+- name: local-artifacts-{{ $i }}
+  hostPath:
+    path: {{ $dir | quote }}
+    type: Directory
+{{- end }}
+{{- end }}
+
+{{- define "bootfarm.artifactVolumeMounts" -}}
+{{- range $i, $dir := .Values.artifacts.allowLocal }}
+- name: local-artifacts-{{ $i }}
+  mountPath: {{ $dir | quote }}
+  readOnly: true
+{{- end }}
+{{- end }}

@@ -221,7 +221,8 @@ pub struct PodSettings {
 
 impl PodSettings {
     /// The built-in base pod: non-root, read-only root, no privileges, no ServiceAccount token,
-    /// the runner token from a Secret.
+    /// the runner token from a Secret in the environment (no file QEMU could open: the runner is
+    /// not dumpable, so its environment is not readable by its QEMU).
     pub fn builtin(server_url: &str, image: &str, token_secret: &str) -> PodSettings {
         let base: Pod = serde_json::from_value(json!({
             "apiVersion": "v1",
@@ -239,9 +240,9 @@ impl PodSettings {
                 "containers": [{
                     "name": RUNNER_CONTAINER,
                     "image": image,
-                    "args": ["work", "--server", server_url, "--pool", "POOL",
-                             "--token-file", "/etc/bootfarm/runner-token/token"],
+                    "args": ["work", "--server", server_url, "--pool", "POOL"],
                     "env": [
+                        {"name": "BOOTFARM_TOKEN", "valueFrom": {"secretKeyRef": {"name": token_secret, "key": "token"}}},
                         {"name": "BOOTFARM_CACHE", "value": "/var/cache/bootfarm"},
                         {"name": "TMPDIR", "value": "/tmp"},
                         {"name": "HOME", "value": "/tmp"}
@@ -251,13 +252,11 @@ impl PodSettings {
                         "runAsNonRoot": true, "privileged": false, "capabilities": {"drop": ["ALL"]}
                     },
                     "volumeMounts": [
-                        {"name": "runner-token", "mountPath": "/etc/bootfarm/runner-token", "readOnly": true},
                         {"name": "tmp", "mountPath": "/tmp"},
                         {"name": "cache", "mountPath": "/var/cache/bootfarm"}
                     ]
                 }],
                 "volumes": [
-                    {"name": "runner-token", "secret": {"secretName": token_secret, "defaultMode": 288}},
                     {"name": "tmp", "emptyDir": {}},
                     {"name": "cache", "emptyDir": {}}
                 ]
@@ -698,8 +697,6 @@ mod tests {
                 "http://op:8080",
                 "--pool",
                 "kvm-x86-64",
-                "--token-file",
-                "/etc/bootfarm/runner-token/token",
                 "--runner-id",
                 "kvm-x86-64-bbbbb",
                 "--arches",
