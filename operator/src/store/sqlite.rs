@@ -398,18 +398,26 @@ impl SqliteStore {
     /// restart can still be honoured; waiting for those leases to expire would only delay them.
     /// A runner that somehow survived posts with a stale lease and is refused.
     pub async fn requeue_running(&self, now: Timestamp) -> Result<Vec<Expired>, StoreError> {
-        self.tx(move |tx| {
-            let jobs = select_docs(tx, "SELECT doc FROM jobs WHERE phase = 'Running'", [])?;
-            let mut out = Vec::with_capacity(jobs.len());
-            for mut job in jobs {
-                let runner = job.status.as_ref().and_then(|s| s.runner.clone());
-                let requeued = queue::release(&mut job, "the operator restarted", now);
-                put(tx, &job)?;
-                out.push(expired(&job, runner, requeued));
-            }
-            Ok(out)
-        })
-        .await
+        let (out, ended) = self
+            .tx(move |tx| {
+                let jobs = select_docs(tx, "SELECT doc FROM jobs WHERE phase = 'Running'", [])?;
+                let (mut out, mut ended) = (Vec::with_capacity(jobs.len()), vec![]);
+                for mut job in jobs {
+                    let runner = job.status.as_ref().and_then(|s| s.runner.clone());
+                    let requeued = queue::release(&mut job, "the operator restarted", now);
+                    put(tx, &job)?;
+                    out.push(expired(&job, runner, requeued));
+                    if !requeued {
+                        ended.push(job);
+                    }
+                }
+                Ok((out, ended))
+            })
+            .await?;
+        for job in &ended {
+            self.metrics.job_finished(job, now);
+        }
+        Ok(out)
     }
 }
 
@@ -422,25 +430,33 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<String>, StoreError> {
         let served = served.to_string();
-        self.tx(move |tx| {
-            let jobs = select_docs(
-                tx,
-                "SELECT doc FROM jobs WHERE phase = 'Queued' AND pool IS NOT NULL AND pool != ?1",
-                [&served],
-            )?;
-            let mut names = Vec::with_capacity(jobs.len());
-            for mut job in jobs {
-                let pool = job.spec.pool.clone().unwrap_or_default();
-                let message = format!(
-                    "spec.pool: no runner pool {pool:?} here (this farm has one pool, {served:?}; leave spec.pool unset)"
-                );
-                queue::reject_invalid(&mut job, &message, now);
-                put(tx, &job)?;
-                names.push(job.metadata.name.unwrap_or_default());
-            }
-            Ok(names)
-        })
-        .await
+        let ended = self
+            .tx(move |tx| {
+                let jobs = select_docs(
+                    tx,
+                    "SELECT doc FROM jobs WHERE phase = 'Queued' AND pool IS NOT NULL AND pool != ?1",
+                    [&served],
+                )?;
+                let mut ended = Vec::with_capacity(jobs.len());
+                for mut job in jobs {
+                    let pool = job.spec.pool.clone().unwrap_or_default();
+                    let message = format!(
+                        "spec.pool: no runner pool {pool:?} here (this farm has one pool, {served:?}; leave spec.pool unset)"
+                    );
+                    queue::reject_invalid(&mut job, &message, now);
+                    put(tx, &job)?;
+                    ended.push(job);
+                }
+                Ok(ended)
+            })
+            .await?;
+        for job in &ended {
+            self.metrics.job_finished(job, now);
+        }
+        Ok(ended
+            .into_iter()
+            .map(|j| j.metadata.name.unwrap_or_default())
+            .collect())
     }
 }
 
@@ -796,6 +812,13 @@ impl JobStore for SqliteStore {
 
     async fn ready(&self) -> Result<(), StoreError> {
         self.check_file()?;
+        let stuck =
+            !lock(&self.health.unsaved).is_empty() || lock(&self.health.write_error).is_some();
+        if stuck {
+            // Space may be back: write what was kept in memory (a transaction does that first)
+            // rather than wait for the next change, which may never come.
+            let _ = self.tx(|_| Ok(())).await;
+        }
         let pending = lock(&self.health.unsaved).len();
         if let Some(why) = lock(&self.health.write_error).clone() {
             return Err(StoreError::Storage(if pending > 0 {

@@ -45,7 +45,9 @@ pub trait Backend: Send + Sync {
 
 /// Re-reads after a conflict before a transition gives up.
 const CONFLICT_RETRIES: usize = 5;
-/// Candidates one claim tries before answering "no work" (the runner asks again soon).
+/// How often one claim looks for candidates again when others took all it saw.
+const CLAIM_ROUNDS: usize = 32;
+/// Candidates one claim tries per look.
 pub const CLAIM_CANDIDATES: usize = 8;
 
 /// Whether `req`'s runner may take `job` now: the one claim filter of both stores.
@@ -109,33 +111,40 @@ pub async fn claim<B: Backend + ?Sized>(
     lease_ttl: Duration,
     now: Timestamp,
 ) -> Result<Option<ClaimWon>, StoreError> {
-    let mut candidates: Vec<BootJob> = b
-        .claim_candidates(req, CLAIM_CANDIDATES)
-        .await?
-        .into_iter()
-        .filter(|j| claimable_by(j, req))
-        .collect();
-    candidates.sort_by_key(queue::claim_order);
-    for mut job in candidates.into_iter().take(CLAIM_CANDIDATES) {
-        let before = job.status.clone();
-        let lease_id = uuid::Uuid::new_v4().to_string();
-        let expires_at = queue::start_attempt(
-            &mut job,
-            &req.runner_id,
-            &req.pool,
-            &lease_id,
-            lease_ttl,
-            now,
-        );
-        match b.compare_and_swap(&job).await? {
-            Swap::Written(stored) => {
-                return Ok(Some(ClaimWon {
-                    claim: Claim::new(*stored, lease_id, expires_at),
-                    before,
-                }))
+    // Every conflict means another claim or a cancel made progress, so looking again ends; the
+    // bound only keeps one request from spinning under a storm of them (the runner asks again).
+    for _ in 0..CLAIM_ROUNDS {
+        let mut candidates: Vec<BootJob> = b
+            .claim_candidates(req, CLAIM_CANDIDATES)
+            .await?
+            .into_iter()
+            .filter(|j| claimable_by(j, req))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        candidates.sort_by_key(queue::claim_order);
+        for mut job in candidates.into_iter().take(CLAIM_CANDIDATES) {
+            let before = job.status.clone();
+            let lease_id = uuid::Uuid::new_v4().to_string();
+            let expires_at = queue::start_attempt(
+                &mut job,
+                &req.runner_id,
+                &req.pool,
+                &lease_id,
+                lease_ttl,
+                now,
+            );
+            match b.compare_and_swap(&job).await? {
+                Swap::Written(stored) => {
+                    return Ok(Some(ClaimWon {
+                        claim: Claim::new(*stored, lease_id, expires_at),
+                        before,
+                    }))
+                }
+                // Another claim, a cancel or a delete got there first: the next one.
+                Swap::Conflict | Swap::Gone => continue,
             }
-            // Another claim, a cancel or a delete got there first: the next one.
-            Swap::Conflict | Swap::Gone => continue,
         }
     }
     Ok(None)
