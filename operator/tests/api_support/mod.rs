@@ -68,10 +68,13 @@ pub fn app_with_tokens() -> App {
 
 fn build(tokens: Tokens) -> App {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
     let files = JobFiles::new(dir.path());
     let (metrics, _registry) = Metrics::new();
-    let mut state = AppState::new(Arc::new(store), files, Arc::new(metrics));
+    let metrics = Arc::new(metrics);
+    let store = SqliteStore::open(dir.path())
+        .unwrap()
+        .with_metrics(metrics.clone());
+    let mut state = AppState::new(Arc::new(store), files, metrics);
     state.tokens = tokens;
     state.lease_ttl = Duration::from_secs(30);
     state.claim_wait = Duration::from_millis(300);
