@@ -97,11 +97,16 @@ fn expect_runner_pod_creation(names: Arc<std::sync::Mutex<Vec<String>>>) -> Exch
                 "the runner id is the pod name"
             );
             assert_eq!(after("--arches"), Some("x86_64"));
-            assert!(after("--token-file").is_some());
+            assert!(after("--token-file").is_none(), "no token file QEMU could read");
             assert_eq!(c["securityContext"]["runAsNonRoot"], true);
             assert_eq!(c["securityContext"]["privileged"], false);
             assert_eq!(p["spec"]["restartPolicy"], "Never");
             let env = c["env"].as_array().expect("env");
+            assert!(
+                env.iter().any(|e| e["name"] == "BOOTFARM_TOKEN"
+                    && e["valueFrom"]["secretKeyRef"]["key"] == "token"),
+                "the runner token comes from its Secret in the environment: {env:?}"
+            );
             assert!(
                 env.iter().any(|e| e["name"] == "BOOTFARM_RUNNER_CREATED_AT"
                     && e["value"]

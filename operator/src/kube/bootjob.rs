@@ -187,7 +187,13 @@ async fn apply(
                 })
                 .and_then(|p| Some((p.name_any(), super::pool::cannot_start(p)?.message.clone())));
             if let Some(updated) = queued_reason(job, blocked.as_ref(), now) {
-                apply_status(api, &updated).await?;
+                match ctx.store.writer().write(api, &updated).await {
+                    // Changed meanwhile (claimed, say): the next reconcile looks again.
+                    Err(e) if e.code() == Some(409) => {}
+                    other => {
+                        other.map_err(Error::Status)?;
+                    }
+                }
             }
             Ok(Action::requeue(IDLE_RECHECK))
         }
