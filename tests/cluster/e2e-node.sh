@@ -225,6 +225,12 @@ outer_main() {
     iptables_rules >"$WORK/iptables.before"
     trap outer_cleanup EXIT
     trap 'exit 130' INT TERM HUP
+    # The node directory of artifacts.allowLocal: where uid 65532 can reach it (not under /root).
+    LOCAL_FIXTURES=$WORK/fixtures
+    mkdir -m 0755 "$LOCAL_FIXTURES"
+    cp -rl "$FIXTURES/." "$LOCAL_FIXTURES/" 2>/dev/null || cp -r "$FIXTURES/." "$LOCAL_FIXTURES/"
+    chmod -R a+rX "$LOCAL_FIXTURES"
+    export LOCAL_FIXTURES
 
     log "building bootfarm (cargo), the images (scripts/images) and the node (control-plane.sh)"
     (cd "$ROOT" && cargo build -q --locked -p bootfarm-operator -p bootfarm-runner) || fail "cargo build"
@@ -473,7 +479,7 @@ runner:
   hostNetwork: true
   serverURL: $API
 artifacts:
-  allowLocal: [$FIXTURES]
+  allowLocal: [$LOCAL_FIXTURES]
   allowNet: [127.0.0.1/32]
 runnerPools:
   tcg:
@@ -640,7 +646,7 @@ inner_main() {
 
     # The farm's artifact rules, set by the chart's values: the fixture directory is
     # artifacts.allowLocal (a read-only hostPath in the runner pods), 127.0.0.1/32 artifacts.allowNet.
-    job local-files x86_64 poweroff | sed "s#$FIXTURE_URL/#file://$FIXTURES/#g" | k apply -f - >/dev/null
+    job local-files x86_64 poweroff | sed "s#$FIXTURE_URL/#file://$LOCAL_FIXTURES/#g" | k apply -f - >/dev/null
     job host-file x86_64 poweroff | sed "s#$FIXTURE_URL/x86_64/kernel#file:///etc/passwd#" | k apply -f - >/dev/null
     job other-loopback x86_64 poweroff "  maxAttempts: 1" |
         sed "s#$FIXTURE_URL/x86_64/kernel#http://127.0.0.2:${FIXTURE_URL##*:}/x86_64/kernel#" | k apply -f - >/dev/null
