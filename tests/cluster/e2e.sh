@@ -42,7 +42,7 @@ fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bootfarm-e2e.XXXXXX")
 CP=$WORK/cp
-OPERATOR_PID="" KUBELET_PID=""
+OPERATOR_PID="" KUBELET_PID="" LOCAL_FIXTURES=""
 
 stop_pid() { # stop_pid PID SECONDS: TERM, then KILL after SECONDS
     local pid=$1 wait=$2
@@ -67,6 +67,7 @@ cleanup() {
     # The kubelet stops its runner processes (and so their QEMUs) before it exits.
     stop_pid "$KUBELET_PID" 30
     cp_stop "$CP" >/dev/null 2>&1
+    [[ -n $LOCAL_FIXTURES ]] && rm -rf "$LOCAL_FIXTURES"
     if [[ -n ${E2E_KEEP:-} ]]; then
         echo "e2e: kept $WORK" >&2
     else
@@ -76,6 +77,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# The fake kubelet maps a runner pod's mount paths (the cache and /tmp among them) into the pod's
+# own directory, so the fixtures the farm allows are given from a directory outside any of them.
+LOCAL_FIXTURES=$(mktemp -d /var/tmp/bootfarm-e2e-fixtures.XXXXXX)
+cp -rl "$FIXTURES/." "$LOCAL_FIXTURES/" 2>/dev/null || cp -r "$FIXTURES/." "$LOCAL_FIXTURES/"
+FIXTURES=$LOCAL_FIXTURES
 
 k() { timeout 60 kubectl --kubeconfig "$CP/kubeconfig" -n "$NS" "$@" 2> >(grep -v -i 'warning' >&2); }
 
