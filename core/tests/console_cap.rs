@@ -54,7 +54,7 @@ fn head_tail(limit: u64, chunks: &[Vec<u8>]) -> (Vec<u8>, bool) {
 proptest! {
     #[test]
     fn the_filter_does_not_depend_on_chunking(data in log(), cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
-        let whole = filter(&[data.clone()]);
+        let whole = filter(std::slice::from_ref(&data));
         prop_assert_eq!(filter(&chunked(&data, &cuts)), whole.clone());
         // It only ever removes whole marker lines.
         prop_assert!(whole.0.len() <= data.len());
@@ -69,7 +69,7 @@ proptest! {
     ) {
         let data = data.repeat(repeat);
         let cap = Cap::new(limit);
-        let whole = head_tail(limit, &[data.clone()]);
+        let whole = head_tail(limit, std::slice::from_ref(&data));
         prop_assert_eq!(head_tail(limit, &chunked(&data, &cuts)), whole.clone());
         let (out, truncated) = whole;
         let head = data.len().min(cap.head as usize);

@@ -128,7 +128,7 @@ async fn range(app: &App, spec: &str) -> Resp {
         .header("authorization", format!("Bearer {USER}"))
         .header("range", spec)
         .body(Body::empty())
-        .unwrap();
+        .expect("a valid request");
     let resp = tower::ServiceExt::oneshot(app.router.clone(), req)
         .await
         .unwrap();
@@ -136,7 +136,7 @@ async fn range(app: &App, spec: &str) -> Resp {
     let headers = resp.headers().clone();
     let body = http_body_util::BodyExt::collect(resp.into_body())
         .await
-        .unwrap()
+        .expect("the whole body")
         .to_bytes();
     Resp {
         status,

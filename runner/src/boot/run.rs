@@ -62,19 +62,21 @@ pub(super) enum Why {
 #[derive(Debug)]
 pub(super) struct Stopped {
     pub why: Why,
-    pub facts: Facts,
+    /// Boxed: the error path must not make every phase's `Result` this large.
+    pub facts: Box<Facts>,
 }
 
 impl Stopped {
     pub fn error(e: InfraError, facts: Facts) -> Stopped {
         Stopped {
             why: Why::Error(e),
-            facts,
+            facts: Box::new(facts),
         }
     }
 
     fn into_result(self, started: Instant) -> (BootResult, Facts) {
-        let Stopped { why, mut facts } = self;
+        let Stopped { why, facts } = self;
+        let mut facts = *facts;
         let r = match why {
             Why::KernelRejected(tail) => result_from(
                 Classification::default(),

@@ -127,7 +127,10 @@ async fn failed_start(mut qemu: QemuProcess, why: String, facts: Facts) -> Stopp
     } else {
         Why::Error(InfraError::new("qemu_failed", format!("{why}: {tail}")))
     };
-    Stopped { why, facts }
+    Stopped {
+        why,
+        facts: Box::new(facts),
+    }
 }
 
 /// QEMU's start-up refusal of a machine, CPU or memory setting (not of the host or the kernel).

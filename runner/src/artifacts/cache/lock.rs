@@ -30,12 +30,15 @@ pub(super) struct KeyGuard {
 
 /// Keeps a cache entry from being pruned while it lives (a boot holds one per artifact).
 #[derive(Debug, Clone, Default)]
-pub struct InUse(Option<Arc<File>>);
+pub struct InUse {
+    /// The shared flock on `<key>.use`: held, never read, released when the last clone drops.
+    _held: Option<Arc<File>>,
+}
 
 impl InUse {
     /// For a file that is not a cache entry (a person's own file, used in place).
     pub fn none() -> InUse {
-        InUse(None)
+        InUse { _held: None }
     }
 }
 
@@ -110,7 +113,9 @@ impl KeyGuard {
             .map_err(|e| ArtifactError::io(format!("opening lock {}", path.display()), e))?;
         // A prune holds it exclusively only while it holds our key lock, which we have.
         match fs4::fs_std::FileExt::try_lock_shared(&file) {
-            Ok(true) => Ok(InUse(Some(Arc::new(file)))),
+            Ok(true) => Ok(InUse {
+                _held: Some(Arc::new(file)),
+            }),
             Ok(false) => Err(ArtifactError::Internal(format!(
                 "cache entry lock {} is held exclusively",
                 path.display()

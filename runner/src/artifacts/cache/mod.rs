@@ -312,7 +312,7 @@ impl ArtifactCache {
             Plan::Use(meta) => {
                 tracing::debug!(name, url = %redacted(&url), "Cache hit");
                 let fetched = url_fetched(name, source, &entry, &meta, expected)?;
-                return Ok(self.held(fetched, &guard, &key)?);
+                return self.held(fetched, &guard, &key);
             }
             Plan::Ask(meta, validators) => (Some(meta), Some(validators)),
             Plan::Download => (None, None),
@@ -333,12 +333,12 @@ impl ArtifactCache {
                 })
                 .await?;
                 let fetched = url_fetched(name, source, &entry, &meta, expected)?;
-                return Ok(self.held(fetched, &guard, &key)?);
+                return self.held(fetched, &guard, &key);
             }
             Settled::Unconfirmed(meta, err) => {
                 tracing::warn!(name, url = %redacted(&url), error = %err, "Could not revalidate, using the cached copy");
                 let fetched = url_fetched(name, source, &entry, &meta, expected)?;
-                return Ok(self.held(fetched, &guard, &key)?);
+                return self.held(fetched, &guard, &key);
             }
         };
         let limit = self.limits.max_size;
