@@ -120,10 +120,16 @@ mod tests {
             "[bootfarm: 6 bytes of console dropped: the operator was too slow]",
             "[bootfarm: console log cut here: size limit reached]",
         ] {
-            let log = format!("[    0.000000] Linux version 6.1.0 (x@y) #1\n{marker}\n[    2.0] reboot: Power down\n");
+            // Userspace was reached: a power-off then passes (in the kernel stage it would not).
+            let log = format!(
+                "[    0.000000] Linux version 6.1.0 (x@y) #1\n[    1.0] Run /init as init process\n\
+                 {marker}\n[    2.0] reboot: Power down\n"
+            );
             let r = classify_reader(log.as_bytes(), ClassifierConfig::default(), Expect::Auto).unwrap();
             assert!(r.console.truncated, "{marker}");
             assert_eq!(r.reason, "poweroff", "{marker}");
+            // The marker line is not the guest's: not counted.
+            assert_eq!(r.console.lines, 3, "{marker}");
         }
     }
 
