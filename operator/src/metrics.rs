@@ -40,7 +40,51 @@ pub struct Metrics {
     pub http_requests_total: CounterVec,
     pub http_request_duration_seconds: HistogramVec,
     pub runner_startup_seconds: HistogramVec,
+    pub status_writes_total: CounterVec,
     registry: Registry,
+}
+
+impl Metrics {
+    /// A job just became finished: its count, its run's duration and its time to verdict, by
+    /// arch and outcome (`pass`, `fail`, `error`, `canceled`). Called by the state transitions
+    /// themselves, so every way a job ends is counted (a lease that expired into Error too).
+    pub fn job_finished(&self, job: &bootfarm_core::spec::BootJob, now: jiff::Timestamp) {
+        use bootfarm_core::spec::JobPhase;
+        let status = job.status.as_ref();
+        let result = match status.map(|s| s.phase) {
+            Some(JobPhase::Succeeded) => "pass",
+            Some(JobPhase::Failed) => "fail",
+            Some(JobPhase::Error) => "error",
+            Some(JobPhase::Canceled) => "canceled",
+            _ => return,
+        };
+        let arch = job.spec.arch.as_str();
+        self.jobs_finished_total
+            .with_label_values(&[arch, result])
+            .inc();
+        let since = |t: Option<&str>| {
+            t.and_then(crate::queue::parse_time)
+                .map(|t| now.duration_since(t).as_secs_f64().max(0.0))
+        };
+        if let Some(d) = since(status.and_then(|s| s.start_time.as_deref())) {
+            if result != "canceled" {
+                self.job_duration_seconds
+                    .with_label_values(&[arch, result])
+                    .observe(d);
+            }
+        }
+        let created = job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| now.duration_since(t.0).as_secs_f64().max(0.0))
+            .or_else(|| since(status.and_then(|s| s.queued_at.as_deref())));
+        if let (Some(d), false) = (created, result == "canceled") {
+            self.time_to_verdict_seconds
+                .with_label_values(&[arch, result])
+                .observe(d);
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -170,6 +214,12 @@ impl Metrics {
                 &["pool"],
                 startup_buckets(),
             ),
+            status_writes_total: counter(
+                &r,
+                "bootfarm_status_writes_total",
+                "BootJob status writes to the API server (Kubernetes mode), by result: success, conflict, failure, timeout.",
+                &["result"],
+            ),
             registry: r.clone(),
         };
         (m, r)
@@ -206,7 +256,7 @@ impl Metrics {
 
     fn registry_descs(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 14] = [
+        let collectors: [&dyn Collector; 15] = [
             &self.queue_depth,
             &self.jobs,
             &self.runners,
@@ -221,6 +271,7 @@ impl Metrics {
             &self.http_requests_total,
             &self.http_request_duration_seconds,
             &self.runner_startup_seconds,
+            &self.status_writes_total,
         ];
         collectors
             .iter()
@@ -233,7 +284,7 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    const EXPECTED: [&str; 14] = [
+    const EXPECTED: [&str; 15] = [
         "bootfarm_http_request_duration_seconds",
         "bootfarm_http_requests_total",
         "bootfarm_infra_retries_total",
@@ -247,6 +298,7 @@ mod tests {
         "bootfarm_runners",
         "bootfarm_runners_desired",
         "bootfarm_scale_decisions_total",
+        "bootfarm_status_writes_total",
         "bootfarm_time_to_verdict_seconds",
     ];
 

@@ -176,6 +176,7 @@ async fn the_metrics_registry_holds_exactly_the_contract_names() {
         "bootfarm_runners",
         "bootfarm_runners_desired",
         "bootfarm_scale_decisions_total",
+        "bootfarm_status_writes_total",
         "bootfarm_time_to_verdict_seconds",
     ];
     assert_eq!(names, expected);

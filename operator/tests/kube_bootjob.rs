@@ -46,16 +46,15 @@ async fn a_new_bootjob_first_gets_the_cleanup_finalizer() {
 }
 
 #[tokio::test]
-async fn a_new_valid_bootjob_is_queued_by_a_server_side_apply_of_its_status() {
+async fn a_new_valid_bootjob_is_queued_by_a_conditional_write_of_its_status() {
     let (client, handle) = mock_client();
     let job = with_finalizer(bootjob("j1", Arch::X86_64));
     let object = serde_json::to_value(&job).expect("json");
     let server = ApiServer::run(
         handle,
         vec![
-            Exchange::new(Method::PATCH, format!("{}/status", jobs_path("j1")))
+            Exchange::new(Method::PUT, format!("{}/status", jobs_path("j1")))
                 .query("fieldManager=bootfarm-operator")
-                .query("force=true")
                 .body(|b| {
                     assert_eq!(b["apiVersion"], "bootfarm.dev/v1alpha1");
                     assert_eq!(b["kind"], "BootJob");
@@ -92,7 +91,7 @@ async fn an_invalid_bootjob_ends_in_error_with_a_valid_false_condition_naming_th
     let server = ApiServer::run(
         handle,
         vec![
-            Exchange::new(Method::PATCH, format!("{}/status", jobs_path("j1")))
+            Exchange::new(Method::PUT, format!("{}/status", jobs_path("j1")))
                 .query("fieldManager=bootfarm-operator")
                 .body(|b| {
                     let s = &b["status"];
@@ -254,7 +253,7 @@ async fn an_admission_that_lost_a_race_is_looked_at_again_at_once() {
     let server = ApiServer::run(
         handle,
         vec![
-            Exchange::new(Method::PATCH, format!("{}/status", jobs_path("j1")))
+            Exchange::new(Method::PUT, format!("{}/status", jobs_path("j1")))
                 .reply(StatusCode::CONFLICT, conflict("j1")),
         ],
     );
@@ -284,7 +283,7 @@ async fn an_invalid_bootjob_whose_spec_is_fixed_is_admitted_again() {
     let server = ApiServer::run(
         handle,
         vec![
-            Exchange::new(Method::PATCH, format!("{}/status", jobs_path("j1")))
+            Exchange::new(Method::PUT, format!("{}/status", jobs_path("j1")))
                 .body(|b| {
                     let s = &b["status"];
                     assert_eq!(s["phase"], "Queued", "{b}");

@@ -135,6 +135,12 @@ async fn a_job_for_a_pool_this_farm_does_not_have_ends_in_error_with_the_reason(
     assert_eq!(phase(&job), "Error", "{job:#}");
     let conditions = job["status"]["conditions"].to_string();
     assert!(conditions.contains("no runner pool"), "{job:#}");
+    // Ended by the farm, not by a runner: counted all the same.
+    let metrics = farm.metrics().await;
+    assert!(
+        metrics.contains(r#"bootfarm_jobs_finished_total{arch="x86_64",result="error"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -46,7 +46,12 @@ async fn a_burst_of_jobs_on_two_runners_all_finish_within_the_limit_and_scale_to
                     Ordering::Relaxed,
                 );
                 max_runners.fetch_max(
-                    procs.iter().filter(|p| is_runner(p)).count(),
+                    // Runners are the operator's children: a runner's own fork on its way to
+                    // exec QEMU briefly carries the runner's command line too.
+                    procs
+                        .iter()
+                        .filter(|p| p.ppid == operator && is_runner(p))
+                        .count(),
                     Ordering::Relaxed,
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -82,7 +87,10 @@ async fn a_burst_of_jobs_on_two_runners_all_finish_within_the_limit_and_scale_to
     // Idle timeout 3 s, decisions every 0.5 s, SIGTERM exit: zero runners well within 15 s.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let runners = descendants(operator).into_iter().filter(is_runner).count();
+        let runners = descendants(operator)
+            .into_iter()
+            .filter(|p| p.ppid == operator && is_runner(p))
+            .count();
         if runners == 0 {
             break;
         }

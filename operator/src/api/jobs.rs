@@ -139,13 +139,9 @@ pub async fn cancel(
         .cancel(&name, Timestamp::now())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("bootjob {name:?} not found")))?;
-    let was_finished = crate::queue::phase(&before).is_finished();
-    if !was_finished && crate::queue::phase(&job) == JobPhase::Canceled {
-        state
-            .metrics
-            .jobs_finished_total
-            .with_label_values(&[job.spec.arch.as_str(), "canceled"])
-            .inc();
+    if !crate::queue::phase(&before).is_finished()
+        && crate::queue::phase(&job) == JobPhase::Canceled
+    {
         tracing::info!(job = %name, "BootJob canceled");
     }
     Ok(Json(job))

@@ -279,7 +279,6 @@ pub async fn complete(
                 .await
                 .map_err(ApiError::internal)?
                 .map_err(|e| ApiError::internal(format!("writing result of {name}: {e}")))?;
-            observe_finished(&state, &job, body.result.result.as_str());
             tracing::info!(job = %name, result = body.result.result.as_str(), "Job finished");
             Ok(Json(json!({"state": "finished", "job": job})).into_response())
         }
@@ -306,31 +305,6 @@ fn pool_of(job: &BootJob) -> &str {
         .and_then(|s| s.pool.as_deref())
         .or(job.spec.pool.as_deref())
         .unwrap_or("default")
-}
-
-fn observe_finished(state: &AppState, job: &BootJob, result: &str) {
-    let arch = job.spec.arch.as_str();
-    let m = &state.metrics;
-    m.jobs_finished_total
-        .with_label_values(&[arch, result])
-        .inc();
-    let status = job.status.as_ref();
-    if let Some(d) = seconds_since(status.and_then(|s| s.start_time.as_deref())) {
-        m.job_duration_seconds
-            .with_label_values(&[arch, result])
-            .observe(d);
-    }
-    let created = job
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| Timestamp::now().duration_since(t.0).as_secs_f64().max(0.0))
-        .or_else(|| seconds_since(status.and_then(|s| s.queued_at.as_deref())));
-    if let Some(d) = created {
-        m.time_to_verdict_seconds
-            .with_label_values(&[arch, result])
-            .observe(d);
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -366,19 +340,13 @@ pub async fn release(
         .await?;
     let job = state.store.get(&name).await?;
     let phase = job.as_ref().map(crate::queue::phase);
-    if let Some(job) = &job {
-        match phase {
-            Some(JobPhase::Queued) => {
-                state
-                    .metrics
-                    .infra_retries_total
-                    .with_label_values(&[pool_of(job)])
-                    .inc();
-                state.work_available();
-            }
-            Some(JobPhase::Error) => observe_finished(&state, job, "error"),
-            _ => {}
-        }
+    if let (Some(job), Some(JobPhase::Queued)) = (&job, phase) {
+        state
+            .metrics
+            .infra_retries_total
+            .with_label_values(&[pool_of(job)])
+            .inc();
+        state.work_available();
     }
     tracing::info!(job = %name, reason = %reason, "Job released by its runner");
     Ok(Json(

@@ -5,17 +5,16 @@
 //! which one a job needs now and writes it.
 
 use super::context::{Context, Error};
-use super::store::{delete_job_with_uid, FIELD_MANAGER};
+use super::store::delete_job_with_uid;
 use crate::admission::LocalArtifacts;
 use crate::queue;
-use bootfarm_core::spec::{BootJob, JobPhase, API_VERSION};
+use bootfarm_core::spec::{BootJob, JobPhase};
 use jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,20 +66,6 @@ pub fn admit(job: &BootJob, local: &LocalArtifacts, now: Timestamp) -> BootJob {
     job
 }
 
-/// Writes the whole status by server-side apply under our field manager; the resourceVersion
-/// makes it conditional, so it cannot undo a claim that happened since we read the job.
-pub async fn apply_status(api: &Api<BootJob>, job: &BootJob) -> Result<BootJob, kube::Error> {
-    let patch = json!({
-        "apiVersion": API_VERSION,
-        "kind": "BootJob",
-        "metadata": {"resourceVersion": job.metadata.resource_version},
-        "status": job.status,
-    });
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&job.name_any(), &pp, &Patch::Apply(&patch))
-        .await
-}
-
 fn until(t: Timestamp, now: Timestamp) -> Duration {
     let d = now.duration_until(t);
     Duration::try_from(d).unwrap_or(Duration::ZERO)
@@ -110,7 +95,11 @@ async fn admit_and_record(
 ) -> Result<Action, Error> {
     let name = job.name_any();
     let admitted = admit(candidate, &ctx.local_artifacts, now);
-    apply_status(api, &admitted).await?;
+    ctx.store
+        .writer()
+        .write(api, &admitted)
+        .await
+        .map_err(Error::Status)?;
     let phase = queue::phase(&admitted);
     tracing::info!(job = %name, phase = phase.as_str(), "BootJob admitted");
     if phase == JobPhase::Queued {

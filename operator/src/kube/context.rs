@@ -86,6 +86,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("job store: {0}")]
     Store(#[from] StoreError),
+    #[error("writing status: {0}")]
+    Status(#[source] super::status::WriteError),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("cleaning up the files of {name}: {message}")]
@@ -101,6 +103,7 @@ impl Error {
     pub fn is_conflict(&self) -> bool {
         match self {
             Error::Kube(kube::Error::Api(s)) => s.code == 409,
+            Error::Status(e) => e.code() == Some(409),
             Error::Store(StoreError::Conflict(_)) => true,
             Error::Finalizer(f) => match &**f {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -120,6 +123,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Store(_) => "store",
+            Error::Status(_) => "status",
             Error::Finalizer(_) => "finalizer",
             Error::Cleanup { .. } => "cleanup",
             Error::NoNamespace(_) => "no_namespace",

@@ -7,4 +7,5 @@ pub mod crd;
 pub mod pool;
 pub mod run;
 pub mod runners;
+pub mod status;
 pub mod store;

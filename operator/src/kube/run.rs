@@ -141,7 +141,12 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let (metrics, _registry) = Metrics::new();
     let metrics = Arc::new(metrics);
     let activity = Arc::new(RunnerActivity::default());
-    let store = KubeJobStore::new(jobs.clone(), pods.clone(), activity.clone());
+    let store = KubeJobStore::new(
+        jobs.clone(),
+        pods.clone(),
+        activity.clone(),
+        metrics.clone(),
+    );
     let server_url = args
         .server_url
         .clone()

@@ -7,7 +7,10 @@
 //! candidate, so a job is never handed out twice; other writers re-read and retry.
 
 use super::runners::{self, RunnerActivity};
+use super::status::{StatusWriter, WriteError};
+use crate::metrics::Metrics;
 use crate::queue;
+use crate::store::transitions::{self, Backend, Swap};
 use crate::store::{
     Claim, ClaimRequest, CompleteOutcome, Expired, JobCounts, JobFilter, JobStore, LeaseState,
     QueuedCount, StoreError,
@@ -26,10 +29,6 @@ use std::time::Duration;
 
 /// The field manager of every status write by the operator.
 pub const FIELD_MANAGER: &str = "bootfarm-operator";
-/// Re-reads after a 409 before a non-claim transition gives up (each retry re-reads the object).
-const CONFLICT_RETRIES: usize = 5;
-/// Candidates a single claim tries before answering "no work" (the runner asks again soon).
-const CLAIM_CANDIDATES: usize = 8;
 
 #[derive(Clone)]
 pub struct KubeJobStore {
@@ -41,6 +40,9 @@ pub struct KubeJobStore {
     /// The RunnerPools, once synced: a runner that names no arches serves its pool's arches.
     pools: Arc<OnceLock<Store<RunnerPool>>>,
     activity: Arc<RunnerActivity>,
+    /// The one writer of status (conditional, bounded, counted) and where finished jobs count.
+    writer: StatusWriter,
+    metrics: Arc<Metrics>,
 }
 
 fn backend(e: kube::Error) -> StoreError {
@@ -52,14 +54,26 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
 }
 
 impl KubeJobStore {
-    pub fn new(jobs: Api<BootJob>, pods: Api<Pod>, activity: Arc<RunnerActivity>) -> Self {
+    pub fn new(
+        jobs: Api<BootJob>,
+        pods: Api<Pod>,
+        activity: Arc<RunnerActivity>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         KubeJobStore {
             jobs,
             pods,
             cache: Arc::default(),
             pools: Arc::default(),
             activity,
+            writer: StatusWriter::new(metrics.clone()),
+            metrics,
         }
+    }
+
+    /// The status writer (the controllers write through it too).
+    pub fn writer(&self) -> &StatusWriter {
+        &self.writer
     }
 
     /// From now on take claim candidates and counts from this synced reflector store.
@@ -100,41 +114,8 @@ impl KubeJobStore {
     }
 
     /// Writes `job.status` with its resourceVersion as the precondition.
-    async fn write_status(&self, job: &BootJob) -> Result<BootJob, kube::Error> {
-        let mut body = job.clone();
-        // Omitted managedFields are kept by the server; sending them back is pointless.
-        body.metadata.managed_fields = None;
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
-        self.jobs.replace_status(&job.name_any(), &pp, &body).await
-    }
-
-    /// GET → pure transition → conditional write, retried on conflict. `f` returns `None` to
-    /// write nothing and answer `Ok(None)` with the job as read.
-    async fn transition<T>(
-        &self,
-        name: &str,
-        mut f: impl FnMut(&mut BootJob) -> Option<T>,
-    ) -> Result<Option<(T, BootJob)>, StoreError> {
-        for _ in 0..CONFLICT_RETRIES {
-            let Some(mut job) = self.jobs.get_opt(name).await.map_err(backend)? else {
-                return Ok(None);
-            };
-            let Some(out) = f(&mut job) else {
-                return Ok(None);
-            };
-            match self.write_status(&job).await {
-                Ok(stored) => return Ok(Some((out, stored))),
-                Err(e) if is_status(&e, 409) => continue,
-                Err(e) if is_status(&e, 404) => return Ok(None),
-                Err(e) => return Err(backend(e)),
-            }
-        }
-        Err(StoreError::Conflict(format!(
-            "bootjob {name:?} kept changing under {CONFLICT_RETRIES} attempts"
-        )))
+    async fn write_status(&self, job: &BootJob) -> Result<BootJob, WriteError> {
+        self.writer.write(&self.jobs, job).await
     }
 
     /// Marks a runner pod busy or idle for cluster autoscalers (best effort: a runner that is
@@ -177,10 +158,10 @@ impl JobStore for KubeJobStore {
         match self.write_status(&stored).await {
             Ok(j) => Ok(j),
             // The controller got there first: answer with what is stored.
-            Err(e) if is_status(&e, 409) => {
+            Err(e) if e.code() == Some(409) => {
                 self.jobs.get(&stored.name_any()).await.map_err(backend)
             }
-            Err(e) => Err(backend(e)),
+            Err(e) => Err(written(e)),
         }
     }
 
@@ -225,17 +206,7 @@ impl JobStore for KubeJobStore {
     }
 
     async fn cancel(&self, name: &str, now: Timestamp) -> Result<Option<BootJob>, StoreError> {
-        if !valid_name(name) {
-            return Ok(None);
-        }
-        let changed = self
-            .transition(name, |job| queue::cancel(job, now).then_some(()))
-            .await?;
-        match changed {
-            Some(((), job)) => Ok(Some(job)),
-            // Finished already (returned unchanged) or absent.
-            None => self.get(name).await,
-        }
+        transitions::cancel(self, name, now).await
     }
 
     async fn delete(&self, name: &str) -> Result<bool, StoreError> {
@@ -260,50 +231,19 @@ impl JobStore for KubeJobStore {
         }
         self.activity.polled(&req.runner_id, now);
         let req = &self.complete_arches(req);
-        let mut candidates: Vec<BootJob> = self
-            .candidates_source()
-            .await?
-            .into_iter()
-            .filter(|j| {
-                queue::phase(j) == JobPhase::Queued
-                    && j.metadata.deletion_timestamp.is_none()
-                    && req.serves(j)
-            })
-            .collect();
-        candidates.sort_by_key(queue::claim_order);
-        for mut job in candidates.into_iter().take(CLAIM_CANDIDATES) {
-            let before = job.status.clone();
-            let lease_id = uuid::Uuid::new_v4().to_string();
-            let expires_at = queue::start_attempt(
-                &mut job,
-                &req.runner_id,
-                &req.pool,
-                &lease_id,
-                lease_ttl,
-                now,
-            );
-            match self.write_status(&job).await {
-                Ok(stored) => {
-                    if self.activity.is_draining(&req.runner_id) {
-                        // Scale-down chose this runner while we were claiming: put the job back
-                        // as it was (no attempt used) rather than lose it with the pod.
-                        self.unclaim(stored, before).await;
-                        return Ok(None);
-                    }
-                    self.activity.busy(&req.runner_id, now);
-                    self.annotate_runner(&req.runner_id, true, now).await;
-                    tracing::debug!(job = %stored.name_any(), runner = %req.runner_id, "Claim won");
-                    return Ok(Some(Claim::new(stored, lease_id, expires_at)));
-                }
-                // Someone else changed it first (another claim, a cancel, a delete): next one.
-                Err(e) if is_status(&e, 409) || is_status(&e, 404) => {
-                    tracing::debug!(job = %job.name_any(), runner = %req.runner_id, "Claim lost a race; trying the next job");
-                    continue;
-                }
-                Err(e) => return Err(backend(e)),
-            }
+        let Some(won) = transitions::claim(self, req, lease_ttl, now).await? else {
+            return Ok(None);
+        };
+        if self.activity.is_draining(&req.runner_id) {
+            // Scale-down chose this runner while we were claiming: put the job back as it was
+            // (no attempt used) rather than lose it with the pod.
+            self.unclaim(won.claim.job, won.before).await;
+            return Ok(None);
         }
-        Ok(None)
+        self.activity.busy(&req.runner_id, now);
+        self.annotate_runner(&req.runner_id, true, now).await;
+        tracing::debug!(job = %won.claim.job.name_any(), runner = %req.runner_id, "Claim won");
+        Ok(Some(won.claim))
     }
 
     async fn heartbeat(
@@ -313,25 +253,15 @@ impl JobStore for KubeJobStore {
         lease_ttl: Duration,
         now: Timestamp,
     ) -> Result<LeaseState, StoreError> {
-        if !valid_name(name) {
-            return Ok(LeaseState::Canceled);
+        let (state, job) = transitions::heartbeat(self, name, lease_id, lease_ttl, now).await?;
+        if let Some(runner) = job
+            .as_ref()
+            .and_then(|j| j.status.as_ref())
+            .and_then(|s| s.runner.as_deref())
+        {
+            self.activity.busy(runner, now);
         }
-        let mut answer = None;
-        let written = self
-            .transition(name, |job| {
-                let state = queue::heartbeat(job, lease_id, lease_ttl, now);
-                answer = Some(state);
-                matches!(state, LeaseState::Active { .. }).then_some(state)
-            })
-            .await?;
-        if let Some((state, job)) = written {
-            if let Some(runner) = job.status.as_ref().and_then(|s| s.runner.as_deref()) {
-                self.activity.busy(runner, now);
-            }
-            return Ok(state);
-        }
-        // Deleted BootJobs are canceled: the runner stops its boot.
-        Ok(answer.unwrap_or(LeaseState::Canceled))
+        Ok(state)
     }
 
     async fn complete(
@@ -341,30 +271,12 @@ impl JobStore for KubeJobStore {
         result: &BootResult,
         now: Timestamp,
     ) -> Result<CompleteOutcome, StoreError> {
-        if !valid_name(name) {
-            return Ok(CompleteOutcome::Stale);
-        }
-        let mut runner = None;
-        let written = self
-            .transition(name, |job| {
-                if !queue::lease_is_current(job, lease_id) {
-                    return None;
-                }
-                runner = job.status.as_ref().and_then(|s| s.runner.clone());
-                Some(queue::record_result(job, result, now))
-            })
-            .await?;
-        let Some((recorded, job)) = written else {
-            return Ok(CompleteOutcome::Stale);
-        };
+        let (outcome, runner) = transitions::complete(self, name, lease_id, result, now).await?;
         if let Some(runner) = runner {
             self.activity.idle(&runner, now);
             self.annotate_runner(&runner, false, now).await;
         }
-        Ok(match recorded {
-            queue::Recorded::Finished => CompleteOutcome::Finished(job),
-            queue::Recorded::Retrying => CompleteOutcome::Retrying(job),
-        })
+        Ok(outcome)
     }
 
     async fn release(
@@ -374,20 +286,7 @@ impl JobStore for KubeJobStore {
         reason: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        if !valid_name(name) {
-            return Ok(());
-        }
-        let mut runner = None;
-        let written = self
-            .transition(name, |job| {
-                if !queue::lease_is_current(job, lease_id) {
-                    return None;
-                }
-                runner = job.status.as_ref().and_then(|s| s.runner.clone());
-                Some(queue::release(job, reason, now))
-            })
-            .await?;
-        if let (Some(_), Some(runner)) = (written, runner) {
+        if let Some(runner) = transitions::release(self, name, lease_id, reason, now).await? {
             self.activity.idle(&runner, now);
             self.annotate_runner(&runner, false, now).await;
         }
@@ -395,16 +294,14 @@ impl JobStore for KubeJobStore {
     }
 
     async fn expire_leases(&self, now: Timestamp) -> Result<Vec<Expired>, StoreError> {
-        let mut out = Vec::new();
-        for job in self.all_jobs().await? {
-            if !queue::lease_expired(&job, now) && !queue::overdue(&job, now) {
-                continue;
-            }
-            if let Some(e) = self.expire_one(&job.name_any(), now).await? {
-                out.push(e);
+        let expired = transitions::expire_leases(self, now).await?;
+        for e in &expired {
+            tracing::info!(job = %e.name, runner = ?e.runner, requeued = e.requeued, "Lease expired");
+            if let Some(r) = &e.runner {
+                self.activity.idle(r, now);
             }
         }
-        Ok(out)
+        Ok(expired)
     }
 
     async fn finished_before(&self, now: Timestamp) -> Result<Vec<String>, StoreError> {
@@ -460,34 +357,72 @@ impl KubeJobStore {
         req
     }
 
-    /// Requeues (or ends in Error) one job whose lease ran out, re-checked on a fresh read.
+    /// Requeues (or ends in Error) one job whose attempt is stale, re-checked on a fresh read.
     pub async fn expire_one(
         &self,
         name: &str,
         now: Timestamp,
     ) -> Result<Option<Expired>, StoreError> {
-        let mut runner = None;
-        let written = self
-            .transition(name, |job| {
-                let was = job.status.as_ref().and_then(|s| s.runner.clone());
-                let ended = queue::end_stale_attempt(job, now)?;
-                runner = was;
-                Some(ended)
-            })
-            .await?;
-        let Some((requeued, job)) = written else {
-            return Ok(None);
-        };
-        tracing::info!(job = name, runner = ?runner, requeued, "Lease expired");
-        if let Some(r) = &runner {
-            self.activity.idle(r, now);
+        let expired = transitions::expire_one(self, name, now).await?;
+        if let Some(e) = &expired {
+            tracing::info!(job = name, runner = ?e.runner, requeued = e.requeued, "Lease expired");
+            if let Some(r) = &e.runner {
+                self.activity.idle(r, now);
+            }
         }
-        Ok(Some(Expired {
-            name: name.to_string(),
-            runner,
-            attempts: job.status.as_ref().map(|s| s.attempts).unwrap_or(0),
-            requeued,
-        }))
+        Ok(expired)
+    }
+}
+
+#[async_trait]
+impl Backend for KubeJobStore {
+    async fn load(&self, name: &str) -> Result<Option<BootJob>, StoreError> {
+        self.jobs.get_opt(name).await.map_err(backend)
+    }
+
+    async fn compare_and_swap(&self, job: &BootJob) -> Result<Swap, StoreError> {
+        match self.write_status(job).await {
+            Ok(stored) => Ok(Swap::Written(Box::new(stored))),
+            Err(e) if e.code() == Some(409) => Ok(Swap::Conflict),
+            Err(e) if e.code() == Some(404) => Ok(Swap::Gone),
+            Err(e) => Err(written(e)),
+        }
+    }
+
+    async fn claim_candidates(
+        &self,
+        req: &ClaimRequest,
+        limit: usize,
+    ) -> Result<Vec<BootJob>, StoreError> {
+        let mut candidates: Vec<BootJob> = self
+            .candidates_source()
+            .await?
+            .into_iter()
+            .filter(|j| transitions::claimable_by(j, req))
+            .collect();
+        candidates.sort_by_key(queue::claim_order);
+        candidates.truncate(limit);
+        Ok(candidates)
+    }
+
+    async fn running(&self) -> Result<Vec<BootJob>, StoreError> {
+        Ok(self
+            .candidates_source()
+            .await?
+            .into_iter()
+            .filter(|j| queue::phase(j) == JobPhase::Running)
+            .collect())
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+fn written(e: WriteError) -> StoreError {
+    match e {
+        WriteError::Kube(e) => backend(e),
+        e @ WriteError::Timeout(_) => StoreError::Backend(e.to_string()),
     }
 }
 

@@ -171,7 +171,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let files = JobFiles::new(&args.data_dir).with_log_cap(args.console.console_limit);
     let (metrics, _registry) = Metrics::new();
     let metrics = Arc::new(metrics);
-    let sqlite = Arc::new(store);
+    let sqlite = Arc::new(store.with_metrics(metrics.clone()));
     let store: Arc<dyn JobStore> = sqlite.clone();
     let mut state = AppState::new(store.clone(), files.clone(), metrics.clone());
     state.lease_ttl = Duration::from_secs(args.lease_ttl);

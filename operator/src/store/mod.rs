@@ -9,6 +9,7 @@
 //! Time is always passed in (`now`), so tests and both backends agree on it.
 
 pub mod sqlite;
+pub mod transitions;
 
 use async_trait::async_trait;
 use bootfarm_core::result::BootResult;

@@ -7,10 +7,12 @@
 //! WAL with `synchronous=NORMAL` keeps a commit to a WAL append (thousands per second) and
 //! loses at most the last transactions on power loss, never consistency.
 
+use super::transitions::{self, Backend, Swap};
 use super::{
     Claim, ClaimRequest, CompleteOutcome, Expired, JobCounts, JobFilter, JobStore, LeaseState,
     QueuedCount, StoreError,
 };
+use crate::metrics::Metrics;
 use crate::queue;
 use async_trait::async_trait;
 use bootfarm_core::result::BootResult;
@@ -53,6 +55,7 @@ const GENERATED_SUFFIX: usize = 5;
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
 /// What the store knows of its own ability to keep what it is given.
@@ -143,7 +146,14 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             health: Arc::default(),
+            metrics: Arc::new(Metrics::new().0),
         })
+    }
+
+    /// Counts finished jobs in these metrics (the farm's, served at /metrics).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The database file is still the one we opened; else the store is broken for good.
@@ -388,18 +398,26 @@ impl SqliteStore {
     /// restart can still be honoured; waiting for those leases to expire would only delay them.
     /// A runner that somehow survived posts with a stale lease and is refused.
     pub async fn requeue_running(&self, now: Timestamp) -> Result<Vec<Expired>, StoreError> {
-        self.tx(move |tx| {
-            let jobs = select_docs(tx, "SELECT doc FROM jobs WHERE phase = 'Running'", [])?;
-            let mut out = Vec::with_capacity(jobs.len());
-            for mut job in jobs {
-                let runner = job.status.as_ref().and_then(|s| s.runner.clone());
-                let requeued = queue::release(&mut job, "the operator restarted", now);
-                put(tx, &job)?;
-                out.push(expired(&job, runner, requeued));
-            }
-            Ok(out)
-        })
-        .await
+        let (out, ended) = self
+            .tx(move |tx| {
+                let jobs = select_docs(tx, "SELECT doc FROM jobs WHERE phase = 'Running'", [])?;
+                let (mut out, mut ended) = (Vec::with_capacity(jobs.len()), vec![]);
+                for mut job in jobs {
+                    let runner = job.status.as_ref().and_then(|s| s.runner.clone());
+                    let requeued = queue::release(&mut job, "the operator restarted", now);
+                    put(tx, &job)?;
+                    out.push(expired(&job, runner, requeued));
+                    if !requeued {
+                        ended.push(job);
+                    }
+                }
+                Ok((out, ended))
+            })
+            .await?;
+        for job in &ended {
+            self.metrics.job_finished(job, now);
+        }
+        Ok(out)
     }
 }
 
@@ -412,25 +430,33 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<String>, StoreError> {
         let served = served.to_string();
-        self.tx(move |tx| {
-            let jobs = select_docs(
-                tx,
-                "SELECT doc FROM jobs WHERE phase = 'Queued' AND pool IS NOT NULL AND pool != ?1",
-                [&served],
-            )?;
-            let mut names = Vec::with_capacity(jobs.len());
-            for mut job in jobs {
-                let pool = job.spec.pool.clone().unwrap_or_default();
-                let message = format!(
-                    "spec.pool: no runner pool {pool:?} here (this farm has one pool, {served:?}; leave spec.pool unset)"
-                );
-                queue::reject_invalid(&mut job, &message, now);
-                put(tx, &job)?;
-                names.push(job.metadata.name.unwrap_or_default());
-            }
-            Ok(names)
-        })
-        .await
+        let ended = self
+            .tx(move |tx| {
+                let jobs = select_docs(
+                    tx,
+                    "SELECT doc FROM jobs WHERE phase = 'Queued' AND pool IS NOT NULL AND pool != ?1",
+                    [&served],
+                )?;
+                let mut ended = Vec::with_capacity(jobs.len());
+                for mut job in jobs {
+                    let pool = job.spec.pool.clone().unwrap_or_default();
+                    let message = format!(
+                        "spec.pool: no runner pool {pool:?} here (this farm has one pool, {served:?}; leave spec.pool unset)"
+                    );
+                    queue::reject_invalid(&mut job, &message, now);
+                    put(tx, &job)?;
+                    ended.push(job);
+                }
+                Ok(ended)
+            })
+            .await?;
+        for job in &ended {
+            self.metrics.job_finished(job, now);
+        }
+        Ok(ended
+            .into_iter()
+            .map(|j| j.metadata.name.unwrap_or_default())
+            .collect())
     }
 }
 
@@ -647,11 +673,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn get(&self, name: &str) -> Result<Option<BootJob>, StoreError> {
-        if let Some(job) = self.unsaved(name) {
-            return Ok(Some(job));
-        }
-        let name = name.to_string();
-        self.with(move |conn| get_doc(conn, &name)).await
+        self.load(name).await
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<BootJob>, StoreError> {
@@ -679,18 +701,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn cancel(&self, name: &str, now: Timestamp) -> Result<Option<BootJob>, StoreError> {
-        let name = name.to_string();
-        self.tx(move |tx| {
-            let Some(mut job) = get_doc(tx, &name)? else {
-                return Ok(None);
-            };
-            if queue::cancel(&mut job, now) {
-                put(tx, &job)?;
-                bump_resource_version(&mut job);
-            }
-            Ok(Some(job))
-        })
-        .await
+        transitions::cancel(self, name, now).await
     }
 
     async fn delete(&self, name: &str) -> Result<bool, StoreError> {
@@ -710,37 +721,9 @@ impl JobStore for SqliteStore {
         lease_ttl: Duration,
         now: Timestamp,
     ) -> Result<Option<Claim>, StoreError> {
-        let req = req.clone();
-        self.tx(move |tx| {
-            let mut sql = String::from(
-                "SELECT doc FROM jobs WHERE phase = 'Queued' AND (pool IS NULL OR pool = ?1)",
-            );
-            if !req.arches.is_empty() {
-                let marks: Vec<String> = (0..req.arches.len())
-                    .map(|i| format!("?{}", i + 2))
-                    .collect();
-                sql.push_str(&format!(" AND arch IN ({})", marks.join(", ")));
-            }
-            sql.push_str(" ORDER BY priority DESC, queued_at, name LIMIT 1");
-            let mut values: Vec<String> = vec![req.pool.clone()];
-            values.extend(req.arches.iter().map(|a| Arch::as_str(*a).to_string()));
-            let Some(mut job) = select_docs(tx, &sql, params_from_iter(values))?.pop() else {
-                return Ok(None);
-            };
-            let lease_id = uuid::Uuid::new_v4().to_string();
-            let expires_at = queue::start_attempt(
-                &mut job,
-                &req.runner_id,
-                &req.pool,
-                &lease_id,
-                lease_ttl,
-                now,
-            );
-            put(tx, &job)?;
-            bump_resource_version(&mut job);
-            Ok(Some(Claim::new(job, lease_id, expires_at)))
-        })
-        .await
+        Ok(transitions::claim(self, req, lease_ttl, now)
+            .await?
+            .map(|won| won.claim))
     }
 
     async fn heartbeat(
@@ -750,24 +733,11 @@ impl JobStore for SqliteStore {
         lease_ttl: Duration,
         now: Timestamp,
     ) -> Result<LeaseState, StoreError> {
-        let (job_name, lease) = (name.to_string(), lease_id.to_string());
-        let written = self
-            .tx(move |tx| {
-                let Some(mut job) = get_doc(tx, &job_name)? else {
-                    // Deleted: nobody wants the result any more.
-                    return Ok(LeaseState::Canceled);
-                };
-                let state = queue::heartbeat(&mut job, &lease, lease_ttl, now);
-                if matches!(state, LeaseState::Active { .. }) {
-                    put(tx, &job)?;
-                }
-                Ok(state)
-            })
-            .await;
-        match written {
+        match transitions::heartbeat(self, name, lease_id, lease_ttl, now).await {
+            Ok((state, _)) => Ok(state),
             // A full disk must not stop boots that are going well: renew in memory.
             Err(StoreError::Storage(_)) if lock(&self.health.broken).is_none() => {
-                let Some(mut job) = self.get(name).await? else {
+                let Some(mut job) = self.load(name).await? else {
                     return Ok(LeaseState::Canceled);
                 };
                 let state = queue::heartbeat(&mut job, lease_id, lease_ttl, now);
@@ -777,7 +747,7 @@ impl JobStore for SqliteStore {
                 }
                 Ok(state)
             }
-            other => other,
+            Err(e) => Err(e),
         }
     }
 
@@ -788,23 +758,9 @@ impl JobStore for SqliteStore {
         result: &BootResult,
         now: Timestamp,
     ) -> Result<CompleteOutcome, StoreError> {
-        let (name, lease_id, result) = (name.to_string(), lease_id.to_string(), result.clone());
-        self.tx(move |tx| {
-            let Some(mut job) = get_doc(tx, &name)? else {
-                return Ok(CompleteOutcome::Stale);
-            };
-            if !queue::lease_is_current(&job, &lease_id) {
-                return Ok(CompleteOutcome::Stale);
-            }
-            let recorded = queue::record_result(&mut job, &result, now);
-            put(tx, &job)?;
-            bump_resource_version(&mut job);
-            Ok(match recorded {
-                queue::Recorded::Finished => CompleteOutcome::Finished(job),
-                queue::Recorded::Retrying => CompleteOutcome::Retrying(job),
-            })
-        })
-        .await
+        Ok(transitions::complete(self, name, lease_id, result, now)
+            .await?
+            .0)
     }
 
     async fn release(
@@ -814,37 +770,13 @@ impl JobStore for SqliteStore {
         reason: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let (name, lease_id, reason) = (name.to_string(), lease_id.to_string(), reason.to_string());
-        self.tx(move |tx| {
-            let Some(mut job) = get_doc(tx, &name)? else {
-                return Ok(());
-            };
-            if queue::lease_is_current(&job, &lease_id) {
-                queue::release(&mut job, &reason, now);
-                put(tx, &job)?;
-            }
-            Ok(())
-        })
-        .await
+        transitions::release(self, name, lease_id, reason, now)
+            .await
+            .map(drop)
     }
 
     async fn expire_leases(&self, now: Timestamp) -> Result<Vec<Expired>, StoreError> {
-        let written = self
-            .tx(move |tx| {
-                let jobs = select_docs(tx, "SELECT doc FROM jobs WHERE phase = 'Running'", [])?;
-                let mut out = Vec::new();
-                for mut job in jobs {
-                    let runner = job.status.as_ref().and_then(|s| s.runner.clone());
-                    let Some(requeued) = queue::end_stale_attempt(&mut job, now) else {
-                        continue;
-                    };
-                    put(tx, &job)?;
-                    out.push(expired(&job, runner, requeued));
-                }
-                Ok(out)
-            })
-            .await;
-        match written {
+        match transitions::expire_leases(self, now).await {
             Err(StoreError::Storage(why)) if lock(&self.health.broken).is_none() => {
                 // The disk is full: leases and timeouts must end jobs all the same. Decide in
                 // memory (reads still work), serve the decisions, write them when possible.
@@ -880,6 +812,13 @@ impl JobStore for SqliteStore {
 
     async fn ready(&self) -> Result<(), StoreError> {
         self.check_file()?;
+        let stuck =
+            !lock(&self.health.unsaved).is_empty() || lock(&self.health.write_error).is_some();
+        if stuck {
+            // Space may be back: write what was kept in memory (a transaction does that first)
+            // rather than wait for the next change, which may never come.
+            let _ = self.tx(|_| Ok(())).await;
+        }
         let pending = lock(&self.health.unsaved).len();
         if let Some(why) = lock(&self.health.write_error).clone() {
             return Err(StoreError::Storage(if pending > 0 {
@@ -967,6 +906,84 @@ impl JobStore for SqliteStore {
             Ok(counts)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    async fn load(&self, name: &str) -> Result<Option<BootJob>, StoreError> {
+        if let Some(job) = self.unsaved(name) {
+            return Ok(Some(job));
+        }
+        let name = name.to_string();
+        self.with(move |conn| get_doc(conn, &name)).await
+    }
+
+    async fn compare_and_swap(&self, job: &BootJob) -> Result<Swap, StoreError> {
+        let mut job = job.clone();
+        self.tx(move |tx| {
+            let name = job.metadata.name.clone().unwrap_or_default();
+            let Some(current) = get_doc(tx, &name)? else {
+                return Ok(Swap::Gone);
+            };
+            if current.metadata.resource_version != job.metadata.resource_version {
+                return Ok(Swap::Conflict);
+            }
+            bump_resource_version(&mut job);
+            write(tx, &job, "INSERT OR REPLACE")?;
+            Ok(Swap::Written(Box::new(job)))
+        })
+        .await
+    }
+
+    async fn claim_candidates(
+        &self,
+        req: &ClaimRequest,
+        limit: usize,
+    ) -> Result<Vec<BootJob>, StoreError> {
+        let req = req.clone();
+        self.with(move |conn| {
+            // The index narrows by pool and arch; `transitions::claimable_by` decides.
+            let mut sql = String::from(
+                "SELECT doc FROM jobs WHERE phase = 'Queued' AND (pool IS NULL OR pool = ?1)",
+            );
+            if !req.arches.is_empty() {
+                let marks: Vec<String> = (0..req.arches.len())
+                    .map(|i| format!("?{}", i + 2))
+                    .collect();
+                sql.push_str(&format!(" AND arch IN ({})", marks.join(", ")));
+            }
+            sql.push_str(&format!(
+                " ORDER BY priority DESC, queued_at, name LIMIT {}",
+                limit.max(1)
+            ));
+            let mut values: Vec<String> = vec![req.pool.clone()];
+            values.extend(req.arches.iter().map(|a| Arch::as_str(*a).to_string()));
+            select_docs(conn, &sql, params_from_iter(values))
+        })
+        .await
+    }
+
+    async fn running(&self) -> Result<Vec<BootJob>, StoreError> {
+        let unsaved = self.unsaved_all();
+        let stored = self
+            .with(|conn| select_docs(conn, "SELECT doc FROM jobs WHERE phase = 'Running'", []))
+            .await?;
+        let mut jobs: BTreeMap<String, BootJob> = stored
+            .into_iter()
+            .map(|j| (j.metadata.name.clone().unwrap_or_default(), j))
+            .collect();
+        for (name, job) in unsaved {
+            jobs.insert(name, job);
+        }
+        Ok(jobs
+            .into_values()
+            .filter(|j| queue::phase(j) == JobPhase::Running)
+            .collect())
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 

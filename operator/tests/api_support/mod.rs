@@ -77,10 +77,13 @@ fn build(tokens: Tokens) -> App {
 
 fn build_with(tokens: Tokens, console_limit: u64) -> App {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
     let files = JobFiles::new(dir.path()).with_log_cap(console_limit);
     let (metrics, _registry) = Metrics::new();
-    let mut state = AppState::new(Arc::new(store), files, Arc::new(metrics));
+    let metrics = Arc::new(metrics);
+    let store = SqliteStore::open(dir.path())
+        .unwrap()
+        .with_metrics(metrics.clone());
+    let mut state = AppState::new(Arc::new(store), files, metrics);
     state.tokens = tokens;
     state.lease_ttl = Duration::from_secs(30);
     state.claim_wait = Duration::from_millis(300);

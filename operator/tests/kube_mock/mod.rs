@@ -243,11 +243,13 @@ pub struct TestCtx {
 pub fn context(client: Client, jobs: Vec<BootJob>, pools: Vec<RunnerPool>) -> TestCtx {
     let data = tempfile::tempdir().expect("a temp dir");
     let (metrics, registry) = Metrics::new();
+    let metrics = Arc::new(metrics);
     let activity = Arc::new(RunnerActivity::default());
     let store = KubeJobStore::new(
         Api::namespaced(client.clone(), NS),
         Api::namespaced(client.clone(), NS),
         activity.clone(),
+        metrics.clone(),
     );
     let job_cache = Arc::new(OnceLock::new());
     let _ = job_cache.set(synced_store(jobs));
@@ -258,7 +260,7 @@ pub fn context(client: Client, jobs: Vec<BootJob>, pools: Vec<RunnerPool>) -> Te
         client,
         store,
         files: JobFiles::new(data.path()),
-        metrics: Arc::new(metrics),
+        metrics,
         pods: PodSettings::builtin(
             "http://bootfarm.testns.svc:8080",
             "bootfarm/runner:test",
