@@ -5,6 +5,7 @@
 
 pub mod arch;
 pub mod console;
+pub mod console_cap;
 pub mod names;
 pub mod netpolicy;
 pub mod paths;

@@ -5,6 +5,7 @@
 use crate::cli::{parse_expect, PolicyArgs};
 use anyhow::Context;
 use bootfarm_core::console::{Classifier, ClassifierConfig};
+use bootfarm_core::console_cap::MarkerFilter;
 use bootfarm_core::result::BootResult;
 use bootfarm_core::verdict::{decide, result_from, End, Expect};
 use clap::{Args, ValueEnum};
@@ -31,21 +32,17 @@ pub enum Output {
     Text,
 }
 
-/// The marker the runner writes where it cut an over-long stored log.
-const CUT_MARKER: &str = "[bootfarm: console log limit reached";
-
-/// Classify a whole log from a reader, in bounded memory.
+/// Classify a whole log from a reader, in bounded memory. Cut markers
+/// ([`bootfarm_core::console_cap`]) make the log truncated and are not classified: the
+/// classifier sees only what the guest printed.
 pub fn classify_reader(
     mut input: impl Read,
     cfg: ClassifierConfig,
     expect: Expect,
 ) -> std::io::Result<BootResult> {
     let mut classifier = Classifier::new(cfg);
-    let cut = regex::bytes::Regex::new(&regex::escape(CUT_MARKER)).expect("escaped literal");
-    let mut truncated = false;
+    let mut markers = MarkerFilter::new();
     let mut buf = vec![0u8; 256 * 1024];
-    // The tail of the previous chunk, so a marker split across reads is still seen.
-    let mut carry: Vec<u8> = Vec::new();
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -53,19 +50,17 @@ pub fn classify_reader(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        let chunk = &buf[..n];
-        if !truncated {
-            carry.extend_from_slice(&chunk[..chunk.len().min(CUT_MARKER.len())]);
-            truncated = cut.is_match(&carry) || cut.is_match(chunk);
-            carry.clear();
-            carry.extend_from_slice(&chunk[chunk.len().saturating_sub(CUT_MARKER.len())..]);
-        }
-        classifier.feed(chunk);
+        markers.feed(&buf[..n], &mut |console| {
+            classifier.feed(console);
+        });
     }
+    markers.finish(&mut |console| {
+        classifier.feed(console);
+    });
     let class = classifier.finish();
     let decision = decide(&class, expect, End::LogEnded);
     let mut result = result_from(class, decision);
-    result.console.truncated = truncated;
+    result.console.truncated = markers.cuts() > 0;
     Ok(result)
 }
 
@@ -104,7 +99,7 @@ mod tests {
     #[test]
     fn a_powered_off_log_passes_and_a_cut_log_is_marked() {
         let log = b"[    0.000000] Linux version 6.1.0 (x@y) #1\r\n[    1.0] Run /init as init process\r\n\
-[bootfarm: console log limit reached after 10 bytes; output is cut here and resumes]\n\
+[bootfarm: console cut: 10 bytes omitted by the runner]\n\
 [    2.0] reboot: Power down\r\n";
         let r = classify_reader(&log[..], ClassifierConfig::default(), Expect::Auto).unwrap();
         assert_eq!(r.result.as_str(), "pass");
@@ -112,6 +107,50 @@ mod tests {
         assert_eq!(r.kernel_version.as_deref(), Some("6.1.0"));
         assert!(r.console.truncated);
         assert_eq!(r.accel, None);
+        // The marker is not console: neither its bytes nor its line are counted.
+        let marker_len = "[bootfarm: console cut: 10 bytes omitted by the runner]\n".len() as u64;
+        assert_eq!(r.console.bytes, log.len() as u64 - marker_len);
+        assert_eq!(r.console.lines, 3);
+    }
+
+    #[test]
+    fn the_old_markers_mean_truncated_too() {
+        for marker in [
+            "[bootfarm: console log limit reached after 10 bytes; output is cut here and only the last 5 bytes are kept]",
+            "[bootfarm: 6 bytes of console dropped: the operator was too slow]",
+            "[bootfarm: console log cut here: size limit reached]",
+        ] {
+            // Userspace was reached: a power-off then passes (in the kernel stage it would not).
+            let log = format!(
+                "[    0.000000] Linux version 6.1.0 (x@y) #1\n[    1.0] Run /init as init process\n\
+                 {marker}\n[    2.0] reboot: Power down\n"
+            );
+            let r = classify_reader(log.as_bytes(), ClassifierConfig::default(), Expect::Auto).unwrap();
+            assert!(r.console.truncated, "{marker}");
+            assert_eq!(r.reason, "poweroff", "{marker}");
+            // The marker line is not the guest's: not counted.
+            assert_eq!(r.console.lines, 3, "{marker}");
+        }
+    }
+
+    #[test]
+    fn a_panic_after_the_cut_is_found_and_nothing_is_made_of_the_marker() {
+        // The cut fell inside a report: the head's half-line ends before the marker, the tail
+        // starts at a line.
+        let log =
+            b"[    0.000000] Linux version 6.1.0 (x@y) #1\n[    1.0] Run /init as init process\n\
+[    3.0] ------------[ cut here ]------------\n[    3.0] WARNING: CPU: 0 PID: 1 at x.c:1 f+0x\n\
+[bootfarm: console cut: 4000000 bytes omitted by the operator]\n\
+[    9.0] Kernel panic - not syncing: sysrq triggered crash\n";
+        let r = classify_reader(&log[..], ClassifierConfig::default(), Expect::Auto).unwrap();
+        assert_eq!(r.result.as_str(), "fail");
+        assert_eq!(r.reason, "panic");
+        assert!(r.console.truncated);
+        assert!(
+            r.issues.iter().all(|i| !i.excerpt.contains("bootfarm")),
+            "{:#?}",
+            r.issues
+        );
     }
 
     #[test]

@@ -109,6 +109,10 @@ pub struct BootArgs {
     /// Artifact cache and host KVM verdict [default: $BOOTFARM_CACHE, /var/cache/bootfarm for root, else ~/.cache/bootfarm].
     #[arg(long, env = "BOOTFARM_CACHE")]
     pub cache_dir: Option<PathBuf>,
+    /// The artifact cache's size budget (bytes, K/M/G suffixes): after the fetches the least
+    /// recently used entries go until it fits (never one a boot is using).
+    #[arg(long, env = "BOOTFARM_CACHE_MAX", default_value = "3G", value_parser = parse_size)]
+    pub cache_max: u64,
     /// Directory holding the qemu-system-* binaries [default: PATH].
     #[arg(long, env = "BOOTFARM_QEMU_DIR")]
     pub qemu_binary_dir: Option<PathBuf>,
@@ -243,12 +247,13 @@ impl BootArgs {
         })?;
         let settings = RunnerSettings {
             cache_dir: self.cache_dir.clone().or_else(default_cache_dir),
+            cache_max: Some(self.cache_max),
             qemu_binary_dir: self.qemu_binary_dir.clone(),
             // A person's own boot: they may read whatever their user can.
             fetch_policy: FetchPolicy::Unrestricted,
+            console_limit: self.console_limit,
         };
         let mut req = request_from(&v, &settings);
-        req.console_limit = self.console_limit;
         req.console_out = match &self.log {
             Some(p) => ConsoleOut::File(p.clone()),
             None => ConsoleOut::Stderr,

@@ -8,7 +8,7 @@ pub mod artifacts;
 pub mod boot;
 pub mod classify;
 pub mod cli;
-pub mod console;
+pub mod console_sink;
 pub mod host;
 pub mod output;
 pub mod qemu;

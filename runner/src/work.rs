@@ -44,6 +44,16 @@ pub struct WorkArgs {
     /// Artifact cache and host KVM verdict [default: $BOOTFARM_CACHE, /var/cache/bootfarm for root, else ~/.cache/bootfarm].
     #[arg(long, env = "BOOTFARM_CACHE")]
     pub cache_dir: Option<PathBuf>,
+    /// The artifact cache's size budget (bytes, K/M/G suffixes): after each job's fetches the
+    /// least recently used entries go until it fits (never one a boot is using). Keep it below
+    /// the cache volume's size.
+    #[arg(
+        long,
+        env = "BOOTFARM_CACHE_MAX",
+        default_value = "3G",
+        value_parser = crate::cli::parse_size
+    )]
+    pub cache_max: u64,
     /// Directory holding the qemu-system-* binaries [default: PATH].
     #[arg(long, env = "BOOTFARM_QEMU_DIR")]
     pub qemu_binary_dir: Option<PathBuf>,
@@ -86,6 +96,15 @@ pub struct WorkArgs {
         value_parser = parse_cidr
     )]
     pub deny_artifact_net: Vec<ipnet::IpNet>,
+    /// Cap of each job's console log (bytes, K/M/G suffixes): its head and tail are kept and a
+    /// marker says what was left out. Keep it at most the operator's own `--console-limit`.
+    #[arg(
+        long,
+        env = "BOOTFARM_CONSOLE_LIMIT",
+        default_value = "16M",
+        value_parser = crate::cli::parse_size
+    )]
+    pub console_limit: u64,
 }
 
 fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
@@ -170,8 +189,10 @@ pub async fn run(args: WorkArgs) -> anyhow::Result<i32> {
     let fetch_policy = FetchPolicy::farm(&args.allow_local_artifacts, net)?;
     let settings = RunnerSettings {
         cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
+        cache_max: Some(args.cache_max),
         qemu_binary_dir: args.qemu_binary_dir.clone(),
         fetch_policy,
+        console_limit: args.console_limit,
     };
     let shutdown = shutdown_signal()?;
     let idle_exit = args.idle_exit.map(Duration::from_secs);
@@ -259,8 +280,12 @@ async fn run_job(
     };
 
     let cancel = CancellationToken::new();
-    let (console, shipper) =
-        shipper::Shipper::start(client.clone(), name.clone(), job.lease_id.clone());
+    let (console, shipper) = shipper::Shipper::start(
+        client.clone(),
+        name.clone(),
+        job.lease_id.clone(),
+        shipper::buffer_for(request.console_limit),
+    );
     let hooks = BootHooks {
         console: Some(console),
         cancel: cancel.clone(),
@@ -290,14 +315,16 @@ async fn run_job(
         })
     };
 
-    let result = run_boot(request, hooks).await;
+    let mut result = run_boot(request, hooks).await;
     beat.abort();
     on_shutdown.abort();
     let stop = *stop_rx.borrow_and_update();
-    let lost = shipper.finish(CONSOLE_DRAIN).await;
-    if lost > 0 {
-        tracing::warn!(job = %name, bytes = lost, "Part of the console never reached the operator");
+    let shipped = shipper.finish(CONSOLE_DRAIN).await;
+    if shipped.lost > 0 {
+        tracing::warn!(job = %name, bytes = shipped.lost, "Part of the console never reached the operator");
     }
+    // The operator's copy is what `console.truncated` describes.
+    result.console.truncated |= shipped.cut;
     match stop {
         Some(Stop::Canceled) => tracing::info!(job = %name, "Job canceled; boot stopped"),
         Some(Stop::Lost) => tracing::warn!(job = %name, "Lease lost; boot stopped, result dropped"),

@@ -543,6 +543,70 @@ fn a_flooding_guest_gets_a_bounded_log() {
     );
 }
 
+/// A guest that floods well past the limit and then panics: the stored log keeps the head,
+/// one marker, and a tail that ends with the panic; offline, `classify` reads the cut log as the
+/// live run did (a panic, truncated) and makes nothing of the marker.
+#[test]
+fn a_guest_that_floods_then_panics_keeps_the_panic_at_the_end_of_its_log() {
+    let dir = fixtures();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &f(&dir, "x86_64/kernel"),
+            "--initrd",
+            &f(&dir, "x86_64/initrd-shell.cpio.gz"),
+            "--accel",
+            "tcg",
+            "--boot-timeout",
+            BOOT_TIMEOUT,
+            "--console-limit",
+            "64K",
+            "--command",
+            "yes 'bootfarm: flood 0123456789 abcdefghijklmnopqrstuvwxyz' | head -c 400000; \
+             echo c > /proc/sysrq-trigger",
+        ],
+        Duration::from_secs(240),
+    );
+    assert_eq!(run.json["reason"], "panic", "{:#}", run.json);
+    let console = &run.json["console"];
+    assert_eq!(console["truncated"], true, "{console}");
+    assert!(console["bytes"].as_u64().unwrap() > 400_000, "{console}");
+    assert!(run.log.len() <= 64 * 1024 + 512, "{}", run.log.len());
+    assert!(run.log.contains("Linux version"), "the head is kept");
+    assert_eq!(run.log.matches("bytes omitted by the runner]").count(), 1);
+    let panic_at = run
+        .log
+        .rfind("Kernel panic - not syncing")
+        .expect("the panic is kept");
+    assert!(
+        !run.log[panic_at..].contains("bootfarm: flood"),
+        "the log ends with the panic"
+    );
+
+    let mut saved = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut saved, &run.raw_log).unwrap();
+    let out = Command::new(RUNNER)
+        .arg("classify")
+        .arg(saved.path())
+        .output()
+        .unwrap();
+    let offline: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in ["result", "reason", "stage", "kernel_version"] {
+        assert_eq!(offline[field], run.json[field], "{field}: {offline:#}");
+    }
+    assert_eq!(offline["console"]["truncated"], true);
+    assert!(
+        offline["issues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| !i["excerpt"].as_str().unwrap_or("").contains("[bootfarm:")),
+        "{offline:#}"
+    );
+}
+
 /// QEMU children of `pid` (any of its threads).
 fn qemu_children(pid: u32) -> Vec<u32> {
     let mut kids = Vec::new();

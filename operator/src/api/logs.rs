@@ -2,18 +2,22 @@
 //! (memory stays flat whatever the log's size and the number of readers), with `Range` for
 //! pieces of it (`bytes=a-b`, `bytes=a-`, `bytes=-n`), and `?follow=true` to keep streaming
 //! new bytes until the job ends (from the range's start when one is given).
+//!
+//! The log served is the stored head, the cut marker when the tail rolled, and the tail
+//! ([`crate::files::stored_log`]), as they were when the request came: a whole response is one
+//! consistent log. A follower reads by stream position, so a tail rolling under it costs it a
+//! marker, never repeated or misplaced bytes.
 
 use super::error::ApiError;
 use super::jobs::find;
 use super::AppState;
+use crate::files::{LogChunk, LogView};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use std::io::SeekFrom;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// How often a followed log is polled for new bytes.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -92,29 +96,19 @@ pub async fn log(
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let job = find(&state, &name).await?;
-    let path = state
-        .files
-        .log_path(&name)
-        .map_err(|e| ApiError::internal(format!("log of {name}: {e}")))?;
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(ApiError::internal(format!("opening log of {name}: {e}"))),
-    };
-    let len = match &file {
-        Some(f) => f
-            .metadata()
-            .await
-            .map_err(|e| ApiError::internal(format!("log of {name}: {e}")))?
-            .len(),
-        None => 0,
-    };
+    let files = state.files.clone();
+    let lookup = name.clone();
+    let view = tokio::task::spawn_blocking(move || files.open_log(&lookup))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::internal(format!("opening log of {name}: {e}")))?;
+    let len = view.len();
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(v) => parse_range(v, len)?,
         None => None,
     };
     if q.follow && !crate::queue::phase(&job).is_finished() {
-        let from = range.map_or(0, |r| r.start);
+        let from = view.layout().position(range.map_or(0, |r| r.start));
         let stream = follow(state, name, from);
         return Ok(text_response(
             StatusCode::OK,
@@ -122,25 +116,51 @@ pub async fn log(
             Body::from_stream(stream),
         ));
     }
-    let Some(mut file) = file else {
-        return Ok(text_response(StatusCode::OK, Some(0), Body::empty()));
-    };
     let (status, start, count) = match range {
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.start, r.end - r.start + 1),
         None => (StatusCode::OK, 0, len),
     };
-    file.seek(SeekFrom::Start(start))
-        .await
-        .map_err(|e| ApiError::internal(format!("log of {name}: {e}")))?;
-    let reader = file.take(count);
-    let stream = tokio_util::io::ReaderStream::with_capacity(reader, CHUNK);
-    let mut resp = text_response(status, Some(count), Body::from_stream(stream));
+    let body = if count == 0 {
+        Body::empty()
+    } else {
+        Body::from_stream(serve(std::sync::Arc::new(view), start, count))
+    };
+    let mut resp = text_response(status, Some(count), body);
     if let Some(r) = range {
         if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{len}", r.start, r.end)) {
             resp.headers_mut().insert(header::CONTENT_RANGE, v);
         }
     }
     Ok(resp)
+}
+
+/// `count` bytes of an opened log from `start`, read [`CHUNK`] at a time as the client takes them.
+fn serve(
+    view: std::sync::Arc<LogView>,
+    start: u64,
+    count: u64,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
+    futures::stream::try_unfold((start, count), move |(at, left)| {
+        let view = view.clone();
+        async move {
+            if left == 0 {
+                return Ok(None);
+            }
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(CHUNK);
+            let data = tokio::task::spawn_blocking(move || view.read_at(at, want))
+                .await
+                .map_err(std::io::Error::other)??;
+            if data.is_empty() {
+                // Shorter than it was when opened: end early rather than promise more.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "log shorter than announced",
+                ));
+            }
+            let n = data.len() as u64;
+            Ok(Some((bytes::Bytes::from(data), (at + n, left - n))))
+        }
+    })
 }
 
 fn text_response(status: StatusCode, len: Option<u64>, body: Body) -> Response {
@@ -160,25 +180,27 @@ fn text_response(status: StatusCode, len: Option<u64>, body: Body) -> Response {
 struct Follow {
     state: AppState,
     name: String,
-    offset: u64,
+    /// The stream position read next.
+    position: u64,
     deadline: tokio::time::Instant,
     /// The job finished: one last read drains what the runner wrote before the end.
     last_read: bool,
     done: bool,
 }
 
-/// Streams the log from `offset`, then new bytes as they arrive, until the job finishes, the
-/// job disappears, or `follow_limit` passes. Dropping the stream (client gone) stops the polling.
+/// Streams the log from stream position `position`, then new bytes as they arrive, until the job
+/// finishes, the job disappears, or `follow_limit` passes. Dropping the stream (client gone)
+/// stops the polling.
 fn follow(
     state: AppState,
     name: String,
-    offset: u64,
+    position: u64,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
     let deadline = tokio::time::Instant::now() + state.follow_limit;
     let start = Follow {
         state,
         name,
-        offset,
+        position,
         deadline,
         last_read: false,
         done: false,
@@ -188,16 +210,16 @@ fn follow(
             if f.done {
                 return None;
             }
-            let chunk = match read_at(&f.state, &f.name, f.offset).await {
+            let chunk = match read_from(&f.state, &f.name, f.position).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(job = %f.name, error = %e, "Following log failed");
                     return None;
                 }
             };
-            if !chunk.is_empty() {
-                f.offset += chunk.len() as u64;
-                return Some((Ok(bytes::Bytes::from(chunk)), f));
+            f.position = chunk.next_offset;
+            if !chunk.data.is_empty() {
+                return Some((Ok(bytes::Bytes::from(chunk.data)), f));
             }
             if f.last_read
                 || tokio::time::Instant::now() >= f.deadline
@@ -226,14 +248,14 @@ fn follow(
     })
 }
 
-/// At most [`CHUNK`] bytes of the log from `offset`; an absent log reads as empty.
-async fn read_at(state: &AppState, name: &str, offset: u64) -> Result<Vec<u8>, String> {
+/// At most [`CHUNK`] bytes of the log from stream position `position`; an absent log reads as
+/// empty.
+async fn read_from(state: &AppState, name: &str, position: u64) -> Result<LogChunk, String> {
     let files = state.files.clone();
     let name = name.to_owned();
-    tokio::task::spawn_blocking(move || files.read_log(&name, offset, CHUNK))
+    tokio::task::spawn_blocking(move || files.follow_log(&name, position, CHUNK))
         .await
         .map_err(|e| e.to_string())?
-        .map(|c| c.data)
         .map_err(|e| e.to_string())
 }
 

@@ -221,9 +221,11 @@ pub async fn append_log(
             q.lease_id
         )));
     }
-    state
-        .files
-        .append_log(&name, &bytes)
+    // A roll of the tail reads what it drops: off the async threads.
+    let (files, job_name) = (state.files.clone(), name.clone());
+    tokio::task::spawn_blocking(move || files.append_log(&job_name, &bytes))
+        .await
+        .map_err(ApiError::internal)?
         .map_err(|e| ApiError::internal(format!("appending log of {name}: {e}")))?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -254,6 +256,11 @@ pub async fn complete(
         ApiError::invalid(field, message)
     })?;
     bootfarm_core::result::check::bound(&mut body.result);
+    // `console.truncated` describes the stored log: true too when this operator cut it.
+    let (files, job_name) = (state.files.clone(), name.clone());
+    if let Ok(Ok(true)) = tokio::task::spawn_blocking(move || files.log_cut(&job_name)).await {
+        body.result.console.truncated = true;
+    }
     // The document goes to disk first (a full disk refuses it before anything is recorded, and
     // the runner retries); it is put in place only once the store has recorded the verdict.
     let files = state.files.clone();

@@ -71,6 +71,8 @@ pub struct RunArgs {
     pub runner_image: String,
     #[command(flatten)]
     pub artifacts: crate::admission::ArtifactAccessArgs,
+    #[command(flatten)]
+    pub console: crate::files::ConsoleArgs,
     /// The Secret with the runner token (key `token`), for the built-in pod template.
     #[arg(
         long,
@@ -135,7 +137,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
 
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
-    let files = JobFiles::new(&args.data_dir);
+    let files = JobFiles::new(&args.data_dir).with_log_cap(args.console.console_limit);
     let (metrics, _registry) = Metrics::new();
     let metrics = Arc::new(metrics);
     let activity = Arc::new(RunnerActivity::default());
@@ -153,7 +155,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         Some(path) => PodSettings::from_template_file(path, &server_url, &args.runner_image)?,
         None => PodSettings::builtin(&server_url, &args.runner_image, &args.runner_token_secret),
     };
-    pod_settings.extra_env = args.artifacts.runner_env();
+    pod_settings.extra_env = [args.artifacts.runner_env(), args.console.runner_env()].concat();
     let local_artifacts = args
         .artifacts
         .local()

@@ -61,6 +61,8 @@ pub struct StandaloneArgs {
     pub runner_bin: Option<PathBuf>,
     #[command(flatten)]
     pub artifacts: ArtifactAccessArgs,
+    #[command(flatten)]
+    pub console: crate::files::ConsoleArgs,
     /// When started as root: the unprivileged user runners and QEMU run as (created when
     /// missing). `root` keeps them root (not recommended: a job's author then owns the machine).
     #[arg(long, env = "BOOTFARM_RUNNER_USER", default_value = identity::DEFAULT_USER)]
@@ -166,7 +168,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     for job in &requeued {
         tracing::info!(job = %job.name, attempts = job.attempts, requeued = job.requeued, "Requeued a job left running by the previous operator");
     }
-    let files = JobFiles::new(&args.data_dir);
+    let files = JobFiles::new(&args.data_dir).with_log_cap(args.console.console_limit);
     let (metrics, _registry) = Metrics::new();
     let metrics = Arc::new(metrics);
     let sqlite = Arc::new(store.with_metrics(metrics.clone()));
@@ -233,7 +235,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             log_dir: args.data_dir.join("runners"),
             max_runners: args.max_runners(),
             idle_timeout: Duration::from_secs(args.idle_timeout),
-            runner_env: args.artifacts.runner_env(),
+            runner_env: [args.artifacts.runner_env(), args.console.runner_env()].concat(),
             identity,
         },
         sqlite,

@@ -66,9 +66,18 @@ pub fn app_with_tokens() -> App {
     ]))
 }
 
+/// An app whose stored console logs are capped at `limit` bytes.
+pub fn app_with_console_limit(limit: u64) -> App {
+    build_with(Tokens::disabled(), limit)
+}
+
 fn build(tokens: Tokens) -> App {
+    build_with(tokens, bootfarm_core::console_cap::DEFAULT_FARM_LIMIT)
+}
+
+fn build_with(tokens: Tokens, console_limit: u64) -> App {
     let dir = tempfile::tempdir().unwrap();
-    let files = JobFiles::new(dir.path());
+    let files = JobFiles::new(dir.path()).with_log_cap(console_limit);
     let (metrics, _registry) = Metrics::new();
     let metrics = Arc::new(metrics);
     let store = SqliteStore::open(dir.path())

@@ -111,6 +111,7 @@ mod tests {
                 size: 12,
             },
             decompressed: false,
+            in_use: crate::artifacts::InUse::none(),
         };
         let boot = dir.path().join("boot");
         let a = per_boot_copy(&fetched, &boot).unwrap();
@@ -138,6 +139,7 @@ mod tests {
                 size: 0,
             },
             decompressed: false,
+            in_use: crate::artifacts::InUse::none(),
         };
         let err = per_boot_copy(&fetched, &dir.path().join("boot")).unwrap_err();
         assert_eq!(err.kind(), "artifact_missing", "{err}");

@@ -16,6 +16,8 @@
 //! - A `sha256` names the bytes as fetched (e.g. the `.gz` file); the decompressed bytes' digest
 //!   is accepted too. [`Fetched::info`] always reports the fetched bytes.
 //! - Returned paths are read-only originals: boot from [`per_boot_copy`] or with `snapshot=on`.
+//! - The cache keeps to a size budget ([`ArtifactCache::fit`]): least recently used entries go
+//!   first, never one being fetched or held by a boot ([`Fetched::in_use`]), in any process.
 
 mod boot_copy;
 mod cache;
@@ -35,11 +37,15 @@ mod tests;
 use std::time::Duration;
 
 pub use boot_copy::per_boot_copy;
-pub use cache::{ArtifactCache, Fetched, PruneReport};
+pub use cache::{ArtifactCache, Fetched, InUse, PruneReport};
 pub use decompress::Codec;
 pub use error::ArtifactError;
 pub use policy::{FetchPolicy, PolicyError};
 pub use source::{parse as parse_source, Source};
+
+/// The cache's default size budget: below the runner pod's cache volume (4 GiB in the chart),
+/// with room left for a download in progress.
+pub const DEFAULT_CACHE_MAX: u64 = 3 << 30;
 
 /// Bounds on every fetch. Every wait is bounded: connect, each read, the whole download.
 #[derive(Debug, Clone, PartialEq, Eq)]

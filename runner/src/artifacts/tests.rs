@@ -745,40 +745,51 @@ async fn prune_removes_least_recently_used_entries_but_not_ones_in_use() {
     let server = TestServer::start().await;
     let (_dir, cache) = cache_with(limits());
     let mut fetched = Vec::new();
-    for path in ["/a", "/b", "/c"] {
+    for path in ["/a", "/b", "/c", "/d"] {
         let url = server.route(path, Reply::Bytes(sample(100_000)));
-        fetched.push((
-            path,
-            url.clone(),
-            cache.fetch("kernel", &url, None).await.unwrap(),
-        ));
+        let f = cache.fetch("kernel", &url, None).await.unwrap();
+        fetched.push((url, f.path.clone(), f));
         std::thread::sleep(Duration::from_millis(20)); // distinct last-use times
     }
     // Use /a again: now /b is the least recently used.
-    cache.fetch("kernel", &fetched[0].1, None).await.unwrap();
-    // /c is in use by "another process": its lock is held.
+    let again = cache.fetch("kernel", &fetched[0].0, None).await.unwrap();
+    drop(again);
+    // /c is being fetched by "another process": its fetch lock is held.
     let lock_name = format!(
         "{}.lock",
-        fetched[2].2.path.file_name().unwrap().to_string_lossy()
+        fetched[2].1.file_name().unwrap().to_string_lossy()
     );
     let held = fs::File::open(cache.dir().join("locks").join(lock_name)).unwrap();
+    // /d is in use by a boot: its `Fetched` lives.
+    let in_use = fetched.pop().unwrap().2;
+    for f in &mut fetched {
+        f.2 = Fetched {
+            in_use: InUse::none(),
+            ..f.2.clone()
+        };
+    }
     assert!(fs4::fs_std::FileExt::try_lock_exclusive(&held).unwrap());
 
-    let report = cache.prune(250_000).unwrap();
+    let report = cache.prune(350_000).unwrap();
     assert_eq!(report.removed, 1);
-    assert!(!fetched[1].2.path.exists(), "/b was least recently used");
-    assert!(fetched[0].2.path.exists() && fetched[2].2.path.exists());
+    assert!(!fetched[1].1.exists(), "/b was least recently used");
+    assert!(fetched[0].1.exists() && fetched[2].1.exists() && in_use.path.exists());
 
     let report = cache.prune(0).unwrap();
-    assert_eq!(report.removed, 1, "/a goes, /c is locked");
-    assert!(fetched[2].2.path.exists());
-    assert!(report.kept_bytes > 100_000);
+    assert_eq!(
+        report.removed, 1,
+        "/a goes, /c is being fetched, /d is in use"
+    );
+    assert!(fetched[2].1.exists() && in_use.path.exists());
+    assert!(report.kept_bytes > 200_000);
 
     drop(held);
+    assert_eq!(cache.prune(0).unwrap().removed, 1, "/c goes, /d is in use");
+    drop(in_use);
     assert_eq!(cache.prune(0).unwrap().kept_bytes, 0);
     assert_eq!(files_in(&cache, "objects"), Vec::<String>::new());
     // A pruned entry is simply fetched again.
-    cache.fetch("kernel", &fetched[1].1, None).await.unwrap();
+    cache.fetch("kernel", &fetched[1].0, None).await.unwrap();
     assert_eq!(server.hits("/b"), 2);
 }
 

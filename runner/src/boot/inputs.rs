@@ -2,7 +2,7 @@
 //! initramfs pieces (initrd, cpio rootfs, cpio modules) concatenated, the QEMU binary found.
 
 use super::{ArtifactSource, BootRequest};
-use crate::artifacts::{ArtifactCache, ArtifactError, Limits};
+use crate::artifacts::{ArtifactCache, ArtifactError, InUse, Limits};
 use crate::qemu::profile::{disk_format, is_cpio_name, DiskImage, Profile};
 use bootfarm_core::result::ArtifactInfo;
 use std::collections::BTreeMap;
@@ -39,6 +39,8 @@ pub struct Inputs {
     pub rootfs: Option<DiskImage>,
     pub dtb: Option<PathBuf>,
     pub artifacts: BTreeMap<String, ArtifactInfo>,
+    /// Keeps the cache entries above from being pruned while the boot uses them.
+    pub held: Vec<InUse>,
 }
 
 /// The default cache directory: `$BOOTFARM_CACHE`, else `/var/cache/bootfarm` for root, else
@@ -54,15 +56,15 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         None => work_dir.join("artifacts"),
     };
     let cache = ArtifactCache::with_policy(cache_dir, Limits::default(), req.fetch_policy.clone())?;
-    let mut artifacts = BTreeMap::new();
-    let kernel = get(&cache, &mut artifacts, "kernel", &req.kernel).await?;
+    let mut got = Got::default();
+    let kernel = got.fetch(&cache, "kernel", &req.kernel).await?;
     let mut ramdisk_parts = Vec::new();
     if let Some(src) = &req.initrd {
-        ramdisk_parts.push(get(&cache, &mut artifacts, "initrd", src).await?);
+        ramdisk_parts.push(got.fetch(&cache, "initrd", src).await?);
     }
     let mut rootfs = None;
     if let Some(src) = &req.rootfs {
-        let path = get(&cache, &mut artifacts, "rootfs", src).await?;
+        let path = got.fetch(&cache, "rootfs", src).await?;
         if is_cpio_name(&src.source) {
             ramdisk_parts.push(path);
         } else {
@@ -71,7 +73,7 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         }
     }
     if let Some(src) = &req.modules {
-        let path = get(&cache, &mut artifacts, "modules", src).await?;
+        let path = got.fetch(&cache, "modules", src).await?;
         if !is_cpio_name(&src.source) {
             return Err(InfraError::new(
                 "artifact_unreadable",
@@ -84,7 +86,7 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         ramdisk_parts.push(path);
     }
     let dtb = match &req.dtb {
-        Some(src) => Some(get(&cache, &mut artifacts, "dtb", src).await?),
+        Some(src) => Some(got.fetch(&cache, "dtb", src).await?),
         None => None,
     };
     let initrd = match ramdisk_parts.len() {
@@ -96,26 +98,43 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
             &work_dir.join("initramfs.cpio"),
         )?),
     };
+    // This boot's entries are held: only others' can go.
+    if let (Some(budget), Some(_)) = (req.cache_max, &req.cache_dir) {
+        if let Err(e) = cache.fit(budget).await {
+            tracing::warn!(error = %e, budget, "Could not prune the artifact cache");
+        }
+    }
     Ok(Inputs {
         kernel,
         initrd,
         rootfs,
         dtb,
-        artifacts,
+        artifacts: got.artifacts,
+        held: got.held,
     })
 }
 
-async fn get(
-    cache: &ArtifactCache,
-    artifacts: &mut BTreeMap<String, ArtifactInfo>,
-    name: &str,
-    src: &ArtifactSource,
-) -> Result<PathBuf, InfraError> {
-    let f = cache
-        .fetch(name, &src.source, src.sha256.as_deref())
-        .await?;
-    artifacts.insert(name.to_string(), f.info);
-    Ok(f.path)
+/// What the fetches so far gave.
+#[derive(Default)]
+struct Got {
+    artifacts: BTreeMap<String, ArtifactInfo>,
+    held: Vec<InUse>,
+}
+
+impl Got {
+    async fn fetch(
+        &mut self,
+        cache: &ArtifactCache,
+        name: &str,
+        src: &ArtifactSource,
+    ) -> Result<PathBuf, InfraError> {
+        let f = cache
+            .fetch(name, &src.source, src.sha256.as_deref())
+            .await?;
+        self.artifacts.insert(name.to_string(), f.info);
+        self.held.push(f.in_use);
+        Ok(f.path)
+    }
 }
 
 fn read_magic(path: &Path) -> Result<Vec<u8>, InfraError> {
@@ -230,5 +249,63 @@ mod tests {
         };
         let got = fetch_all(&req, w).await.unwrap();
         assert_eq!(got.rootfs.unwrap().format, "qcow2");
+    }
+
+    /// Bytes of the cache's entries (data and metadata).
+    fn cache_bytes(cache: &Path) -> u64 {
+        std::fs::read_dir(cache.join("artifacts/objects"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn the_cache_keeps_to_its_budget_over_many_artifacts_and_spares_those_in_use() {
+        use crate::artifacts::FetchPolicy;
+        let dir = tempfile::tempdir().unwrap();
+        let w = dir.path().to_path_buf();
+        let budget = 500_000;
+        let policy = FetchPolicy::farm(
+            std::slice::from_ref(&w),
+            bootfarm_core::netpolicy::NetPolicy::default(),
+        )
+        .unwrap();
+        // Distinct contents: each boot brings new entries (in the farm, local files are copied
+        // into the cache).
+        let boot = |i: u32| {
+            let src = |kind: &str| {
+                let p = w.join(format!("{kind}-{i}"));
+                std::fs::write(&p, format!("{kind} {i} ").repeat(10_000)).unwrap();
+                Some(ArtifactSource::new(p.display().to_string()))
+            };
+            BootRequest {
+                kernel: src("kernel").unwrap(),
+                initrd: src("initrd"),
+                cache_dir: Some(w.join("cache")),
+                cache_max: Some(budget),
+                fetch_policy: policy.clone(),
+                ..BootRequest::default()
+            }
+        };
+        let work = w.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        // A long boot: its artifacts stay whatever the boots after it bring.
+        let long = fetch_all(&boot(0), &work).await.unwrap();
+        for i in 1..30 {
+            let got = fetch_all(&boot(i), &work).await.unwrap();
+            let used = cache_bytes(&w.join("cache"));
+            assert!(used <= budget, "boot {i}: {used} bytes in the cache");
+            assert!(got.kernel.exists() && got.initrd.as_ref().is_some_and(|p| p.exists()));
+            assert!(long.kernel.exists(), "boot {i} pruned an entry in use");
+        }
+        let kernel = long.kernel.clone();
+        drop(long);
+        fetch_all(&boot(30), &work).await.unwrap();
+        fetch_all(&boot(31), &work).await.unwrap();
+        assert!(!kernel.exists(), "once unused, the oldest entries go");
     }
 }

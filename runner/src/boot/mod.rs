@@ -12,11 +12,16 @@
 //! `hooks.console` (the same capped stream: head, cut marker, tail). Cancelling `hooks.cancel`
 //! kills QEMU and returns error kind `interrupted`. No QEMU outlives the call.
 //!
-//! Steps: `inputs` fetches the artifacts, `accel` picks KVM or TCG, `run` drives QEMU over QMP
-//! and the console socket until the verdict is known.
+//! Phases, each a type ([`run`]): `prepare` (artifacts through `inputs`, the accelerator from
+//! `accel`, QEMU's command line) → `start` (QEMU paused, sockets connected) → `running` (the
+//! guest watched by `watch` until the verdict is known) → finished.
 
 mod inputs;
+mod prepare;
 mod run;
+mod running;
+mod start;
+mod watch;
 
 pub use inputs::default_cache_dir;
 
@@ -95,6 +100,8 @@ pub struct BootRequest {
     pub commands: Vec<String>,
     /// Artifact cache and the host's KVM verdict live here; None: no caching of either.
     pub cache_dir: Option<PathBuf>,
+    /// The artifact cache's size budget, kept after each boot's fetches; None: unbounded.
+    pub cache_max: Option<u64>,
     /// Where the `qemu-system-*` binaries are; None: PATH.
     pub qemu_binary_dir: Option<PathBuf>,
     /// What artifacts may be fetched from: anything (by hand) or the farm's rules.
@@ -119,12 +126,13 @@ impl Default for BootRequest {
             expect: Expect::Auto,
             timeout: bootfarm_core::spec::validate::DEFAULT_TOTAL_TIMEOUT,
             boot_timeout: bootfarm_core::spec::validate::DEFAULT_BOOT_TIMEOUT,
-            console_limit: crate::console::DEFAULT_LIMIT,
+            console_limit: bootfarm_core::console_cap::DEFAULT_BOOT_LIMIT,
             console_out: ConsoleOut::Discard,
             classifier: ClassifierConfig::default(),
             login: None,
             commands: Vec::new(),
             cache_dir: None,
+            cache_max: Some(crate::artifacts::DEFAULT_CACHE_MAX),
             qemu_binary_dir: None,
             fetch_policy: FetchPolicy::Unrestricted,
         }

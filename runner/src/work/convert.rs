@@ -12,12 +12,16 @@ use bootfarm_core::spec::{validate, Artifact, BootJobSpec, ValidatedSpec};
 use std::path::PathBuf;
 
 /// Per-runner settings that are not the job's business.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunnerSettings {
     pub cache_dir: Option<PathBuf>,
+    /// The artifact cache's size budget.
+    pub cache_max: Option<u64>,
     pub qemu_binary_dir: Option<PathBuf>,
     /// What this runner may fetch (the farm's rules for `work`).
     pub fetch_policy: FetchPolicy,
+    /// Cap of each job's console log.
+    pub console_limit: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +35,18 @@ fn source(a: &Artifact) -> ArtifactSource {
     ArtifactSource {
         source: a.source.clone(),
         sha256: a.sha256.clone(),
+    }
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        RunnerSettings {
+            cache_dir: None,
+            cache_max: Some(crate::artifacts::DEFAULT_CACHE_MAX),
+            qemu_binary_dir: None,
+            fetch_policy: FetchPolicy::default(),
+            console_limit: bootfarm_core::console_cap::DEFAULT_FARM_LIMIT,
+        }
     }
 }
 
@@ -52,7 +68,6 @@ pub fn to_request(
 
 /// The boot of a validated spec, with this runner's settings.
 pub fn request_from(v: &ValidatedSpec, settings: &RunnerSettings) -> BootRequest {
-    let defaults = BootRequest::default();
     BootRequest {
         arch: v.arch,
         kernel: source(&v.kernel),
@@ -69,13 +84,14 @@ pub fn request_from(v: &ValidatedSpec, settings: &RunnerSettings) -> BootRequest
         expect: v.expect,
         timeout: v.total_timeout,
         boot_timeout: v.boot_timeout,
-        console_limit: defaults.console_limit,
+        console_limit: settings.console_limit,
         // The console goes to the operator through the hook only.
         console_out: ConsoleOut::Discard,
         classifier: v.classifier.clone(),
         login: v.login.clone(),
         commands: v.commands.clone(),
         cache_dir: settings.cache_dir.clone(),
+        cache_max: settings.cache_max,
         qemu_binary_dir: settings.qemu_binary_dir.clone(),
         fetch_policy: settings.fetch_policy.clone(),
     }

@@ -3,20 +3,23 @@
 //! `run_boot` pushes console bytes into a channel and would block the guest if nobody read it;
 //! a collector drains the channel at once into a bounded buffer, and a poster sends the buffer
 //! in batches. When the operator is slower than the guest (a flooding console, a congested
-//! network), the buffer drops its OLDEST unsent bytes and leaves a marker in their place.
-//! Why drop rather than push back: backpressure would stall QEMU's serial output and change
-//! the boot under test (timeouts, soft lockups); and the newest output is what explains the
-//! verdict (a panic's trace comes last). The complete verdict travels in the result document
-//! anyway, and the operator caps stored logs too.
+//! network) the buffer follows the one console-log policy ([`bootfarm_core::console_cap`]): it
+//! keeps its oldest unsent bytes (they continue what was sent) and its newest (a panic's trace
+//! comes last), drops the middle and sends a marker in its place. Why drop rather than push
+//! back: backpressure would stall QEMU's serial output and change the boot under test
+//! (timeouts, soft lockups). The buffer holds a whole log of the runner's limit, so the tail
+//! the runner sends when the boot ends is never cut here while the operator keeps up.
 
 use super::client::{Client, ClientError};
+use bootfarm_core::console_cap::marker::{self, Layer};
+use bootfarm_core::console_cap::{Cap, MarkerFilter, Tail};
 use bytes::{Bytes, BytesMut};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
-/// Unsent console kept in memory at most.
-pub const BUFFER_CAP: usize = 4 << 20;
+/// The smallest upload buffer, whatever the runner's console limit.
+pub const MIN_BUFFER: u64 = 4 << 20;
 /// Largest single POST.
 const BATCH_MAX: usize = 256 << 10;
 /// Batching window: small chunks are gathered for this long.
@@ -24,58 +27,132 @@ const BATCH_WINDOW: Duration = Duration::from_millis(250);
 /// Attempts per batch before it is given up (and marked as lost).
 const POST_ATTEMPTS: u32 = 3;
 
-#[derive(Default)]
+/// The upload buffer for a runner whose stored log is capped at `console_limit`.
+pub fn buffer_for(console_limit: u64) -> u64 {
+    console_limit.max(MIN_BUFFER) + marker::MAX_LINE as u64
+}
+
+/// What reached the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Shipped {
+    /// Part of the console is missing from the operator's copy (cut here, lost, or unsent).
+    pub cut: bool,
+    /// Bytes of batches given up.
+    pub lost: u64,
+}
+
 struct Pending {
-    buf: BytesMut,
-    /// Bytes dropped since the last marker was written.
-    dropped: u64,
+    cap: Cap,
+    /// Unsent bytes, oldest first; they continue what was sent.
+    front: BytesMut,
+    /// Once the buffer overflowed: its newest bytes (the ones before them were dropped).
+    gap: Option<Tail>,
+    /// Console bytes left out and not yet marked; `mark_due` when a marker must go first.
+    unmarked: u64,
+    mark_due: bool,
+    /// The last byte the operator has, so a marker starts a line.
+    last_delivered: Option<u8>,
+    /// A marker was sent.
+    marked: bool,
     closed: bool,
 }
 
 impl Pending {
-    fn push(&mut self, data: &[u8]) {
-        self.flush_marker_if_room();
-        self.buf.extend_from_slice(data);
-        if self.buf.len() > BUFFER_CAP {
-            let excess = self.buf.len() - BUFFER_CAP;
-            let _ = self.buf.split_to(excess);
-            self.dropped += excess as u64;
+    fn new(buffer: u64) -> Pending {
+        Pending {
+            cap: Cap::new(buffer),
+            front: BytesMut::new(),
+            gap: None,
+            unmarked: 0,
+            mark_due: false,
+            last_delivered: None,
+            marked: false,
+            closed: false,
         }
     }
 
-    fn flush_marker_if_room(&mut self) {
-        if self.dropped > 0 {
-            let marker = format!(
-                "\n[bootfarm: {} bytes of console dropped: the operator was too slow]\n",
-                self.dropped
-            );
-            let mut fresh = BytesMut::from(marker.as_bytes());
-            fresh.extend_from_slice(&self.buf);
-            self.buf = fresh;
-            self.dropped = 0;
+    fn push(&mut self, data: &[u8]) {
+        if let Some(tail) = self.gap.as_mut() {
+            tail.push(data);
+            return;
         }
+        self.front.extend_from_slice(data);
+        if self.front.len() as u64 > self.cap.limit() {
+            let head = usize::try_from(self.cap.head).unwrap_or(usize::MAX);
+            let newer = self.front.split_off(head);
+            let mut tail = Tail::new(self.cap.tail);
+            tail.push(&newer);
+            self.gap = Some(tail);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.front.is_empty() && self.gap.as_ref().is_none_or(Tail::is_empty) && !self.mark_due
     }
 
     fn take_batch(&mut self) -> Option<Bytes> {
-        self.flush_marker_if_room();
-        if self.buf.is_empty() {
-            return None;
+        if self.front.is_empty() {
+            if let Some(mut tail) = self.gap.take() {
+                let kept = tail.take();
+                if kept.cut {
+                    self.unmarked += kept.omitted;
+                    self.mark_due = true;
+                }
+                self.front.extend_from_slice(&kept.bytes);
+            }
         }
-        let n = self.buf.len().min(BATCH_MAX);
-        Some(self.buf.split_to(n).freeze())
+        let mut batch = BytesMut::new();
+        if self.mark_due {
+            batch.extend_from_slice(&marker::render_after(
+                self.last_delivered,
+                self.unmarked,
+                Layer::Upload,
+            ));
+            self.mark_due = false;
+            self.unmarked = 0;
+            self.marked = true;
+        }
+        let n = self.front.len().min(BATCH_MAX);
+        batch.extend_from_slice(&self.front.split_to(n));
+        (!batch.is_empty()).then(|| batch.freeze())
+    }
+
+    fn delivered(&mut self, batch: &[u8]) {
+        if let Some(&b) = batch.last() {
+            self.last_delivered = Some(b);
+        }
+    }
+
+    /// A batch was given up: what it stood for is marked before the next one.
+    fn lost(&mut self, batch: &[u8]) {
+        let mut f = MarkerFilter::new();
+        f.feed(batch, &mut |_| {});
+        f.finish(&mut |_| {});
+        self.unmarked += f.represented();
+        self.mark_due = true;
+    }
+
+    fn cut(&self) -> bool {
+        self.marked || self.mark_due || self.gap.is_some()
     }
 }
 
 /// The sending end handed to `BootHooks::console`, and the task shipping what it receives.
 pub struct Shipper {
-    task: tokio::task::JoinHandle<u64>,
+    task: tokio::task::JoinHandle<Shipped>,
 }
 
 impl Shipper {
-    /// Starts shipping; returns the sender for `BootHooks::console`.
-    pub fn start(client: Client, name: String, lease_id: String) -> (mpsc::Sender<Bytes>, Shipper) {
+    /// Starts shipping through a buffer of `buffer` bytes ([`buffer_for`]); returns the sender
+    /// for `BootHooks::console`.
+    pub fn start(
+        client: Client,
+        name: String,
+        lease_id: String,
+        buffer: u64,
+    ) -> (mpsc::Sender<Bytes>, Shipper) {
         let (tx, mut rx) = mpsc::channel::<Bytes>(256);
-        let pending = Arc::new(Mutex::new(Pending::default()));
+        let pending = Arc::new(Mutex::new(Pending::new(buffer)));
         let wake = Arc::new(Notify::new());
         let (p, w) = (pending.clone(), wake.clone());
         // Collector: never waits on the network.
@@ -92,8 +169,12 @@ impl Shipper {
             loop {
                 let batch = lock(&pending).take_batch();
                 let Some(batch) = batch else {
-                    if lock(&pending).closed && lock(&pending).buf.is_empty() {
-                        return lost;
+                    let done = {
+                        let p = lock(&pending);
+                        (p.closed && p.is_empty()).then(|| Shipped { cut: p.cut(), lost })
+                    };
+                    if let Some(shipped) = done {
+                        return shipped;
                     }
                     wake.notified().await;
                     // Let small chunks gather into one request.
@@ -101,15 +182,18 @@ impl Shipper {
                     continue;
                 };
                 match post(&client, &name, &lease_id, batch.clone()).await {
-                    Ok(()) => {}
+                    Ok(()) => lock(&pending).delivered(&batch),
                     Err(ClientError::Stale(_)) => {
                         // Not our job any more: nothing else will be accepted.
-                        return lost + batch.len() as u64;
+                        return Shipped {
+                            cut: true,
+                            lost: lost + batch.len() as u64,
+                        };
                     }
                     Err(e) => {
                         tracing::warn!(job = %name, error = %e, bytes = batch.len(), "Console batch lost");
                         lost += batch.len() as u64;
-                        lock(&pending).dropped += batch.len() as u64;
+                        lock(&pending).lost(&batch);
                     }
                 }
             }
@@ -117,14 +201,14 @@ impl Shipper {
         (tx, Shipper { task })
     }
 
-    /// Waits (at most `bound`) until everything received was sent; returns bytes lost.
-    pub async fn finish(self, bound: Duration) -> u64 {
+    /// Waits (at most `bound`) until everything received was sent.
+    pub async fn finish(self, bound: Duration) -> Shipped {
         match tokio::time::timeout(bound, self.task).await {
-            Ok(Ok(lost)) => lost,
-            Ok(Err(_)) => 0,
+            Ok(Ok(shipped)) => shipped,
+            Ok(Err(_)) => Shipped { cut: true, lost: 0 },
             Err(_) => {
                 tracing::warn!("Console upload did not finish in time; the rest is dropped");
-                0
+                Shipped { cut: true, lost: 0 }
             }
         }
     }
@@ -159,27 +243,58 @@ async fn post(
 mod tests {
     use super::*;
 
-    #[test]
-    fn overflow_drops_the_oldest_and_marks_it() {
-        let mut p = Pending::default();
-        p.push(&vec![b'a'; BUFFER_CAP]);
-        p.push(b"newest");
-        assert_eq!(p.dropped, 6);
+    fn drain(p: &mut Pending) -> Vec<u8> {
         let mut all = Vec::new();
         while let Some(b) = p.take_batch() {
+            p.delivered(&b);
             all.extend_from_slice(&b);
         }
+        all
+    }
+
+    #[test]
+    fn overflow_keeps_the_oldest_and_the_newest_and_marks_the_middle() {
+        let mut p = Pending::new(8192);
+        let mut fed = 0u64;
+        for i in 0..2000 {
+            let line = format!("line {i}\n");
+            fed += line.len() as u64;
+            p.push(line.as_bytes());
+        }
+        assert!(p.cut());
+        let all = drain(&mut p);
         let text = String::from_utf8_lossy(&all);
-        assert!(
-            text.starts_with("\n[bootfarm: 6 bytes of console dropped"),
-            "{}",
-            &text[..80]
+        assert!(text.starts_with("line 0\nline 1\n"), "{}", &text[..80]);
+        assert!(text.ends_with("line 1998\nline 1999\n"));
+        assert_eq!(text.matches("bytes omitted by the upload]").count(), 1);
+        let mut f = MarkerFilter::new();
+        let mut shown = 0u64;
+        f.feed(&all, &mut |b| shown += b.len() as u64);
+        f.finish(&mut |b| shown += b.len() as u64);
+        assert!((fed..=fed + 1).contains(&(shown + f.omitted())), "{text}");
+        assert!(all.len() < 8192 + 100);
+    }
+
+    #[test]
+    fn a_lost_batch_is_marked_before_the_next_one() {
+        let mut p = Pending::new(1 << 20);
+        p.push(b"sent\n");
+        let first = p.take_batch().unwrap();
+        p.delivered(&first);
+        p.push(b"lost part");
+        let lost = p.take_batch().unwrap();
+        p.lost(&lost);
+        p.push(b"\nnext\n");
+        let next = p.take_batch().unwrap();
+        assert_eq!(
+            &next[..],
+            b"[bootfarm: console cut: 9 bytes omitted by the upload]\n\nnext\n"
         );
-        assert!(text.ends_with("newest"));
+        assert!(p.cut());
     }
 
     /// A console far faster than the operator: sending never stalls (the boot is never slowed),
-    /// the newest bytes arrive, and the gap is marked.
+    /// the oldest and the newest bytes arrive, and the gap is marked.
     #[tokio::test]
     async fn a_slow_operator_never_blocks_the_console() {
         use axum::routing::post;
@@ -201,14 +316,15 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let client = Client::new(&format!("http://{addr}"), None).unwrap();
-        let (tx, shipper) = Shipper::start(client, "job".into(), "lease".into());
+        let (tx, shipper) = Shipper::start(client, "job".into(), "lease".into(), MIN_BUFFER);
 
         let started = std::time::Instant::now();
+        tx.send(Bytes::from_static(b"THE START\n")).await.unwrap();
         let chunk = vec![b'.'; 64 << 10];
         for _ in 0..128 {
             tx.send(Bytes::from(chunk.clone())).await.unwrap();
         }
-        tx.send(Bytes::from_static(b"THE END\n")).await.unwrap();
+        tx.send(Bytes::from_static(b"\nTHE END\n")).await.unwrap();
         let sending = started.elapsed();
         drop(tx);
         assert!(
@@ -216,12 +332,17 @@ mod tests {
             "8 MiB took {sending:?} to hand over"
         );
 
-        shipper.finish(Duration::from_secs(30)).await;
+        let shipped = shipper.finish(Duration::from_secs(30)).await;
+        assert!(shipped.cut);
         let got = received.lock().unwrap().clone();
         let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("THE START\n"),
+            "the oldest output must arrive"
+        );
         assert!(text.ends_with("THE END\n"), "the newest output must arrive");
         assert!(
-            text.contains("bytes of console dropped"),
+            text.contains("bytes omitted by the upload]"),
             "the gap must be marked"
         );
         assert!(
@@ -233,10 +354,11 @@ mod tests {
 
     #[test]
     fn batches_are_bounded() {
-        let mut p = Pending::default();
+        let mut p = Pending::new(1 << 20);
         p.push(&vec![b'x'; BATCH_MAX + 10]);
         assert_eq!(p.take_batch().unwrap().len(), BATCH_MAX);
         assert_eq!(p.take_batch().unwrap().len(), 10);
         assert!(p.take_batch().is_none());
+        assert!(!p.cut());
     }
 }

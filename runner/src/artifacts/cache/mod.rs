@@ -1,34 +1,41 @@
 //! The on-disk cache: one directory shared by every runner process on a machine.
 //!
-//! Layout: `objects/<key>` (read-only data, decompressed when the source was compressed) with
-//! `objects/<key>.json` (its metadata), `locks/<key>.lock` (an `flock` per key) and `tmp/` (work
-//! in progress; renamed into `objects/` only when complete and verified) and `hashes/` (digests
-//! of local files, reused while the file's inode stamp is unchanged).
+//! Layout: `objects/` (the entries: [`entry`]), `locks/` (who fetches and who uses an entry:
+//! [`lock`]), `tmp/` (work in progress; renamed into `objects/` only when complete and verified)
+//! and `hashes/` (digests of local files, reused while the file's inode stamp is unchanged).
+//! Downloads are revalidated by [`revalidate`]; [`prune`] keeps the cache within a budget.
 
-use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+mod entry;
+mod lock;
+mod prune;
+mod revalidate;
+
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bootfarm_core::result::ArtifactInfo;
 use reqwest::Url;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
 use super::decompress::{self, Codec, DecompressError};
-use super::fetch::{Downloader, Outcome, Validators};
+use super::fetch::Downloader;
 use super::local;
 use super::policy::FetchPolicy;
 use super::source::{self, redacted, Source};
 use super::verify::{self, Digests};
 use super::{ArtifactError, Limits};
+use entry::{Entry, EntryMeta, EntryState};
+use lock::{KeyGuard, KeyLocks};
+use revalidate::{unix_now, Plan, Settled};
+
+pub use lock::InUse;
+pub use prune::PruneReport;
 
 /// An artifact ready to boot from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Fetched {
     /// The name given to [`ArtifactCache::fetch`] ("kernel", "initrd", ..).
     pub name: String,
@@ -38,15 +45,26 @@ pub struct Fetched {
     pub info: ArtifactInfo,
     /// True when `path` holds the decompressed form of a gzip/xz/zstd source.
     pub decompressed: bool,
+    /// Keeps the cache entry from being pruned: hold it as long as `path` is used.
+    pub in_use: InUse,
 }
+
+/// Two fetches of the same artifact are equal, whatever holds them.
+impl PartialEq for Fetched {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, &self.path, &self.info, self.decompressed)
+            == (&other.name, &other.path, &other.info, other.decompressed)
+    }
+}
+
+impl Eq for Fetched {}
 
 pub struct ArtifactCache {
     dir: PathBuf,
     limits: Limits,
     downloader: Downloader,
     policy: FetchPolicy,
-    /// Serialises tasks of this process per key before they queue on the cross-process flock.
-    key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    key_locks: KeyLocks,
 }
 
 const OBJECTS: &str = "objects";
@@ -55,7 +73,6 @@ const TMP: &str = "tmp";
 const HASHES: &str = "hashes";
 /// Leftovers of killed processes older than this are removed at start.
 const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
-const META_FORMAT: u32 = 1;
 
 impl ArtifactCache {
     /// A cache that fetches anything its user can read (a person's own boot).
@@ -81,7 +98,7 @@ impl ArtifactCache {
             policy,
             dir,
             limits,
-            key_locks: Mutex::new(HashMap::new()),
+            key_locks: KeyLocks::default(),
         })
     }
 
@@ -169,11 +186,11 @@ impl ArtifactCache {
             )?;
             // A person's own file is used in place. In the farm QEMU must open what was checked,
             // not a path that could be re-pointed after the check: boot from a copy in the cache.
-            let path = if self.policy.is_restricted() {
+            let (path, in_use) = if self.policy.is_restricted() {
                 self.copy_checked(source, file, &fetched_sha256, fetched_size)
                     .await?
             } else {
-                real_path
+                (real_path, InUse::none())
             };
             return Ok(Fetched {
                 name: name.to_string(),
@@ -184,12 +201,13 @@ impl ArtifactCache {
                     size: fetched_size,
                 },
                 decompressed: false,
+                in_use,
             });
         };
 
         // Same compressed bytes, same decompressed file, wherever the file lives.
         let key = format!("content-{fetched_sha256}");
-        let _guard = self.lock_key(&key).await?;
+        let guard = self.lock_key(&key).await?;
         let entry = self.entry(&key);
         let meta = match self.valid_entry(&entry).await? {
             Some(meta) => meta,
@@ -231,6 +249,7 @@ impl ArtifactCache {
                 size: meta.fetched_size,
             },
             decompressed: true,
+            in_use: self.hold(&guard, &key)?,
         })
     }
 
@@ -242,12 +261,12 @@ impl ArtifactCache {
         file: File,
         sha256: &str,
         size: u64,
-    ) -> Result<PathBuf, ArtifactError> {
+    ) -> Result<(PathBuf, InUse), ArtifactError> {
         let key = format!("content-{sha256}");
-        let _guard = self.lock_key(&key).await?;
+        let guard = self.lock_key(&key).await?;
         let entry = self.entry(&key);
         if self.valid_entry(&entry).await?.is_some() {
-            return Ok(entry.data);
+            return Ok((entry.data, self.hold(&guard, &key)?));
         }
         let tmp_dir = self.dir.join(TMP);
         let (origin, want, limit) = (source.to_string(), sha256.to_string(), self.limits.max_size);
@@ -275,7 +294,7 @@ impl ArtifactCache {
         let meta = EntryMeta::plain(source, sha256, size);
         let e = entry.clone();
         blocking(move || e.commit(copy, meta)).await?;
-        Ok(entry.data)
+        Ok((entry.data, self.hold(&guard, &key)?))
     }
 
     async fn fetch_url(
@@ -286,46 +305,41 @@ impl ArtifactCache {
         expected: Option<&str>,
     ) -> Result<Fetched, ArtifactError> {
         let key = url_key(&url, expected);
-        let _guard = self.lock_key(&key).await?;
+        let guard = self.lock_key(&key).await?;
         let entry = self.entry(&key);
         let cached = self.valid_entry(&entry).await?;
-        let current = match &cached {
-            Some(meta) if !needs_revalidation(meta, expected, unix_now()) => {
+        let (cached, current) = match revalidate::plan(cached, expected, unix_now()) {
+            Plan::Use(meta) => {
                 tracing::debug!(name, url = %redacted(&url), "Cache hit");
-                return url_fetched(name, source, &entry, meta, expected);
+                let fetched = url_fetched(name, source, &entry, &meta, expected)?;
+                return self.held(fetched, &guard, &key);
             }
-            Some(meta) => Some(meta.validators()),
-            None => None,
+            Plan::Ask(meta, validators) => (Some(meta), Some(validators)),
+            Plan::Download => (None, None),
         };
         let tmp_dir = self.dir.join(TMP);
         let outcome = self
             .downloader
             .download(&url, &tmp_dir, current.as_ref())
             .await;
-        let downloaded = match (outcome, cached) {
-            (Ok(Outcome::Downloaded(d)), _) => d,
-            (Ok(Outcome::NotModified), Some(mut meta)) => {
+        let downloaded = match revalidate::settle(outcome, cached, unix_now(), &redacted(&url))? {
+            Settled::Store(d) => d,
+            Settled::Confirmed(meta) => {
                 tracing::debug!(name, url = %redacted(&url), "Cache entry still current");
-                meta.validated_at = unix_now();
                 let (e, m) = (entry.clone(), meta.clone());
                 blocking(move || {
                     e.write_meta(&m)
                         .map_err(|err| ArtifactError::io("updating cache metadata", err))
                 })
                 .await?;
-                return url_fetched(name, source, &entry, &meta, expected);
+                let fetched = url_fetched(name, source, &entry, &meta, expected)?;
+                return self.held(fetched, &guard, &key);
             }
-            (Err(err), Some(meta)) => {
+            Settled::Unconfirmed(meta, err) => {
                 tracing::warn!(name, url = %redacted(&url), error = %err, "Could not revalidate, using the cached copy");
-                return url_fetched(name, source, &entry, &meta, expected);
+                let fetched = url_fetched(name, source, &entry, &meta, expected)?;
+                return self.held(fetched, &guard, &key);
             }
-            (Ok(Outcome::NotModified), None) => {
-                return Err(ArtifactError::Internal(format!(
-                    "HTTP 304 for {} without a conditional request",
-                    redacted(&url)
-                )))
-            }
-            (Err(err), None) => return Err(err),
         };
         let limit = self.limits.max_size;
         let origin = source.to_string();
@@ -366,15 +380,29 @@ impl ArtifactCache {
         verify::check(source, expected, &meta.digests())?;
         let e = entry.clone();
         let meta = blocking(move || e.commit(content, meta)).await?;
-        url_fetched(name, source, &entry, &meta, expected)
+        let fetched = url_fetched(name, source, &entry, &meta, expected)?;
+        self.held(fetched, &guard, &key)
     }
 
     fn entry(&self, key: &str) -> Entry {
-        let objects = self.dir.join(OBJECTS);
-        Entry {
-            data: objects.join(key),
-            meta: objects.join(format!("{key}.json")),
-        }
+        Entry::at(&self.dir.join(OBJECTS), key)
+    }
+
+    /// Marks `key` in use (taken while its fetch lock is held).
+    fn hold(&self, guard: &KeyGuard, key: &str) -> Result<InUse, ArtifactError> {
+        guard.hold(&self.dir.join(LOCKS), key)
+    }
+
+    fn held(
+        &self,
+        fetched: Fetched,
+        guard: &KeyGuard,
+        key: &str,
+    ) -> Result<Fetched, ArtifactError> {
+        Ok(Fetched {
+            in_use: self.hold(guard, key)?,
+            ..fetched
+        })
     }
 
     /// The entry's metadata when it is intact; a damaged entry is removed (and so refetched).
@@ -403,127 +431,25 @@ impl ArtifactCache {
         }
     }
 
-    /// Remove the least recently used entries until the cache holds at most `keep_bytes`.
-    /// Entries in use (locked by a fetch in any process) are kept. Blocking: call it from
-    /// `spawn_blocking` in async code.
+    /// Removes the least recently used entries until the cache holds at most `keep_bytes`.
+    /// Entries in use (being fetched, or held by a boot, in any process) are kept. Blocking:
+    /// call it from `spawn_blocking` in async code, or use [`ArtifactCache::fit`].
     pub fn prune(&self, keep_bytes: u64) -> Result<PruneReport, ArtifactError> {
-        let objects = self.dir.join(OBJECTS);
-        let io_err = |e| ArtifactError::io(format!("listing {}", objects.display()), e);
-        let mut entries = Vec::new();
-        for item in fs::read_dir(&objects).map_err(io_err)? {
-            let item = item.map_err(io_err)?;
-            let name = item.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".json") || name.starts_with('.') {
-                continue;
-            }
-            let entry = self.entry(&name);
-            let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
-            let bytes = size(&entry.data) + size(&entry.meta);
-            let lock = self.dir.join(LOCKS).join(format!("{name}.lock"));
-            let last_used = fs::metadata(&lock)
-                .or_else(|_| fs::metadata(&entry.data))
-                .and_then(|m| m.modified())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            entries.push((last_used, bytes, name, lock, entry));
-        }
-        entries.sort_by_key(|e| e.0);
-        let mut report = PruneReport {
-            kept_bytes: entries.iter().map(|e| e.1).sum(),
-            ..PruneReport::default()
-        };
-        for (_, bytes, name, lock, entry) in entries {
-            if report.kept_bytes <= keep_bytes {
-                break;
-            }
-            let Ok(lock_file) = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock)
-            else {
-                continue;
-            };
-            if !matches!(
-                fs4::fs_std::FileExt::try_lock_exclusive(&lock_file),
-                Ok(true)
-            ) {
-                tracing::debug!(key = %name, "Cache entry in use, not pruned");
-                continue;
-            }
-            entry
-                .remove()
-                .map_err(|e| ArtifactError::io(format!("removing {}", entry.data.display()), e))?;
-            report.removed += 1;
-            report.freed_bytes += bytes;
-            report.kept_bytes -= bytes;
-        }
-        tracing::info!(
-            removed = report.removed,
-            freed_bytes = report.freed_bytes,
-            kept_bytes = report.kept_bytes,
-            "Pruned artifact cache"
-        );
-        Ok(report)
+        prune::prune(&self.dir.join(OBJECTS), &self.dir.join(LOCKS), keep_bytes)
+    }
+
+    /// [`ArtifactCache::prune`] off the async threads.
+    pub async fn fit(&self, budget: u64) -> Result<PruneReport, ArtifactError> {
+        let (objects, locks) = (self.dir.join(OBJECTS), self.dir.join(LOCKS));
+        blocking(move || prune::prune(&objects, &locks, budget)).await
     }
 
     /// Exclusive access to `key` for this task, against other tasks and other processes.
     async fn lock_key(&self, key: &str) -> Result<KeyGuard, ArtifactError> {
-        let in_process = self
-            .key_locks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key.to_string())
-            .or_default()
-            .clone();
-        let task = in_process.lock_owned().await;
-        let path = self.dir.join(LOCKS).join(format!("{key}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| ArtifactError::io(format!("opening lock {}", path.display()), e))?;
         // The holder is bounded by the total timeout plus decompression; wait a bit longer.
         let wait = self.limits.total_timeout.saturating_mul(2) + Duration::from_secs(60);
-        let deadline = Instant::now() + wait;
-        let mut delay = Duration::from_millis(5);
-        loop {
-            match fs4::fs_std::FileExt::try_lock_exclusive(&file) {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => return Err(ArtifactError::io(format!("locking {}", path.display()), e)),
-            }
-            if Instant::now() >= deadline {
-                return Err(ArtifactError::Internal(format!(
-                    "waited {} s for cache lock {} held by another process",
-                    wait.as_secs(),
-                    path.display()
-                )));
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(100));
-        }
-        // The lock file's mtime records the key's last use, for `prune`.
-        let _ = file.set_modified(SystemTime::now());
-        Ok(KeyGuard {
-            _file: file,
-            _task: task,
-        })
+        self.key_locks.lock(&self.dir.join(LOCKS), key, wait).await
     }
-}
-
-/// What [`ArtifactCache::prune`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PruneReport {
-    pub removed: usize,
-    pub freed_bytes: u64,
-    pub kept_bytes: u64,
-}
-
-/// Holds the flock (released when the file closes) and the in-process lock.
-struct KeyGuard {
-    _file: File,
-    _task: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// Cache key of a URL: the expected digest is part of it so a corrected checksum never
@@ -554,210 +480,8 @@ fn url_fetched(
             size: meta.fetched_size,
         },
         decompressed: meta.codec.is_some(),
+        in_use: InUse::none(),
     })
-}
-
-/// A download confirmed current this recently is used without asking the server again, so a
-/// burst of boots costs one request.
-const REVALIDATE_AFTER_SECS: i64 = 300;
-
-/// Pure decision: ask the server whether a cached download changed? Never when a sha256 pins the
-/// content, nor when the server gave nothing to ask with (no ETag or Last-Modified).
-fn needs_revalidation(meta: &EntryMeta, expected: Option<&str>, now: i64) -> bool {
-    expected.is_none()
-        && !meta.validators().is_empty()
-        && now.saturating_sub(meta.validated_at) >= REVALIDATE_AFTER_SECS
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct EntryMeta {
-    format: u32,
-    source: String,
-    fetched_sha256: String,
-    fetched_size: u64,
-    /// The codec the source was compressed with; None when stored as fetched.
-    codec: Option<String>,
-    content_sha256: String,
-    content_size: u64,
-    /// mtime of the data file when written: unchanged size and mtime mean no rehash is needed.
-    mtime: i64,
-    mtime_nsec: i64,
-    /// HTTP validators of a download, and when the server last confirmed it (Unix seconds).
-    #[serde(default)]
-    etag: Option<String>,
-    #[serde(default)]
-    last_modified: Option<String>,
-    #[serde(default)]
-    validated_at: i64,
-}
-
-impl EntryMeta {
-    fn new(
-        source: &str,
-        fetched_sha256: &str,
-        fetched_size: u64,
-        codec: Codec,
-        content_sha256: &str,
-        content_size: u64,
-    ) -> Self {
-        EntryMeta {
-            format: META_FORMAT,
-            source: source.to_string(),
-            fetched_sha256: fetched_sha256.to_string(),
-            fetched_size,
-            codec: Some(codec.name().to_string()),
-            content_sha256: content_sha256.to_string(),
-            content_size,
-            mtime: 0,
-            mtime_nsec: 0,
-            etag: None,
-            last_modified: None,
-            validated_at: 0,
-        }
-    }
-
-    fn plain(source: &str, sha256: &str, size: u64) -> Self {
-        EntryMeta {
-            codec: None,
-            ..EntryMeta::new(source, sha256, size, Codec::Gzip, sha256, size)
-        }
-    }
-
-    fn validators(&self) -> Validators {
-        Validators {
-            etag: self.etag.clone(),
-            last_modified: self.last_modified.clone(),
-        }
-    }
-
-    fn digests(&self) -> Digests {
-        Digests {
-            fetched_sha256: self.fetched_sha256.clone(),
-            fetched_size: self.fetched_size,
-            content_sha256: self.content_sha256.clone(),
-            content_size: self.content_size,
-        }
-    }
-}
-
-#[derive(Debug)]
-enum EntryState {
-    Absent,
-    Valid(EntryMeta),
-    Damaged(String),
-}
-
-#[derive(Debug, Clone)]
-struct Entry {
-    data: PathBuf,
-    meta: PathBuf,
-}
-
-impl Entry {
-    fn check(&self) -> io::Result<EntryState> {
-        let raw = match fs::read(&self.meta) {
-            Ok(raw) => raw,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // Data without metadata: a writer died between the two renames.
-                return Ok(if self.data.exists() {
-                    EntryState::Damaged("data without metadata".into())
-                } else {
-                    EntryState::Absent
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        let mut meta: EntryMeta = match serde_json::from_slice(&raw) {
-            Ok(
-                meta @ EntryMeta {
-                    format: META_FORMAT,
-                    ..
-                },
-            ) => meta,
-            _ => return Ok(EntryState::Damaged("unreadable metadata".into())),
-        };
-        let md = match fs::metadata(&self.data) {
-            Ok(md) => md,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(EntryState::Damaged("metadata without data".into()))
-            }
-            Err(e) => return Err(e),
-        };
-        if !md.is_file() || md.len() != meta.content_size {
-            return Ok(EntryState::Damaged(format!(
-                "size {} differs from the recorded {}",
-                md.len(),
-                meta.content_size
-            )));
-        }
-        if (md.mtime(), md.mtime_nsec()) == (meta.mtime, meta.mtime_nsec) {
-            return Ok(EntryState::Valid(meta));
-        }
-        // Touched since it was written: trust it only if the content still matches.
-        let (_, sha256) = verify::hash_reader(
-            BufReader::with_capacity(1 << 20, File::open(&self.data)?),
-            u64::MAX,
-        )?;
-        if sha256 != meta.content_sha256 {
-            return Ok(EntryState::Damaged(format!(
-                "content sha256 {sha256} differs from the recorded {}",
-                meta.content_sha256
-            )));
-        }
-        (meta.mtime, meta.mtime_nsec) = (md.mtime(), md.mtime_nsec());
-        self.write_meta(&meta)?;
-        Ok(EntryState::Valid(meta))
-    }
-
-    /// Make `content` this entry: fsync, read-only, atomic rename, then the metadata.
-    fn commit(
-        &self,
-        content: NamedTempFile,
-        mut meta: EntryMeta,
-    ) -> Result<EntryMeta, ArtifactError> {
-        let io_err = |what: &str, e: io::Error| {
-            ArtifactError::io(format!("{what} {}", self.data.display()), e)
-        };
-        content
-            .as_file()
-            .sync_all()
-            .map_err(|e| io_err("syncing", e))?;
-        fs::set_permissions(content.path(), fs::Permissions::from_mode(0o444))
-            .map_err(|e| io_err("protecting", e))?;
-        content
-            .persist(&self.data)
-            .map_err(|e| io_err("storing", e.error))?;
-        let md = fs::metadata(&self.data).map_err(|e| io_err("reading", e))?;
-        (meta.mtime, meta.mtime_nsec) = (md.mtime(), md.mtime_nsec());
-        self.write_meta(&meta)
-            .map_err(|e| io_err("writing metadata for", e))?;
-        Ok(meta)
-    }
-
-    fn write_meta(&self, meta: &EntryMeta) -> io::Result<()> {
-        let dir = self.meta.parent().unwrap_or(Path::new("."));
-        let mut tmp = NamedTempFile::new_in(dir)?;
-        serde_json::to_writer(&mut tmp, meta)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&self.meta).map_err(|e| e.error)?;
-        File::open(dir)?.sync_all()
-    }
-
-    fn remove(&self) -> io::Result<()> {
-        for path in [&self.meta, &self.data] {
-            match fs::remove_file(path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Decompress `input` into a new temporary file in `tmp_dir`; returns it with its size and sha256.
@@ -820,37 +544,6 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn meta(etag: Option<&str>, validated_at: i64) -> EntryMeta {
-        EntryMeta {
-            etag: etag.map(str::to_string),
-            validated_at,
-            ..EntryMeta::plain("http://h/k", "aa", 1)
-        }
-    }
-
-    #[test]
-    fn only_old_unpinned_downloads_with_validators_are_revalidated() {
-        let now = 10_000;
-        let old = now - REVALIDATE_AFTER_SECS;
-        assert!(needs_revalidation(&meta(Some("\"x\""), old), None, now));
-        assert!(!needs_revalidation(
-            &meta(Some("\"x\""), now - 1),
-            None,
-            now
-        ));
-        assert!(!needs_revalidation(
-            &meta(Some("\"x\""), old),
-            Some("aa"),
-            now
-        ));
-        assert!(!needs_revalidation(&meta(None, old), None, now));
-        let dated = EntryMeta {
-            last_modified: Some("Sat, 28 Nov 2026 12:00:00 GMT".into()),
-            ..meta(None, old)
-        };
-        assert!(needs_revalidation(&dated, None, now));
-    }
 
     #[test]
     fn url_keys_depend_on_url_and_expected_digest() {

@@ -1,18 +1,52 @@
-//! Console logs and result documents on disk, the same in both modes:
-//! `DATA_DIR/jobs/<name>/console.log` and `DATA_DIR/jobs/<name>/result.json`.
+//! Console logs and result documents on disk, the same in both modes, in
+//! `DATA_DIR/jobs/<name>/`: the console log ([`stored_log`]: `console.log`, the head, and its
+//! rolling tail) and `result.json`.
 //!
-//! Logs are capped (a flooding kernel must not fill the disk): past the cap, appends are dropped
-//! and a marker line says so. Results are written atomically (temp file + rename), so a reader
-//! never sees half a document and a crash leaves the old one or the new one.
+//! Logs are capped by the one console-log policy (a flooding kernel must not fill the disk,
+//! and its panic at the end must survive): head and tail are kept, a marker says what was left
+//! out. Results are written atomically (temp file + rename), so a reader never sees half a
+//! document and a crash leaves the old one or the new one.
 
+pub mod log_layout;
+pub mod stored_log;
+
+use bootfarm_core::console_cap::{Cap, DEFAULT_FARM_LIMIT};
 use bootfarm_core::result::BootResult;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// 16 MiB of console per job by default.
-pub const DEFAULT_LOG_CAP: u64 = 16 << 20;
-const CUT_MARKER: &[u8] = b"\n[bootfarm: console log cut here: size limit reached]\n";
+pub use stored_log::LogView;
+
+/// The console-log limit of the farm (the operator's stored logs, and its runners').
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsoleArgs {
+    /// Cap of each job's stored console log (bytes, K/M/G suffixes): its head and at least its
+    /// last half are kept, with a marker where bytes were left out. Runners this operator
+    /// starts get the same limit (`BOOTFARM_CONSOLE_LIMIT`).
+    #[arg(
+        long = "console-limit",
+        env = "BOOTFARM_CONSOLE_LIMIT",
+        default_value = "16M",
+        value_parser = parse_limit
+    )]
+    pub console_limit: u64,
+}
+
+fn parse_limit(s: &str) -> Result<u64, String> {
+    bootfarm_core::size::parse_size(s, bootfarm_core::size::Unit::Bytes).map_err(|e| e.to_string())
+}
+
+impl ConsoleArgs {
+    /// The same limit for `bootfarm-runner work`.
+    pub fn runner_env(&self) -> Vec<(String, String)> {
+        vec![(
+            "BOOTFARM_CONSOLE_LIMIT".to_string(),
+            self.console_limit.to_string(),
+        )]
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
@@ -47,7 +81,24 @@ impl StagedResult {
 #[derive(Debug, Clone)]
 pub struct JobFiles {
     root: PathBuf,
-    log_cap: u64,
+    cap: Cap,
+    locks: Arc<JobLocks>,
+}
+
+/// Appends, views and removal of one job's log exclude each other (a view is opened whole
+/// between two appends); jobs share one of a few locks by the hash of their name.
+#[derive(Debug, Default)]
+struct JobLocks([Mutex<()>; 16]);
+
+impl JobLocks {
+    fn lock(&self, name: &str) -> MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        let i = usize::try_from(h.finish() % self.0.len() as u64).unwrap_or(0);
+        // A panic while holding it leaves the files as they were: still usable.
+        self.0[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A slice of a log from `offset`, and where the next read starts.
@@ -68,12 +119,14 @@ impl JobFiles {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         JobFiles {
             root: data_dir.into().join("jobs"),
-            log_cap: DEFAULT_LOG_CAP,
+            cap: Cap::new(DEFAULT_FARM_LIMIT),
+            locks: Arc::default(),
         }
     }
 
-    pub fn with_log_cap(mut self, cap: u64) -> Self {
-        self.log_cap = cap;
+    /// Each stored log keeps its head and tail within this limit.
+    pub fn with_log_cap(mut self, limit: u64) -> Self {
+        self.cap = Cap::new(limit);
         self
     }
 
@@ -85,69 +138,62 @@ impl JobFiles {
         Ok(self.root.join(name))
     }
 
+    /// The log's head (the whole log unless it outgrew its limit's first half).
     pub fn log_path(&self, name: &str) -> Result<PathBuf, FilesError> {
-        Ok(self.dir(name)?.join("console.log"))
+        Ok(self.dir(name)?.join(stored_log::HEAD))
     }
 
     pub fn result_path(&self, name: &str) -> Result<PathBuf, FilesError> {
         Ok(self.dir(name)?.join("result.json"))
     }
 
-    /// Appends console bytes, up to the cap; returns how many bytes were kept.
+    /// Appends received console bytes (past the limit, the tail rolls); returns how many.
     pub fn append_log(&self, name: &str, data: &[u8]) -> Result<usize, FilesError> {
         let dir = self.dir(name)?;
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let path = dir.join("console.log");
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        let len = f.metadata().map_err(io_err(&path))?.len();
-        if len >= self.log_cap {
-            return Ok(0);
-        }
-        let room = (self.log_cap - len) as usize;
-        let keep = data.len().min(room);
-        f.write_all(&data[..keep]).map_err(io_err(&path))?;
-        if keep < data.len() {
-            f.write_all(CUT_MARKER).map_err(io_err(&path))?;
-        }
-        Ok(keep)
+        let _one = self.locks.lock(name);
+        stored_log::append(&dir, self.cap, data).map_err(io_err(&dir))?;
+        Ok(data.len())
     }
 
-    /// The log's length in bytes (0 when absent).
+    /// The log as it is now, readable whatever is appended next (an absent log is empty).
+    pub fn open_log(&self, name: &str) -> Result<LogView, FilesError> {
+        let dir = self.dir(name)?;
+        let _one = self.locks.lock(name);
+        stored_log::open(&dir).map_err(io_err(&dir))
+    }
+
+    /// The log's length in bytes as served (0 when absent).
     pub fn log_len(&self, name: &str) -> Result<u64, FilesError> {
-        let path = self.log_path(name)?;
-        match fs::metadata(&path) {
-            Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(io_err(&path)(e)),
-        }
+        Ok(self.open_log(name)?.len())
     }
 
-    /// Reads the log from `offset` (at most `max` bytes); an absent log reads as empty.
+    /// Whether the stored log left bytes out.
+    pub fn log_cut(&self, name: &str) -> Result<bool, FilesError> {
+        Ok(self.open_log(name)?.layout().is_cut())
+    }
+
+    /// Reads the log as served from `offset` (at most `max` bytes); an absent log reads as empty.
     pub fn read_log(&self, name: &str, offset: u64, max: usize) -> Result<LogChunk, FilesError> {
-        let path = self.log_path(name)?;
-        let mut f = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(LogChunk {
-                    data: Vec::new(),
-                    next_offset: offset,
-                })
-            }
-            Err(e) => return Err(io_err(&path)(e)),
-        };
-        f.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
-        let mut data = Vec::new();
-        f.take(max as u64)
-            .read_to_end(&mut data)
-            .map_err(io_err(&path))?;
+        let dir = self.dir(name)?;
+        let data = self
+            .open_log(name)?
+            .read_at(offset, max)
+            .map_err(io_err(&dir))?;
         Ok(LogChunk {
             next_offset: offset + data.len() as u64,
             data,
         })
+    }
+
+    /// For a follower: the bytes after stream position `pos` (see [`LogView::read_from`]);
+    /// `next_offset` is the next position.
+    pub fn follow_log(&self, name: &str, pos: u64, max: usize) -> Result<LogChunk, FilesError> {
+        let dir = self.dir(name)?;
+        let (data, next_offset) = self
+            .open_log(name)?
+            .read_from(pos, max)
+            .map_err(io_err(&dir))?;
+        Ok(LogChunk { data, next_offset })
     }
 
     /// Writes the result document atomically (temp file, fsync, rename).
@@ -195,6 +241,7 @@ impl JobFiles {
     /// Removes the job's log and result; absent files are fine.
     pub fn remove(&self, name: &str) -> Result<(), FilesError> {
         let dir = self.dir(name)?;
+        let _one = self.locks.lock(name);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -208,25 +255,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn logs_append_read_from_an_offset_and_stop_at_the_cap() {
+    fn logs_append_and_read_from_an_offset_and_keep_head_and_tail_past_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let files = JobFiles::new(dir.path()).with_log_cap(10);
+        let files = JobFiles::new(dir.path()).with_log_cap(8192);
         assert_eq!(files.read_log("a", 0, 100).unwrap().data, b"");
         assert_eq!(files.append_log("a", b"hello ").unwrap(), 6);
-        assert_eq!(files.append_log("a", b"world!").unwrap(), 4);
-        assert_eq!(files.append_log("a", b"more").unwrap(), 0);
-        let all = files.read_log("a", 0, 1000).unwrap();
-        assert!(all
-            .data
-            .starts_with(b"hello worl\n[bootfarm: console log cut"));
-        let tail = files.read_log("a", 6, 4).unwrap();
+        files.append_log("a", b"world\n").unwrap();
         assert_eq!(
-            tail,
+            files.read_log("a", 6, 4).unwrap(),
             LogChunk {
                 data: b"worl".to_vec(),
                 next_offset: 10
             }
         );
+        assert!(!files.log_cut("a").unwrap());
+        for i in 0..5000 {
+            files
+                .append_log("a", format!("line {i}\n").as_bytes())
+                .unwrap();
+        }
+        assert!(files.log_cut("a").unwrap());
+        let len = files.log_len("a").unwrap();
+        let all = files.read_log("a", 0, usize::MAX).unwrap().data;
+        assert_eq!(all.len() as u64, len);
+        let text = String::from_utf8(all).unwrap();
+        assert!(text.starts_with("hello world\nline 0\n"));
+        assert!(text.ends_with("line 4999\n"));
+        assert!(text.contains("bytes omitted by the operator]\n"));
+        // The head is a file of its own: links into it never move.
+        let head = std::fs::read(files.log_path("a").unwrap()).unwrap();
+        assert!(text.as_bytes().starts_with(&head));
     }
 
     #[test]
