@@ -97,7 +97,10 @@ fn expect_runner_pod_creation(names: Arc<std::sync::Mutex<Vec<String>>>) -> Exch
                 "the runner id is the pod name"
             );
             assert_eq!(after("--arches"), Some("x86_64"));
-            assert!(after("--token-file").is_none(), "no token file QEMU could read");
+            assert!(
+                after("--token-file").is_none(),
+                "no token file QEMU could read"
+            );
             assert_eq!(c["securityContext"]["runAsNonRoot"], true);
             assert_eq!(c["securityContext"]["privileged"], false);
             assert_eq!(p["spec"]["restartPolicy"], "Never");
