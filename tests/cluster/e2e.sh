@@ -69,6 +69,7 @@ trap 'exit 130' INT TERM
 LOCAL_FIXTURES=$(mktemp -d /var/tmp/bootfarm-e2e-fixtures.XXXXXX)
 cp -rl "$FIXTURES/." "$LOCAL_FIXTURES/" 2>/dev/null || cp -r "$FIXTURES/." "$LOCAL_FIXTURES/"
 FIXTURES=$LOCAL_FIXTURES
+FIXTURE_URL=file://$FIXTURES
 
 # --- build and start ---------------------------------------------------------------------------
 
