@@ -43,12 +43,7 @@ async fn a_flooding_job_keeps_its_head_its_attempts_and_its_panic() {
     for batch in first.chunks(256 << 10) {
         post_log(&app, &name, &lease, batch.to_vec()).await;
     }
-    let r = app
-        .runner_post(
-            &format!("jobs/{name}/release"),
-            json!({"leaseId": lease, "reason": "runner shutting down"}),
-        )
-        .await;
+    let r = app.release(&name, &lease, "runner shutting down").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
     // Attempt 2 prints a little, then panics.

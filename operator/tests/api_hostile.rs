@@ -179,12 +179,7 @@ async fn a_retried_jobs_consoles_are_separated_by_a_marker_naming_attempt_and_ru
         log(lease.clone(), "first attempt, no newline").await.status,
         StatusCode::NO_CONTENT
     );
-    let r = app
-        .runner_post(
-            &format!("jobs/{name}/release"),
-            json!({"leaseId": lease, "reason": "test"}),
-        )
-        .await;
+    let r = app.release(&name, &lease, "test").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let (again, lease2) = app.claim("runner-two").await.unwrap();
     assert_eq!(again, name);

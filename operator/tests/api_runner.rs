@@ -166,12 +166,7 @@ async fn a_stale_lease_cannot_complete_log_or_release() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    let r = app
-        .runner_post(
-            &format!("jobs/{name}/release"),
-            json!({"leaseId": old, "reason": "late"}),
-        )
-        .await;
+    let r = app.release(&name, &old, "late").await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(app.phase("stale").await, "Running");
     // Only the marker of the new attempt: nothing of the stale runner's.
@@ -217,21 +212,11 @@ async fn release_requeues_then_errors_after_max_attempts() {
     app.submit_yaml(&job_yaml("flaky").replace("bootArgs: console=ttyS0", "maxAttempts: 2"))
         .await;
     let (name, lease) = app.claim("r1").await.unwrap();
-    let r = app
-        .runner_post(
-            &format!("jobs/{name}/release"),
-            json!({"leaseId": lease, "reason": "runner shutting down"}),
-        )
-        .await;
+    let r = app.release(&name, &lease, "runner shutting down").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["phase"], "Queued");
     let (_, lease) = app.claim("r2").await.unwrap();
-    let r = app
-        .runner_post(
-            &format!("jobs/{name}/release"),
-            json!({"leaseId": lease, "reason": "qemu vanished"}),
-        )
-        .await;
+    let r = app.release(&name, &lease, "qemu vanished").await;
     assert_eq!(r.json()["phase"], "Error");
     assert!(app.claim("r3").await.is_none());
     let metrics = app.get("/metrics").await.text();

@@ -153,6 +153,15 @@ impl App {
         .await
     }
 
+    /// Hands back `name` under `lease`, saying why.
+    pub async fn release(&self, name: &str, lease: &str, reason: &str) -> Resp {
+        self.runner_post(
+            &format!("jobs/{name}/release"),
+            serde_json::json!({"leaseId": lease, "reason": reason}),
+        )
+        .await
+    }
+
     /// Claims as `runner`; returns (job name, lease id) or None on 204.
     pub async fn claim(&self, runner: &str) -> Option<(String, String)> {
         let r = self
