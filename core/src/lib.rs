@@ -9,6 +9,7 @@ pub mod console_cap;
 pub mod names;
 pub mod netpolicy;
 pub mod paths;
+pub mod protocol;
 pub mod result;
 pub mod size;
 pub mod spec;

@@ -2,6 +2,9 @@
 //! `bootfarm-runner classify` print, what runners post to the operator. Field names are a contract.
 
 pub mod check;
+mod error_kind;
+
+pub use error_kind::ErrorKind;
 
 use crate::Arch;
 use serde::{Deserialize, Serialize};
@@ -264,10 +267,8 @@ pub struct Durations {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {
-    /// Stable machine-readable kind: artifact_missing, artifact_unreadable, download_failed,
-    /// checksum_mismatch, artifact_too_large, qemu_missing, qemu_failed, kvm_unavailable,
-    /// interrupted, internal.
-    pub kind: String,
+    /// Stable machine-readable kind (`artifact_missing`, `qemu_failed`, ...).
+    pub kind: ErrorKind,
     pub message: String,
 }
 
@@ -327,7 +328,7 @@ pub struct BootResult {
 
 impl BootResult {
     /// A result for an infrastructure error before or around the boot.
-    pub fn error(kind: &str, message: impl Into<String>) -> Self {
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
         let message = message.into();
         BootResult {
             schema: SCHEMA.to_string(),
@@ -342,10 +343,7 @@ impl BootResult {
             durations: Durations::default(),
             issues: Vec::new(),
             tests: Vec::new(),
-            error: Some(ErrorInfo {
-                kind: kind.to_string(),
-                message,
-            }),
+            error: Some(ErrorInfo { kind, message }),
             qemu: None,
             artifacts: BTreeMap::new(),
             console: ConsoleInfo::default(),
@@ -369,7 +367,7 @@ mod tests {
 
     #[test]
     fn error_result_serialises_with_schema_and_error_object() {
-        let r = BootResult::error("artifact_missing", "kernel /nope: no such file");
+        let r = BootResult::error(ErrorKind::ArtifactMissing, "kernel /nope: no such file");
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["schema"], "bootfarm.result/v1");
         assert_eq!(v["result"], "error");

@@ -4,7 +4,9 @@
 //! custom resources from these structs; without it (the runner) they are plain serde types.
 //! Timestamps are RFC 3339 strings, as they appear on the wire.
 
+use crate::result::{IssueKind, Stage, Verdict};
 use crate::Arch;
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -229,27 +231,31 @@ pub struct Condition {
     pub status: String,
     pub reason: String,
     pub message: String,
-    pub last_transition_time: String,
+    #[cfg_attr(feature = "crd", schemars(with = "String"))]
+    pub last_transition_time: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
 
 /// The verdict in brief, for `kubectl get` and dashboards; the full document is at `/result`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResultSummary {
     /// pass, fail or error.
-    pub result: String,
+    #[cfg_attr(feature = "crd", schemars(with = "String"))]
+    pub result: Verdict,
     pub reason: String,
-    pub stage: String,
+    #[cfg_attr(feature = "crd", schemars(with = "String"))]
+    pub stage: Stage,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accel: Option<String>,
     /// Issue kind → count.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub issues: BTreeMap<String, u32>,
+    #[cfg_attr(feature = "crd", schemars(with = "BTreeMap<String, u32>"))]
+    pub issues: BTreeMap<IssueKind, u32>,
     pub tests_passed: u32,
     pub tests_failed: u32,
     pub tests_skipped: u32,
@@ -277,13 +283,17 @@ pub struct BootJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease_expires_at: Option<String>,
+    #[cfg_attr(feature = "crd", schemars(with = "Option<String>"))]
+    pub lease_expires_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queued_at: Option<String>,
+    #[cfg_attr(feature = "crd", schemars(with = "Option<String>"))]
+    pub queued_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<String>,
+    #[cfg_attr(feature = "crd", schemars(with = "Option<String>"))]
+    pub start_time: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completion_time: Option<String>,
+    #[cfg_attr(feature = "crd", schemars(with = "Option<String>"))]
+    pub completion_time: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -62,11 +62,9 @@ impl Metrics {
         self.jobs_finished_total
             .with_label_values(&[arch, result])
             .inc();
-        let since = |t: Option<&str>| {
-            t.and_then(crate::queue::parse_time)
-                .map(|t| now.duration_since(t).as_secs_f64().max(0.0))
-        };
-        if let Some(d) = since(status.and_then(|s| s.start_time.as_deref())) {
+        let since =
+            |t: Option<jiff::Timestamp>| t.map(|t| now.duration_since(t).as_secs_f64().max(0.0));
+        if let Some(d) = since(status.and_then(|s| s.start_time)) {
             if result != "canceled" {
                 self.job_duration_seconds
                     .with_label_values(&[arch, result])
@@ -78,7 +76,7 @@ impl Metrics {
             .creation_timestamp
             .as_ref()
             .map(|t| now.duration_since(t.0).as_secs_f64().max(0.0))
-            .or_else(|| since(status.and_then(|s| s.queued_at.as_deref())));
+            .or_else(|| since(status.and_then(|s| s.queued_at)));
         if let (Some(d), false) = (created, result == "canceled") {
             self.time_to_verdict_seconds
                 .with_label_values(&[arch, result])

@@ -6,6 +6,7 @@
 //! attempts have started, then to Error. A kernel failure (verdict `fail`) is never retried.
 
 use crate::store::LeaseState;
+use bootfarm_core::result::ErrorKind;
 use bootfarm_core::result::{BootResult, Verdict};
 use bootfarm_core::spec::{BootJob, BootJobStatus, Condition, JobPhase, DEFAULT_MAX_ATTEMPTS};
 use jiff::Timestamp;
@@ -23,20 +24,14 @@ pub mod condition {
     pub const CANCELED: &str = "Canceled";
 }
 
-/// Infrastructure error kinds that would fail the same way on every attempt: retrying them
-/// only delays the answer.
-const PERMANENT_ERROR_KINDS: &[&str] = &[
-    "artifact_missing",
-    "artifact_unreadable",
-    "checksum_mismatch",
-    "artifact_too_large",
-    "artifact_refused",
-    "invalid_job",
-];
-
 /// RFC 3339 with microseconds: sortable, and fine enough to order a burst of submissions.
 pub fn fmt_time(ts: Timestamp) -> String {
-    ts.round(jiff::Unit::Microsecond).unwrap_or(ts).to_string()
+    round_time(ts).to_string()
+}
+
+/// A time as the API shows it: to the microsecond.
+pub fn round_time(ts: Timestamp) -> Timestamp {
+    ts.round(jiff::Unit::Microsecond).unwrap_or(ts)
 }
 
 pub fn parse_time(s: &str) -> Option<Timestamp> {
@@ -70,7 +65,7 @@ pub fn set_condition(
     now: Timestamp,
 ) {
     let value = if value { "True" } else { "False" };
-    let time = now.round(jiff::Unit::Second).unwrap_or(now).to_string();
+    let time = now.round(jiff::Unit::Second).unwrap_or(now);
     // Messages quote results and runners; a status must stay small whatever they say.
     let message = &bootfarm_core::result::check::truncate(message, MAX_CONDITION_MESSAGE);
     match status.conditions.iter_mut().find(|c| c.type_ == type_) {
@@ -122,7 +117,7 @@ pub fn enqueue(job: &mut BootJob, now: Timestamp) {
     let generation = job.metadata.generation;
     let status = status_mut(job);
     status.phase = JobPhase::Queued;
-    status.queued_at = Some(fmt_time(now));
+    status.queued_at = Some(round_time(now));
     status.observed_generation = generation;
     set_condition(
         status,
@@ -149,7 +144,7 @@ pub fn reject_invalid(job: &mut BootJob, message: &str, now: Timestamp) {
     let generation = job.metadata.generation;
     let status = status_mut(job);
     status.phase = JobPhase::Error;
-    status.completion_time = Some(fmt_time(now));
+    status.completion_time = Some(round_time(now));
     status.observed_generation = generation;
     set_condition(
         status,
@@ -184,8 +179,7 @@ pub fn claim_order(job: &BootJob) -> (Reverse<i32>, Timestamp, String) {
     let queued = job
         .status
         .as_ref()
-        .and_then(|s| s.queued_at.as_deref())
-        .and_then(parse_time)
+        .and_then(|s| s.queued_at)
         .or_else(|| job.metadata.creation_timestamp.as_ref().map(|t| t.0))
         .unwrap_or(Timestamp::MAX);
     (
@@ -216,8 +210,8 @@ pub fn start_attempt(
     status.runner = Some(runner.to_string());
     status.pool = Some(pool.to_string());
     status.lease_id = Some(lease_id.to_string());
-    status.lease_expires_at = Some(fmt_time(expires));
-    status.start_time = Some(fmt_time(now));
+    status.lease_expires_at = Some(round_time(expires));
+    status.start_time = Some(round_time(now));
     let msg = format!("attempt {} on runner {runner}", status.attempts);
     set_condition(
         status,
@@ -263,7 +257,7 @@ pub fn heartbeat(
     match status.phase {
         JobPhase::Running => {
             let expires = add(now, lease_ttl);
-            status.lease_expires_at = Some(fmt_time(expires));
+            status.lease_expires_at = Some(round_time(expires));
             LeaseState::Active {
                 expires_at: expires,
             }
@@ -275,13 +269,9 @@ pub fn heartbeat(
 
 /// Whether a Running job's lease ended before `now`.
 pub fn lease_expired(job: &BootJob, now: Timestamp) -> bool {
-    job.status.as_ref().is_some_and(|s| {
-        s.phase == JobPhase::Running
-            && s.lease_expires_at
-                .as_deref()
-                .and_then(parse_time)
-                .is_none_or(|t| t < now)
-    })
+    job.status
+        .as_ref()
+        .is_some_and(|s| s.phase == JobPhase::Running && s.lease_expires_at.is_none_or(|t| t < now))
 }
 
 /// An infrastructure failure of the current attempt: back to Queued, or Error when all
@@ -327,7 +317,7 @@ fn infra_failure(
         );
     } else {
         status.phase = JobPhase::Error;
-        status.completion_time = Some(fmt_time(now));
+        status.completion_time = Some(round_time(now));
         let msg = if permanent {
             message.to_string()
         } else {
@@ -368,12 +358,9 @@ pub fn record_result(job: &mut BootJob, result: &BootResult, now: Timestamp) -> 
     let generation = job.metadata.generation;
     let summary = bootfarm_core::spec::summarize(result);
     if result.result == Verdict::Error {
-        let kind = result
-            .error
-            .as_ref()
-            .map(|e| e.kind.as_str())
-            .unwrap_or("error");
-        let permanent = PERMANENT_ERROR_KINDS.contains(&kind);
+        let kind = result.error.as_ref().map(|e| e.kind);
+        let permanent = kind.is_some_and(ErrorKind::is_permanent);
+        let kind = kind.map_or("error", ErrorKind::as_str);
         let message = format!("{kind}: {}", result.summary);
         let requeued = infra_failure(job, "InfrastructureError", &message, permanent, now);
         if requeued {
@@ -388,7 +375,7 @@ pub fn record_result(job: &mut BootJob, result: &BootResult, now: Timestamp) -> 
         _ => (JobPhase::Failed, condition::FAILED, "KernelFailed"),
     };
     status.phase = phase;
-    status.completion_time = Some(fmt_time(now));
+    status.completion_time = Some(round_time(now));
     status.lease_id = None;
     status.lease_expires_at = None;
     let message = if result.summary.is_empty() {
@@ -448,8 +435,6 @@ pub fn overdue(job: &BootJob, now: Timestamp) -> bool {
         .unwrap_or(bootfarm_core::spec::validate::DEFAULT_TOTAL_TIMEOUT);
     status
         .start_time
-        .as_deref()
-        .and_then(parse_time)
         .is_some_and(|started| add(started, total + OVERDUE_GRACE) < now)
 }
 
@@ -497,7 +482,7 @@ pub fn cancel(job: &mut BootJob, now: Timestamp) -> bool {
     }
     let was_running = status.phase == JobPhase::Running;
     status.phase = JobPhase::Canceled;
-    status.completion_time = Some(fmt_time(now));
+    status.completion_time = Some(round_time(now));
     let msg = if was_running {
         "canceled while running; the runner stops at its next heartbeat"
     } else {
@@ -530,8 +515,6 @@ pub fn ttl_expired(job: &BootJob, now: Timestamp) -> bool {
     }
     status
         .completion_time
-        .as_deref()
-        .and_then(parse_time)
         .is_some_and(|done| add(done, Duration::from_secs(ttl)) <= now)
 }
 
@@ -552,7 +535,7 @@ pub(crate) mod tests {
     }
 
     fn pass() -> BootResult {
-        let mut r = BootResult::error("x", "y");
+        let mut r = BootResult::error(ErrorKind::Internal, "y");
         r.result = Verdict::Pass;
         r.reason = "poweroff".into();
         r.summary = "powered off".into();
@@ -575,7 +558,7 @@ pub(crate) mod tests {
         assert_eq!(cond_status(&j, condition::QUEUED).as_deref(), Some("True"));
         let c = condition(&j, condition::QUEUED).expect("set");
         assert_eq!(c.observed_generation, Some(1));
-        assert_eq!(parse_time(&c.last_transition_time), Some(t(0)));
+        assert_eq!(c.last_transition_time, t(0));
         assert!(cond_status(&j, condition::RUNNING).is_none());
     }
 
@@ -626,13 +609,13 @@ pub(crate) mod tests {
         let mut j = job("a");
         j.spec.max_attempts = Some(2);
         enqueue(&mut j, t(0));
-        let err = BootResult::error("qemu_failed", "qemu died");
+        let err = BootResult::error(ErrorKind::QemuFailed, "qemu died");
         start_attempt(&mut j, "r1", "local", "L1", TTL, t(1));
         assert_eq!(record_result(&mut j, &err, t(2)), Recorded::Retrying);
         assert_eq!(phase(&j), JobPhase::Queued);
         assert_eq!(
             j.status.as_ref().and_then(|s| s.queued_at.clone()),
-            Some(fmt_time(t(0)))
+            Some(t(0))
         );
         start_attempt(&mut j, "r2", "local", "L2", TTL, t(3));
         assert_eq!(record_result(&mut j, &err, t(4)), Recorded::Finished);
@@ -647,7 +630,7 @@ pub(crate) mod tests {
         let mut j = job("a");
         enqueue(&mut j, t(0));
         start_attempt(&mut j, "r1", "local", "L1", TTL, t(1));
-        let err = BootResult::error("artifact_missing", "kernel /nope: no such file");
+        let err = BootResult::error(ErrorKind::ArtifactMissing, "kernel /nope: no such file");
         assert_eq!(record_result(&mut j, &err, t(2)), Recorded::Finished);
         assert_eq!(phase(&j), JobPhase::Error);
     }

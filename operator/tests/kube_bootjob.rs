@@ -173,7 +173,9 @@ async fn a_finished_job_past_its_ttl_is_deleted_with_a_uid_precondition() {
     job.spec.ttl_seconds_after_finished = Some(5);
     job.status = Some(BootJobStatus {
         phase: JobPhase::Succeeded,
-        completion_time: Some(queue::fmt_time(Timestamp::now() - Duration::from_secs(60))),
+        completion_time: Some(queue::round_time(
+            Timestamp::now() - Duration::from_secs(60),
+        )),
         ..BootJobStatus::default()
     });
     let server = ApiServer::run(
@@ -199,7 +201,7 @@ async fn a_finished_job_inside_its_ttl_waits_without_any_request() {
     job.spec.ttl_seconds_after_finished = Some(3600);
     job.status = Some(BootJobStatus {
         phase: JobPhase::Failed,
-        completion_time: Some(queue::fmt_time(Timestamp::now())),
+        completion_time: Some(queue::round_time(Timestamp::now())),
         ..BootJobStatus::default()
     });
     let server = ApiServer::run(handle, vec![]);

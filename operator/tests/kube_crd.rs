@@ -1,5 +1,6 @@
 //! The committed CRDs match the Rust types, and every printer column shows a real field.
 
+use bootfarm_core::result::{Stage, Verdict};
 use bootfarm_core::spec::{
     BootJob, BootJobSpec, BootJobStatus, JobPhase, ResultSummary, RunnerPool, RunnerPoolSpec,
     RunnerPoolStatus,
@@ -42,10 +43,16 @@ fn finished_bootjob() -> BootJob {
         phase: JobPhase::Succeeded,
         runner: Some("tcg-arm64-abcde".into()),
         result: Some(ResultSummary {
-            result: "pass".into(),
-            reason: "powered off".into(),
-            stage: "poweroff".into(),
-            ..ResultSummary::default()
+            result: Verdict::Pass,
+            reason: "poweroff".into(),
+            stage: Stage::Userspace,
+            kernel_version: None,
+            accel: None,
+            issues: Default::default(),
+            tests_passed: 0,
+            tests_failed: 0,
+            tests_skipped: 0,
+            first_failure: None,
         }),
         ..BootJobStatus::default()
     });

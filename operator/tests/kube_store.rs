@@ -3,6 +3,7 @@
 
 mod kube_mock;
 
+use bootfarm_core::result::ErrorKind;
 use bootfarm_core::result::{BootResult, Verdict};
 use bootfarm_core::Arch;
 use bootfarm_operator::queue;
@@ -183,7 +184,7 @@ async fn a_result_that_races_another_write_is_recorded_on_a_fresh_read() {
         ],
     );
     let t = context(client, vec![], vec![]);
-    let mut result = BootResult::error("x", "y");
+    let mut result = BootResult::error(ErrorKind::Internal, "y");
     result.result = Verdict::Pass;
     result.error = None;
     result.reason = "poweroff".into();
@@ -226,7 +227,7 @@ async fn a_result_for_a_lease_that_is_not_current_changes_nothing() {
         .complete(
             "j",
             "lease-1",
-            &BootResult::error("x", "y"),
+            &BootResult::error(ErrorKind::Internal, "y"),
             Timestamp::now(),
         )
         .await

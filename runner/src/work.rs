@@ -14,7 +14,9 @@ mod shipper;
 use crate::artifacts::FetchPolicy;
 use crate::boot::{default_cache_dir, run_boot, BootHooks};
 use bootfarm_core::netpolicy::NetPolicy;
+use bootfarm_core::protocol::CompleteReply;
 use bootfarm_core::result::BootResult;
+use bootfarm_core::result::ErrorKind;
 use bootfarm_core::Arch;
 use clap::Args;
 use client::{Claimed, Client, ClientError, Lease};
@@ -63,7 +65,7 @@ pub struct WorkArgs {
     /// When whoever started this runner created it (RFC 3339; set by the operator on runner
     /// pods and processes): reported once, for the start-up time metric.
     #[arg(long, env = "BOOTFARM_RUNNER_CREATED_AT")]
-    pub created_at: Option<String>,
+    pub created_at: Option<jiff::Timestamp>,
     /// Exit 0 after this many jobs (0: no limit).
     #[arg(long, env = "BOOTFARM_MAX_JOBS", default_value_t = 0)]
     pub max_jobs: u64,
@@ -201,7 +203,7 @@ pub async fn run(args: WorkArgs) -> anyhow::Result<i32> {
     let mut idle_since = Instant::now();
     let mut backoff = Duration::from_millis(500);
     let mut done = 0u64;
-    let mut created_at = args.created_at.clone();
+    let mut created_at = args.created_at;
     loop {
         if shutdown.is_cancelled() {
             return Ok(0);
@@ -217,7 +219,7 @@ pub async fn run(args: WorkArgs) -> anyhow::Result<i32> {
         }
         let claimed = tokio::select! {
             _ = shutdown.cancelled() => return Ok(0),
-            c = client.claim(&runner_id, &args.pool, &args.arches, wait, created_at.as_deref()) => c,
+            c = client.claim(&runner_id, &args.pool, &args.arches, wait, created_at) => c,
         };
         if claimed.is_ok() {
             // Start-up is reported once: the first claim the operator answered.
@@ -273,7 +275,7 @@ async fn run_job(
         Ok(r) => r,
         Err(message) => {
             tracing::warn!(job = %name, error = %message, "Job cannot be booted by this runner");
-            let result = BootResult::error("invalid_job", message);
+            let result = BootResult::error(ErrorKind::InvalidJob, message);
             post_result(client, &job, &result).await;
             return;
         }
@@ -395,7 +397,11 @@ async fn post_result(client: &Client, job: &Claimed, result: &BootResult) {
     let mut delay = COMPLETE_FIRST_DELAY;
     for attempt in 1..=COMPLETE_ATTEMPTS {
         match client.complete(&job.name, &job.lease_id, result).await {
-            Ok(()) => return,
+            Ok(CompleteReply::Finished { .. }) => return,
+            Ok(CompleteReply::Retrying { .. }) => {
+                tracing::info!(job = %job.name, "The operator queued the job again");
+                return;
+            }
             Err(ClientError::Stale(msg)) => {
                 tracing::warn!(job = %job.name, reason = %msg, "Result refused: the lease is not ours any more");
                 return;

@@ -71,7 +71,7 @@ async fn cancelling_stops_the_boot_with_an_interrupted_error() {
     let result = run_boot(request(&dir, "initrd-silent.cpio.gz"), hooks).await;
     let stopped = std::time::Instant::now();
     assert_eq!(result.result, Verdict::Error, "{result:#?}");
-    assert_eq!(result.error.unwrap().kind, "interrupted");
+    assert_eq!(result.error.unwrap().kind.as_str(), "interrupted");
     let canceled_at = canceled_at.await.unwrap();
     assert!(stopped.duration_since(canceled_at) < Duration::from_secs(10));
     assert_eq!(result.arch, Some(Arch::Arm64));

@@ -137,7 +137,6 @@ pub fn bound(r: &mut BootResult) {
         }
     }
     if let Some(e) = &mut r.error {
-        cut(&mut e.kind, MAX_REASON);
         cut(&mut e.message, MAX_SUMMARY);
     }
     if let Some(q) = &mut r.qemu {
@@ -212,11 +211,12 @@ fn fit(r: &mut BootResult, max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::result::ErrorKind;
     use crate::result::{Issue, IssueKind, Phase, TestCase, TestOutcome};
 
     #[test]
     fn impossible_durations_are_refused() {
-        let mut r = BootResult::error("x", "y");
+        let mut r = BootResult::error(ErrorKind::Internal, "y");
         assert!(validate(&r).is_ok());
         r.durations.total = Some(-1.0);
         r.durations.to_kernel = Some(1e300);
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn a_huge_result_is_cut_to_its_bounds() {
-        let mut r = BootResult::error("x", "y");
+        let mut r = BootResult::error(ErrorKind::Internal, "y");
         r.summary = "s".repeat(7 << 20);
         let issue = |fatal| Issue {
             kind: IssueKind::Warning,

@@ -1,16 +1,16 @@
 //! The result summary kept in a BootJob's status (the full document is served at `/result`).
 
 use super::ResultSummary;
-use crate::result::{BootResult, TestOutcome};
+use crate::result::{BootResult, IssueKind, TestOutcome};
 use std::collections::BTreeMap;
 
 /// The longest first-failure line kept in status (status objects should stay small).
 const MAX_FIRST_FAILURE: usize = 300;
 
 pub fn summarize(r: &BootResult) -> ResultSummary {
-    let mut issues: BTreeMap<String, u32> = BTreeMap::new();
+    let mut issues: BTreeMap<IssueKind, u32> = BTreeMap::new();
     for i in &r.issues {
-        *issues.entry(i.kind.as_str().to_string()).or_default() += 1;
+        *issues.entry(i.kind).or_default() += 1;
     }
     let count = |o: TestOutcome| r.tests.iter().filter(|t| t.result == o).count() as u32;
     let first_failure = r
@@ -31,9 +31,9 @@ pub fn summarize(r: &BootResult) -> ResultSummary {
         })
         .map(|s| truncate(&s, MAX_FIRST_FAILURE));
     ResultSummary {
-        result: r.result.as_str().to_string(),
+        result: r.result,
         reason: truncate(&r.reason, 64),
-        stage: r.stage.as_str().to_string(),
+        stage: r.stage,
         kernel_version: r.kernel_version.as_deref().map(|v| truncate(v, 128)),
         accel: r.accel.as_deref().map(|v| truncate(v, 16)),
         issues,
@@ -58,11 +58,12 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::result::ErrorKind;
     use crate::result::{Issue, IssueKind, Phase, Stage, TestCase, Verdict};
 
     #[test]
     fn a_failed_boot_is_summarised_with_issue_counts_and_the_first_fatal_issue() {
-        let mut r = BootResult::error("x", "y");
+        let mut r = BootResult::error(ErrorKind::Internal, "y");
         r.result = Verdict::Fail;
         r.reason = "panic".into();
         r.error = None;
@@ -99,10 +100,16 @@ mod tests {
             output: None,
         }];
         let s = summarize(&r);
-        assert_eq!(s.result, "fail");
-        assert_eq!(s.stage, "kernel");
-        assert_eq!(s.issues.get("warning"), Some(&2));
-        assert_eq!(s.issues.get("panic"), Some(&1));
+        // The status carries the result document's spellings.
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["result"], "fail");
+        assert_eq!(json["stage"], "kernel");
+        assert_eq!(
+            json["issues"],
+            serde_json::json!({"panic": 1, "warning": 2})
+        );
+        let back: ResultSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
         assert_eq!(s.tests_passed, 1);
         assert_eq!(
             s.first_failure.as_deref(),
@@ -112,9 +119,9 @@ mod tests {
 
     #[test]
     fn an_infrastructure_error_names_its_kind() {
-        let r = BootResult::error("qemu_failed", "qemu exited 1");
+        let r = BootResult::error(ErrorKind::QemuFailed, "qemu exited 1");
         let s = summarize(&r);
-        assert_eq!(s.result, "error");
+        assert_eq!(s.result, crate::result::Verdict::Error);
         assert_eq!(
             s.first_failure.as_deref(),
             Some("qemu_failed: qemu exited 1")

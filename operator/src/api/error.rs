@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use bootfarm_core::protocol::{ErrorBody, ErrorReply};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -105,11 +105,14 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut error = json!({ "message": message, "code": status.as_u16() });
-        if let Some(field) = self.field() {
-            error["field"] = json!(field);
-        }
-        let mut resp = (status, Json(json!({ "error": error }))).into_response();
+        let reply = ErrorReply {
+            error: ErrorBody {
+                message,
+                code: status.as_u16(),
+                field: self.field().map(str::to_string),
+            },
+        };
+        let mut resp = (status, Json(reply)).into_response();
         if let ApiError::RangeNotSatisfiable(len) = &self {
             if let Ok(v) = axum::http::HeaderValue::from_str(&format!("bytes */{len}")) {
                 resp.headers_mut()

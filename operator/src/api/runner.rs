@@ -9,13 +9,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bootfarm_core::result::BootResult;
+use bootfarm_core::protocol::{
+    self, ClaimReply, CompleteReply, CompleteRequest, HeartbeatReply, LeaseRequest, ReleaseReply,
+    ReleaseRequest,
+};
 use bootfarm_core::spec::{BootJob, JobPhase};
-use bootfarm_core::Arch;
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::json;
 use std::time::Duration;
 
 /// Claims re-check the store at least this often even without a wake-up: jobs can appear
@@ -34,32 +34,15 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ClaimBody {
-    runner_id: String,
-    #[serde(default)]
-    pool: Option<String>,
-    #[serde(default)]
-    arches: Vec<Arch>,
-    /// The runner's own bound on the long-poll (e.g. its idle-exit is near); capped by the server's.
-    #[serde(default)]
-    wait_seconds: Option<u64>,
-    /// On a runner's first claim: when its pod or process was created (RFC 3339), for the
-    /// start-up histogram.
-    #[serde(default)]
-    runner_created_at: Option<String>,
-}
-
 pub async fn claim(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
-    let body: ClaimBody = parse_json(&read_body(body, MAX_RUNNER_BODY).await?)?;
+    let body: protocol::ClaimRequest = parse_json(&read_body(body, MAX_RUNNER_BODY).await?)?;
     if body.runner_id.is_empty() {
         return Err(ApiError::BadRequest {
             message: "runnerId must not be empty".into(),
             field: Some("runnerId".into()),
         });
     }
-    if let Some(secs) = seconds_since(body.runner_created_at.as_deref()) {
+    if let Some(secs) = body.runner_created_at.map(seconds_since) {
         // Anything beyond a day is a clock problem, not a start-up time.
         if secs < 86_400.0 {
             let pool = body.pool.as_deref().unwrap_or("default");
@@ -96,13 +79,13 @@ pub async fn claim(State(state): State<AppState>, body: Body) -> Result<Response
                 attempt_marker(&state, &name, claim.attempt, &req.runner_id).await;
             }
             tracing::info!(job = %name, runner = %req.runner_id, attempt = claim.attempt, "Job claimed");
-            return Ok(Json(json!({
-                "job": claim.job,
-                "leaseId": claim.lease_id,
-                "attempt": claim.attempt,
-                "leaseTtlSeconds": state.lease_ttl.as_secs().max(1),
-                "leaseExpiresAt": crate::queue::fmt_time(claim.expires_at),
-            }))
+            return Ok(Json(ClaimReply {
+                job: claim.job,
+                lease_id: claim.lease_id,
+                attempt: claim.attempt,
+                lease_ttl_seconds: state.lease_ttl.as_secs().max(1),
+                lease_expires_at: crate::queue::round_time(claim.expires_at),
+            })
             .into_response());
         }
         let now = tokio::time::Instant::now();
@@ -147,15 +130,13 @@ async fn attempt_marker(state: &AppState, name: &str, attempt: u32, runner: &str
     }
 }
 
-fn seconds_since(rfc3339: Option<&str>) -> Option<f64> {
-    let t = crate::queue::parse_time(rfc3339?)?;
-    let d = Timestamp::now().duration_since(t);
-    Some(d.as_secs_f64().max(0.0))
+fn seconds_since(t: Timestamp) -> f64 {
+    Timestamp::now().duration_since(t).as_secs_f64().max(0.0)
 }
 
 fn observe_queue_wait(state: &AppState, job: &BootJob) {
-    let queued = job.status.as_ref().and_then(|s| s.queued_at.as_deref());
-    if let Some(wait) = seconds_since(queued) {
+    let queued = job.status.as_ref().and_then(|s| s.queued_at);
+    if let Some(wait) = queued.map(seconds_since) {
         state
             .metrics
             .job_queue_wait_seconds
@@ -164,41 +145,29 @@ fn observe_queue_wait(state: &AppState, job: &BootJob) {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LeaseBody {
-    lease_id: String,
-}
-
 pub async fn heartbeat(
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let body: LeaseBody = parse_json(&read_body(body, MAX_RUNNER_BODY).await?)?;
+) -> Result<Json<HeartbeatReply>, ApiError> {
+    let body: LeaseRequest = parse_json(&read_body(body, MAX_RUNNER_BODY).await?)?;
     let answer = state
         .store
         .heartbeat(&name, &body.lease_id, state.lease_ttl, Timestamp::now())
         .await?;
     Ok(Json(match answer {
-        LeaseState::Active { expires_at } => {
-            json!({"state": "active", "leaseExpiresAt": crate::queue::fmt_time(expires_at)})
-        }
-        LeaseState::Canceled => json!({"state": "canceled"}),
-        LeaseState::Lost => json!({"state": "lost"}),
+        LeaseState::Active { expires_at } => HeartbeatReply::Active {
+            lease_expires_at: crate::queue::round_time(expires_at),
+        },
+        LeaseState::Canceled => HeartbeatReply::Canceled,
+        LeaseState::Lost => HeartbeatReply::Lost,
     }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LogQuery {
-    lease_id: String,
 }
 
 pub async fn append_log(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<protocol::LogQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest {
@@ -230,20 +199,13 @@ pub async fn append_log(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CompleteBody {
-    lease_id: String,
-    result: BootResult,
-}
-
 pub async fn complete(
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let raw = read_body(body, MAX_RUNNER_BODY).await?;
-    let mut body: CompleteBody = parse_json(&raw)?;
+    let mut body: CompleteRequest = parse_json(&raw)?;
     // A runner's document is input: impossible numbers are refused, sizes are bounded before
     // anything is stored or copied into the job's status.
     bootfarm_core::result::check::validate(&body.result).map_err(|errs| {
@@ -280,7 +242,7 @@ pub async fn complete(
                 .map_err(ApiError::internal)?
                 .map_err(|e| ApiError::internal(format!("writing result of {name}: {e}")))?;
             tracing::info!(job = %name, result = body.result.result.as_str(), "Job finished");
-            Ok(Json(json!({"state": "finished", "job": job})).into_response())
+            Ok(Json(CompleteReply::Finished { job }).into_response())
         }
         CompleteOutcome::Retrying(job) => {
             state
@@ -290,7 +252,7 @@ pub async fn complete(
                 .inc();
             state.work_available();
             tracing::info!(job = %name, "Infrastructure error; job requeued");
-            Ok(Json(json!({"state": "retrying", "job": job})).into_response())
+            Ok(Json(CompleteReply::Retrying { job }).into_response())
         }
         CompleteOutcome::Stale => Err(ApiError::Conflict(format!(
             "lease {} of bootjob {name:?} is not current (expired, canceled or already completed); result not recorded",
@@ -307,20 +269,12 @@ fn pool_of(job: &BootJob) -> &str {
         .unwrap_or("default")
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReleaseBody {
-    lease_id: String,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
 pub async fn release(
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let body: ReleaseBody = parse_json(&read_body(body, MAX_RUNNER_BODY).await?)?;
+) -> Result<Json<ReleaseReply>, ApiError> {
+    let body: ReleaseRequest = parse_json(&read_body(body, MAX_RUNNER_BODY).await?)?;
     let reason = body
         .reason
         .unwrap_or_else(|| "released by the runner".into());
@@ -349,7 +303,5 @@ pub async fn release(
         state.work_available();
     }
     tracing::info!(job = %name, reason = %reason, "Job released by its runner");
-    Ok(Json(
-        json!({"state": "released", "phase": phase.map(JobPhase::as_str)}),
-    ))
+    Ok(Json(ReleaseReply::Released { phase }))
 }

@@ -253,6 +253,7 @@ impl JobFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bootfarm_core::result::ErrorKind;
 
     #[test]
     fn logs_append_and_read_from_an_offset_and_keep_head_and_tail_past_the_limit() {
@@ -292,7 +293,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = JobFiles::new(dir.path());
         assert_eq!(files.read_result("a").unwrap(), None);
-        let r = BootResult::error("qemu_failed", "boom");
+        let r = BootResult::error(ErrorKind::QemuFailed, "boom");
         files.write_result("a", &r).unwrap();
         files.append_log("a", b"x").unwrap();
         assert_eq!(files.read_result("a").unwrap(), Some(r));

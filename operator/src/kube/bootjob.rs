@@ -231,11 +231,7 @@ async fn apply(
                 }
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
-            let expires = job
-                .status
-                .as_ref()
-                .and_then(|s| s.lease_expires_at.as_deref())
-                .and_then(queue::parse_time);
+            let expires = job.status.as_ref().and_then(|s| s.lease_expires_at);
             let wait = expires.map_or(IDLE_RECHECK, |t| until(t, now) + Duration::from_secs(1));
             Ok(Action::requeue(wait.min(IDLE_RECHECK)))
         }
@@ -252,8 +248,7 @@ async fn apply(
             let done = job
                 .status
                 .as_ref()
-                .and_then(|s| s.completion_time.as_deref())
-                .and_then(queue::parse_time)
+                .and_then(|s| s.completion_time)
                 .unwrap_or(now);
             let at = done
                 .checked_add(Duration::from_secs(ttl))

@@ -132,7 +132,7 @@ pub fn conditions_of(
             format!("runner pod {pod} cannot start: {reason}: {message}"),
         ),
     };
-    let time = now.round(jiff::Unit::Second).unwrap_or(now).to_string();
+    let time = now.round(jiff::Unit::Second).unwrap_or(now);
     match conditions.iter_mut().find(|c| c.type_ == RUNNERS_CAN_START) {
         Some(c) => {
             if c.status != value {

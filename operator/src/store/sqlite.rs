@@ -517,8 +517,8 @@ fn get_doc(tx: &Connection, name: &str) -> Result<Option<BootJob>, StoreError> {
         .transpose()
 }
 
-fn col_time(s: Option<&String>) -> Option<i64> {
-    s.and_then(|s| queue::parse_time(s)).map(micros)
+fn col_time(t: Option<&Timestamp>) -> Option<i64> {
+    t.copied().map(micros)
 }
 
 fn bump_resource_version(job: &mut BootJob) {

@@ -6,7 +6,8 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use bootfarm_core::result::{BootResult, Verdict};
+use bootfarm_core::protocol;
+use bootfarm_core::result::{BootResult, ErrorKind, Verdict};
 use bootfarm_operator::api::auth::{Role, Tokens};
 use bootfarm_operator::api::{router, AppState};
 use bootfarm_operator::files::JobFiles;
@@ -142,6 +143,13 @@ impl App {
         .await
     }
 
+    /// Posts a protocol body (the types runners use) to a runner endpoint.
+    pub async fn runner_send(&self, path: &str, body: &impl serde::Serialize) -> Resp {
+        self.runner_post(path, serde_json::to_value(body).unwrap())
+            .await
+    }
+
+    /// Posts raw JSON to a runner endpoint (for bodies no runner would send).
     pub async fn runner_post(&self, path: &str, body: Value) -> Resp {
         self.call(
             Method::POST,
@@ -155,29 +163,29 @@ impl App {
 
     /// Hands back `name` under `lease`, saying why.
     pub async fn release(&self, name: &str, lease: &str, reason: &str) -> Resp {
-        self.runner_post(
-            &format!("jobs/{name}/release"),
-            serde_json::json!({"leaseId": lease, "reason": reason}),
-        )
-        .await
+        let body = protocol::ReleaseRequest {
+            lease_id: lease.into(),
+            reason: Some(reason.into()),
+        };
+        self.runner_send(&format!("jobs/{name}/release"), &body)
+            .await
     }
 
     /// Claims as `runner`; returns (job name, lease id) or None on 204.
     pub async fn claim(&self, runner: &str) -> Option<(String, String)> {
-        let r = self
-            .runner_post(
-                "claim",
-                serde_json::json!({"runnerId": runner, "pool": "default"}),
-            )
-            .await;
+        let body = protocol::ClaimRequest {
+            runner_id: runner.into(),
+            pool: Some("default".into()),
+            arches: Vec::new(),
+            wait_seconds: None,
+            runner_created_at: None,
+        };
+        let r = self.runner_send("claim", &body).await;
         match r.status {
             StatusCode::NO_CONTENT => None,
             StatusCode::OK => {
-                let v = r.json();
-                Some((
-                    v["job"]["metadata"]["name"].as_str().unwrap().to_string(),
-                    v["leaseId"].as_str().unwrap().to_string(),
-                ))
+                let reply: protocol::ClaimReply = serde_json::from_value(r.json()).unwrap();
+                Some((reply.job.metadata.name, reply.lease_id))
             }
             other => panic!("claim: {other}: {}", r.text()),
         }
@@ -224,7 +232,7 @@ spec:
 }
 
 pub fn result(verdict: Verdict) -> BootResult {
-    let mut r = BootResult::error("none", "test result");
+    let mut r = BootResult::error(ErrorKind::Internal, "test result");
     r.result = verdict;
     if verdict != Verdict::Error {
         r.error = None;

@@ -142,7 +142,7 @@ mod tests {
             in_use: crate::artifacts::InUse::none(),
         };
         let err = per_boot_copy(&fetched, &dir.path().join("boot")).unwrap_err();
-        assert_eq!(err.kind(), "artifact_missing", "{err}");
+        assert_eq!(err.kind().as_str(), "artifact_missing", "{err}");
         assert!(!dir.path().join("boot/kernel").exists());
     }
 }

@@ -1,5 +1,7 @@
 //! One error type for every way an artifact can fail, each with a stable `kind` for the result JSON.
 
+use bootfarm_core::result::ErrorKind;
+
 /// Why an artifact could not be provided. Every message names the source it is about.
 #[derive(thiserror::Error, Debug)]
 pub enum ArtifactError {
@@ -62,19 +64,21 @@ pub enum ArtifactError {
 
 impl ArtifactError {
     /// The `error.kind` of a boot result.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ArtifactError::Missing { .. } | ArtifactError::Unsupported { .. } => "artifact_missing",
-            ArtifactError::Unreadable { .. } => "artifact_unreadable",
-            ArtifactError::Refused { .. } => "artifact_refused",
+            ArtifactError::Missing { .. } | ArtifactError::Unsupported { .. } => {
+                ErrorKind::ArtifactMissing
+            }
+            ArtifactError::Unreadable { .. } => ErrorKind::ArtifactUnreadable,
+            ArtifactError::Refused { .. } => ErrorKind::ArtifactRefused,
             ArtifactError::HttpStatus { .. }
             | ArtifactError::Download { .. }
-            | ArtifactError::DownloadTimeout { .. } => "download_failed",
+            | ArtifactError::DownloadTimeout { .. } => ErrorKind::DownloadFailed,
             ArtifactError::ChecksumMismatch { .. } | ArtifactError::InvalidChecksum { .. } => {
-                "checksum_mismatch"
+                ErrorKind::ChecksumMismatch
             }
-            ArtifactError::TooLarge { .. } => "artifact_too_large",
-            ArtifactError::Io { .. } | ArtifactError::Internal(_) => "internal",
+            ArtifactError::TooLarge { .. } => ErrorKind::ArtifactTooLarge,
+            ArtifactError::Io { .. } | ArtifactError::Internal(_) => ErrorKind::Internal,
         }
     }
 

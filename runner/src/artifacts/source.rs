@@ -21,7 +21,7 @@ mod tests {
     fn unsupported_sources_are_rejected_with_the_source_named() {
         for s in ["ftp://host/x", "s3://bucket/k", "", "file://remotehost/x"] {
             let err = parse(s).unwrap_err();
-            assert_eq!(err.kind(), "artifact_missing", "{s}");
+            assert_eq!(err.kind().as_str(), "artifact_missing", "{s}");
             assert!(err.to_string().contains(&format!("{s:?}")), "{err}");
         }
     }

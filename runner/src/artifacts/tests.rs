@@ -80,7 +80,7 @@ async fn http_404_fails_at_once_naming_the_url() {
 
     let err = cache.fetch("kernel", &url, None).await.unwrap_err();
 
-    assert_eq!(err.kind(), "download_failed");
+    assert_eq!(err.kind().as_str(), "download_failed");
     assert_eq!(err.to_string(), format!("HTTP 404 Not Found for {url}"));
     assert_eq!(server.hits("/missing"), 1, "a 4xx must not be retried");
     assert_nothing_stored(&cache);
@@ -109,7 +109,7 @@ async fn a_server_error_forever_gives_up_after_the_retries() {
     let err = cache.fetch("kernel", &url, None).await.unwrap_err();
 
     assert_eq!(server.hits("/broken"), 3, "1 attempt + 2 retries");
-    assert_eq!(err.kind(), "download_failed");
+    assert_eq!(err.kind().as_str(), "download_failed");
     let msg = err.to_string();
     assert!(msg.contains(&url) && msg.contains("HTTP 500"), "{msg}");
     assert!(msg.contains("3 attempt"), "{msg}");
@@ -130,7 +130,7 @@ async fn an_unreachable_server_fails_after_bounded_retries() {
 
     let err = cache.fetch("kernel", &url, None).await.unwrap_err();
 
-    assert_eq!(err.kind(), "download_failed");
+    assert_eq!(err.kind().as_str(), "download_failed");
     let msg = err.to_string();
     assert!(msg.contains(&url) && msg.contains("3 attempt"), "{msg}");
     assert!(msg.to_lowercase().contains("connect"), "{msg}");
@@ -149,7 +149,7 @@ async fn a_body_that_stalls_times_out_and_leaves_nothing() {
 
     let err = cache.fetch("kernel", &url, None).await.unwrap_err();
 
-    assert_eq!(err.kind(), "download_failed");
+    assert_eq!(err.kind().as_str(), "download_failed");
     assert!(err.to_string().contains("stalled"), "{err}");
     assert_eq!(server.hits("/stall"), 2);
     // Two reads of 0.5 s plus 0.2 s backoff.
@@ -172,7 +172,7 @@ async fn a_server_that_accepts_and_never_answers_times_out() {
 
     let err = cache.fetch("kernel", &url, None).await.unwrap_err();
 
-    assert_eq!(err.kind(), "download_failed", "{err}");
+    assert_eq!(err.kind().as_str(), "download_failed", "{err}");
     assert!(err.to_string().contains(&url), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -194,7 +194,7 @@ async fn the_total_timeout_bounds_all_retries() {
 
     let err = cache.fetch("kernel", &url, None).await.unwrap_err();
 
-    assert_eq!(err.kind(), "download_failed");
+    assert_eq!(err.kind().as_str(), "download_failed");
     assert!(err.to_string().contains("timed out"), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -212,7 +212,7 @@ async fn a_truncated_transfer_never_enters_the_cache() {
 
     let err = cache.fetch("kernel", &url, None).await.unwrap_err();
 
-    assert_eq!(err.kind(), "download_failed", "{err}");
+    assert_eq!(err.kind().as_str(), "download_failed", "{err}");
     assert_eq!(server.hits("/short"), 3, "a broken transfer is retried");
     assert_nothing_stored(&cache);
 }
@@ -227,7 +227,7 @@ async fn a_checksum_mismatch_names_both_digests_and_stores_nothing() {
 
     let err = cache.fetch("kernel", &url, Some(&wrong)).await.unwrap_err();
 
-    assert_eq!(err.kind(), "checksum_mismatch");
+    assert_eq!(err.kind().as_str(), "checksum_mismatch");
     let msg = err.to_string();
     assert!(
         msg.contains(&url) && msg.contains(&wrong) && msg.contains(&sha(&data)),
@@ -306,7 +306,7 @@ async fn a_decompression_bomb_stops_at_the_size_limit() {
 
     let err = cache.fetch("kernel", &url, None).await.unwrap_err();
 
-    assert_eq!(err.kind(), "artifact_too_large");
+    assert_eq!(err.kind().as_str(), "artifact_too_large");
     assert!(err.to_string().contains("decompressed"), "{err}");
     assert_nothing_stored(&cache);
 
@@ -318,7 +318,7 @@ async fn a_decompression_bomb_stops_at_the_size_limit() {
         .fetch("kernel", local.to_str().unwrap(), None)
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), "artifact_too_large");
+    assert_eq!(err.kind().as_str(), "artifact_too_large");
     assert_nothing_stored(&cache);
 }
 
@@ -334,7 +334,7 @@ async fn a_download_over_the_limit_is_refused_with_or_without_content_length() {
     });
     for url in [announced, chunked] {
         let err = cache.fetch("rootfs", &url, None).await.unwrap_err();
-        assert_eq!(err.kind(), "artifact_too_large", "{url}: {err}");
+        assert_eq!(err.kind().as_str(), "artifact_too_large", "{url}: {err}");
         assert!(err.to_string().contains(&url), "{err}");
     }
     assert_eq!(server.hits("/big"), 1, "too large is not retried");
@@ -485,7 +485,7 @@ async fn a_local_file_is_used_in_place_and_verified() {
         .fetch("kernel", path.to_str().unwrap(), Some(&sha(b"x")))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), "checksum_mismatch");
+    assert_eq!(err.kind().as_str(), "checksum_mismatch");
     assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
 }
 
@@ -535,7 +535,7 @@ async fn a_corrupt_compressed_file_is_unreadable() {
         .await
         .unwrap_err();
 
-    assert_eq!(err.kind(), "artifact_unreadable");
+    assert_eq!(err.kind().as_str(), "artifact_unreadable");
     assert!(err.to_string().contains("gzip"), "{err}");
     assert_nothing_stored(&cache);
 }
@@ -549,7 +549,7 @@ async fn a_path_that_does_not_exist_is_missing() {
         format!("file://{}", path.display()),
     ] {
         let err = cache.fetch("kernel", &source, None).await.unwrap_err();
-        assert_eq!(err.kind(), "artifact_missing");
+        assert_eq!(err.kind().as_str(), "artifact_missing");
         assert_eq!(err.to_string(), format!("artifact not found: {source}"));
     }
 }
@@ -573,7 +573,7 @@ async fn a_directory_or_special_file_is_unreadable_without_hanging() {
                 .await
                 .expect("a special file must not block")
                 .unwrap_err();
-        assert_eq!(err.kind(), "artifact_unreadable", "{err}");
+        assert_eq!(err.kind().as_str(), "artifact_unreadable", "{err}");
         let msg = err.to_string();
         assert!(msg.contains(&source) && msg.contains(why), "{msg}");
     }
@@ -594,7 +594,7 @@ async fn a_file_without_read_permission_is_unreadable() {
         .fetch("kernel", path.to_str().unwrap(), None)
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), "artifact_unreadable");
+    assert_eq!(err.kind().as_str(), "artifact_unreadable");
     assert!(err.to_string().contains("ermission denied"), "{err}");
 }
 
@@ -618,12 +618,12 @@ async fn a_per_boot_copy_protects_the_cached_original() {
 async fn unsupported_sources_and_bad_digests_are_refused_before_any_io() {
     let (_dir, cache) = cache_with(limits());
     let err = cache.fetch("kernel", "ftp://h/k", None).await.unwrap_err();
-    assert_eq!(err.kind(), "artifact_missing");
+    assert_eq!(err.kind().as_str(), "artifact_missing");
     let err = cache
         .fetch("kernel", "/boot/vmlinuz", Some("not-a-digest"))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), "checksum_mismatch");
+    assert_eq!(err.kind().as_str(), "checksum_mismatch");
     assert!(err.to_string().contains("not-a-digest"), "{err}");
 }
 
@@ -735,7 +735,7 @@ async fn decompressed_bytes_that_do_not_match_the_recorded_digest_are_not_cached
 
     let err = cache.fetch("initrd", source, None).await.unwrap_err();
 
-    assert_eq!(err.kind(), "artifact_unreadable");
+    assert_eq!(err.kind().as_str(), "artifact_unreadable");
     assert!(err.to_string().contains("changed"), "{err}");
     assert_nothing_stored(&cache);
 }
@@ -812,7 +812,7 @@ async fn a_password_in_a_url_never_reaches_messages_or_the_result() {
         .fetch("kernel", &url, Some(&sha(b"x")))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), "checksum_mismatch");
+    assert_eq!(err.kind().as_str(), "checksum_mismatch");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
 
@@ -836,14 +836,14 @@ async fn the_farm_refuses_loopback_urls_without_sending_a_request() {
     let url = server.route("/metrics", Reply::Bytes(b"secret metrics".to_vec()));
     let (_dir, cache) = farm_cache(&[]);
     let err = cache.fetch("kernel", &url, None).await.unwrap_err();
-    assert_eq!(err.kind(), "artifact_refused", "{err}");
+    assert_eq!(err.kind().as_str(), "artifact_refused", "{err}");
     assert!(err.to_string().contains("loopback"), "{err}");
     assert_eq!(server.hits("/metrics"), 0, "no packet reached the server");
     assert_nothing_stored(&cache);
     // By name too: the address is checked after DNS resolution.
     let by_name = url.replace("127.0.0.1", "localhost");
     let err = cache.fetch("kernel", &by_name, None).await.unwrap_err();
-    assert_eq!(err.kind(), "artifact_refused", "{err}");
+    assert_eq!(err.kind().as_str(), "artifact_refused", "{err}");
     assert_eq!(server.hits("/metrics"), 0);
 }
 
@@ -858,13 +858,13 @@ async fn an_allowed_range_is_fetched_but_a_redirect_out_of_it_is_refused() {
     let got = cache.fetch("kernel", &ok, None).await.unwrap();
     assert_eq!(fs::read(&got.path).unwrap(), b"a kernel");
     let err = cache.fetch("initrd", &hop, None).await.unwrap_err();
-    assert_eq!(err.kind(), "artifact_refused", "{err}");
+    assert_eq!(err.kind().as_str(), "artifact_refused", "{err}");
     assert!(err.to_string().contains("127.0.0.2"), "{err}");
     assert_eq!(allowed.hits("/hop"), 1);
     assert_eq!(other.hits("/secret"), 0, "the redirect was not followed");
     // The same address spelled in decimal is the same address.
     let decimal = secret.replace("127.0.0.2", "2130706434");
     let err = cache.fetch("initrd", &decimal, None).await.unwrap_err();
-    assert_eq!(err.kind(), "artifact_refused", "{err}");
+    assert_eq!(err.kind().as_str(), "artifact_refused", "{err}");
     assert_eq!(other.hits("/secret"), 0);
 }

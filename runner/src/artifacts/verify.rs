@@ -177,7 +177,7 @@ mod tests {
         assert_eq!(parse_expected("k", &format!("sha256:{ABC}")).unwrap(), ABC);
         for bad in ["", "abc", &ABC[1..], &format!("{}g", &ABC[1..])] {
             let err = parse_expected("kernel.gz", bad).unwrap_err();
-            assert_eq!(err.kind(), "checksum_mismatch");
+            assert_eq!(err.kind().as_str(), "checksum_mismatch");
             assert!(err.to_string().contains("kernel.gz"));
         }
     }

@@ -5,6 +5,7 @@ use super::{ArtifactSource, BootRequest};
 use crate::artifacts::{ArtifactCache, ArtifactError, InUse, Limits};
 use crate::qemu::profile::{disk_format, is_cpio_name, DiskImage, Profile};
 use bootfarm_core::result::ArtifactInfo;
+use bootfarm_core::result::ErrorKind;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,12 +13,12 @@ use std::path::{Path, PathBuf};
 /// An infrastructure error: `error.kind` and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InfraError {
-    pub kind: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
 impl InfraError {
-    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         InfraError {
             kind,
             message: message.into(),
@@ -76,7 +77,7 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         let path = got.fetch(&cache, "modules", src).await?;
         if !is_cpio_name(&src.source) {
             return Err(InfraError::new(
-                "artifact_unreadable",
+                ErrorKind::ArtifactUnreadable,
                 format!(
                     "modules {}: only cpio archives (.cpio, .cpio.gz, ...) can be added for now",
                     src.source
@@ -141,13 +142,20 @@ fn read_magic(path: &Path) -> Result<Vec<u8>, InfraError> {
     let mut magic = vec![0u8; 8];
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut magic))
-        .map_err(|e| InfraError::new("artifact_unreadable", format!("{}: {e}", path.display())))?;
+        .map_err(|e| {
+            InfraError::new(
+                ErrorKind::ArtifactUnreadable,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
     magic.truncate(n);
     Ok(magic)
 }
 
 fn concatenate(parts: &[PathBuf], out: &Path) -> Result<PathBuf, InfraError> {
-    let io = |e: std::io::Error| InfraError::new("internal", format!("building initramfs: {e}"));
+    let io = |e: std::io::Error| {
+        InfraError::new(ErrorKind::Internal, format!("building initramfs: {e}"))
+    };
     let mut dst = std::fs::File::create(out).map_err(io)?;
     for p in parts {
         let mut src = std::fs::File::open(p).map_err(io)?;
@@ -177,7 +185,7 @@ pub fn find_qemu(profile: &Profile, dir: Option<&Path>) -> Result<PathBuf, Infra
                 None => "on PATH".to_string(),
             };
             InfraError::new(
-                "qemu_missing",
+                ErrorKind::QemuMissing,
                 format!(
                     "{} not found {place}: install the Debian package {} (apt-get install {})",
                     profile.binary, profile.package, profile.package
@@ -203,7 +211,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = Profile::for_arch(Arch::Riscv64);
         let err = find_qemu(&p, Some(dir.path())).unwrap_err();
-        assert_eq!(err.kind, "qemu_missing");
+        assert_eq!(err.kind, ErrorKind::QemuMissing);
         assert!(
             err.message.contains("qemu-system-riscv64"),
             "{}",

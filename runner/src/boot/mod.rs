@@ -28,6 +28,7 @@ pub use inputs::default_cache_dir;
 use crate::accel::AccelRequest;
 use crate::artifacts::FetchPolicy;
 use bootfarm_core::console::ClassifierConfig;
+use bootfarm_core::result::ErrorKind;
 use bootfarm_core::spec::{Cpu, Machine};
 use bootfarm_core::verdict::Expect;
 use bootfarm_core::{Arch, BootResult};
@@ -155,7 +156,7 @@ pub async fn run_boot(req: BootRequest, hooks: BootHooks) -> BootResult {
     let mut task = AbortOnDrop(tokio::spawn(run::boot(req, hooks)));
     let mut result = match task.await_result().await {
         Ok(r) => r,
-        Err(e) => BootResult::error("internal", format!("boot task failed: {e}")),
+        Err(e) => BootResult::error(ErrorKind::Internal, format!("boot task failed: {e}")),
     };
     result.arch.get_or_insert(arch);
     result

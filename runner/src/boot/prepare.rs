@@ -8,6 +8,7 @@ use super::{BootHooks, BootRequest};
 use crate::accel;
 use crate::artifacts::InUse;
 use crate::qemu::profile::{build_args, Accel, Profile, QemuConfig};
+use bootfarm_core::result::ErrorKind;
 use bootfarm_core::result::QemuInfo;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -41,7 +42,12 @@ impl Prepared {
         let work = tempfile::Builder::new()
             .prefix("bootfarm-")
             .tempdir()
-            .map_err(|e| InfraError::new("internal", format!("creating a work directory: {e}")))
+            .map_err(|e| {
+                InfraError::new(
+                    ErrorKind::Internal,
+                    format!("creating a work directory: {e}"),
+                )
+            })
             .or_stop(&mut facts)?;
 
         let qemu_binary =
@@ -79,7 +85,7 @@ impl Prepared {
         )
         .await
         .or_stop(&mut facts)?
-        .map_err(|e| InfraError::new("kvm_unavailable", e.to_string()))
+        .map_err(|e| InfraError::new(ErrorKind::KvmUnavailable, e.to_string()))
         .or_stop(&mut facts)?;
         facts.accel = Some(choice.clone());
         check_resources(req, choice.accel, crate::host::memory_limit()).or_stop(&mut facts)?;
@@ -89,7 +95,10 @@ impl Prepared {
         let qmp_path = work.path().join("qmp.sock");
         let bind = |p: &Path| {
             UnixListener::bind(p).map_err(|e| {
-                InfraError::new("internal", format!("listening on {}: {e}", p.display()))
+                InfraError::new(
+                    ErrorKind::Internal,
+                    format!("listening on {}: {e}", p.display()),
+                )
             })
         };
         let console_listener = bind(&console_path).or_stop(&mut facts)?;
@@ -141,7 +150,7 @@ pub fn check_resources(
 ) -> Result<(), InfraError> {
     if accel == Accel::Tcg && req.cpu.as_ref().is_some_and(|c| c.needs_kvm()) {
         return Err(InfraError::new(
-            "invalid_job",
+            ErrorKind::InvalidJob,
             "cpu \"host\" needs KVM, and this boot runs under TCG (KVM is not usable here); \
              choose a model such as max",
         ));
@@ -149,7 +158,7 @@ pub fn check_resources(
     if let (Some(want), Some(limit)) = (req.memory, memory_limit) {
         if want > limit {
             return Err(InfraError::new(
-                "invalid_job",
+                ErrorKind::InvalidJob,
                 format!(
                     "memory {} MiB is more than this runner has ({} MiB)",
                     want >> 20,
@@ -176,12 +185,12 @@ mod tests {
         let tcg = Accel::Tcg;
         assert_eq!(
             check_resources(&req, tcg, None).unwrap_err().kind,
-            "invalid_job"
+            ErrorKind::InvalidJob
         );
         let req = BootRequest { cpu: None, ..req };
         assert!(check_resources(&req, tcg, None).is_ok());
         let err = check_resources(&req, tcg, Some(4 << 30)).unwrap_err();
-        assert_eq!(err.kind, "invalid_job");
+        assert_eq!(err.kind, ErrorKind::InvalidJob);
         assert!(err.message.contains("8192 MiB"), "{}", err.message);
     }
 }

@@ -11,6 +11,7 @@ use super::running::Finished;
 use super::{BootHooks, BootRequest};
 use crate::accel::AccelChoice;
 use bootfarm_core::console::Classification;
+use bootfarm_core::result::ErrorKind;
 use bootfarm_core::result::{ArtifactInfo, Durations, QemuInfo, Verdict};
 use bootfarm_core::verdict::{record_console, result_from, Decision};
 use bootfarm_core::BootResult;
@@ -87,7 +88,7 @@ impl Stopped {
                 },
             ),
             Why::Error(e) => {
-                tracing::debug!(kind = e.kind, message = %e.message, "Boot error");
+                tracing::debug!(kind = e.kind.as_str(), message = %e.message, "Boot error");
                 let mut r = BootResult::error(e.kind, e.message);
                 if let Some(c) = facts.console.take() {
                     record_console(&mut r, c.classification);
@@ -147,14 +148,14 @@ pub(super) async fn guarded<T>(
     tokio::select! {
         biased;
         _ = hooks.cancel.cancelled() => Err(interrupted()),
-        _ = sleep_until(deadline) => Err(InfraError::new("timeout", format!("total timeout while {what}"))),
+        _ = sleep_until(deadline) => Err(InfraError::new(ErrorKind::Timeout, format!("total timeout while {what}"))),
         v = fut => Ok(v),
     }
 }
 
 pub(super) fn interrupted() -> InfraError {
     InfraError::new(
-        "interrupted",
+        ErrorKind::Interrupted,
         "interrupted: the boot was cancelled (signal or request)",
     )
 }

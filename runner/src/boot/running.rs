@@ -14,6 +14,7 @@ use crate::qmp::{GuestEvent, Qmp};
 use bootfarm_core::console::session::{Session, SessionConfig};
 use bootfarm_core::console::{Classification, Classifier};
 use bootfarm_core::result::Durations;
+use bootfarm_core::result::ErrorKind;
 use bootfarm_core::verdict::{decide, result_from, End, Expect};
 use bootfarm_core::BootResult;
 use std::time::{Duration, Instant};
@@ -69,7 +70,10 @@ impl Started {
             ConsoleOut::File(p) => Some(Box::new(std::io::BufWriter::new(
                 std::fs::File::create(p)
                     .map_err(|e| {
-                        InfraError::new("internal", format!("creating log {}: {e}", p.display()))
+                        InfraError::new(
+                            ErrorKind::Internal,
+                            format!("creating log {}: {e}", p.display()),
+                        )
                     })
                     .or_stop(&mut facts)?,
             ))),
@@ -96,7 +100,7 @@ impl Started {
             qemu.kill().await;
             let tail = qemu.stderr_tail().await;
             return Err(Stopped::error(
-                InfraError::new("qemu_failed", format!("{e}: {tail}")),
+                InfraError::new(ErrorKind::QemuFailed, format!("{e}: {tail}")),
                 facts,
             ));
         }
@@ -202,7 +206,7 @@ impl Running {
                                 truncated: watch.sink.truncated(),
                             });
                             return Err(Stopped::error(
-                                InfraError::new("qemu_failed", format!("QEMU exited during the boot: {tail}")),
+                                InfraError::new(ErrorKind::QemuFailed, format!("QEMU exited during the boot: {tail}")),
                                 facts,
                             ));
                         }

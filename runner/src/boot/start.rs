@@ -9,6 +9,7 @@ use super::{BootHooks, BootRequest};
 use crate::artifacts::InUse;
 use crate::qemu::process::QemuProcess;
 use crate::qmp::Qmp;
+use bootfarm_core::result::ErrorKind;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UnixStream;
 
@@ -43,7 +44,7 @@ impl Prepared {
         let mut qemu = QemuProcess::spawn(qemu_binary.as_os_str(), &args, false)
             .map_err(|e| {
                 InfraError::new(
-                    "qemu_failed",
+                    ErrorKind::QemuFailed,
                     format!("cannot run {}: {e}", qemu_binary.display()),
                 )
             })
@@ -121,11 +122,14 @@ async fn failed_start(mut qemu: QemuProcess, why: String, facts: Facts) -> Stopp
     } else if job_option_refused(&tail) {
         // The job's own machine/CPU/memory choice: every runner would refuse it alike.
         Why::Error(InfraError::new(
-            "invalid_job",
+            ErrorKind::InvalidJob,
             format!("QEMU refused the job's options: {tail}"),
         ))
     } else {
-        Why::Error(InfraError::new("qemu_failed", format!("{why}: {tail}")))
+        Why::Error(InfraError::new(
+            ErrorKind::QemuFailed,
+            format!("{why}: {tail}"),
+        ))
     };
     Stopped {
         why,

@@ -1,10 +1,13 @@
 //! The runner's side of the operator's `/api/v1/runner/` endpoints.
 
+use bootfarm_core::protocol::{
+    ClaimReply, ClaimRequest, CompleteReply, CompleteRequest, ErrorReply, HeartbeatReply,
+    LeaseRequest, ReleaseRequest, RUNNER_API,
+};
 use bootfarm_core::result::BootResult;
 use bootfarm_core::spec::BootJobSpec;
 use bootfarm_core::Arch;
-use serde::Deserialize;
-use serde_json::json;
+use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +21,9 @@ pub enum ClientError {
     /// Any other refusal (bad token, bad request): retrying will not help.
     #[error("operator refused: HTTP {status}: {message}")]
     Refused { status: u16, message: String },
+    /// The operator answered something this runner does not understand (a newer protocol).
+    #[error("unexpected answer from the operator: {0}")]
+    Protocol(String),
 }
 
 impl ClientError {
@@ -26,7 +32,7 @@ impl ClientError {
             ClientError::Network(_) => true,
             // 5xx: the operator's store is briefly unavailable.
             ClientError::Refused { status, .. } => *status >= 500,
-            ClientError::Stale(_) => false,
+            ClientError::Stale(_) | ClientError::Protocol(_) => false,
         }
     }
 }
@@ -56,15 +62,6 @@ pub struct Client {
     token: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ClaimResponse {
-    job: serde_json::Value,
-    lease_id: String,
-    attempt: u32,
-    lease_ttl_seconds: u64,
-}
-
 impl Client {
     pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
@@ -72,7 +69,7 @@ impl Client {
             .build()?;
         Ok(Client {
             http,
-            base: format!("{}/api/v1/runner", server.trim_end_matches('/')),
+            base: format!("{}{RUNNER_API}", server.trim_end_matches('/')),
             token,
         })
     }
@@ -98,9 +95,8 @@ impl Client {
             return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        let message = serde_json::from_str::<ErrorReply>(&body)
+            .map(|r| r.error.message)
             .unwrap_or(body);
         if status == reqwest::StatusCode::CONFLICT {
             return Err(ClientError::Stale(message));
@@ -111,6 +107,19 @@ impl Client {
         })
     }
 
+    /// Reads a reply body as its protocol type.
+    async fn reply<T: DeserializeOwned>(
+        resp: reqwest::Response,
+        what: &str,
+    ) -> Result<T, ClientError> {
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Network(format!("reading the {what} answer: {e}")))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("the {what} answer: {e}")))
+    }
+
     /// Long-polls for work for up to `wait`; `None` when there was none.
     pub async fn claim(
         &self,
@@ -118,17 +127,15 @@ impl Client {
         pool: &str,
         arches: &[Arch],
         wait: Duration,
-        created_at: Option<&str>,
+        created_at: Option<jiff::Timestamp>,
     ) -> Result<Option<Claimed>, ClientError> {
-        let mut body = json!({
-            "runnerId": runner_id,
-            "pool": pool,
-            "arches": arches,
-            "waitSeconds": wait.as_secs(),
-        });
-        if let Some(t) = created_at {
-            body["runnerCreatedAt"] = json!(t);
-        }
+        let body = ClaimRequest {
+            runner_id: runner_id.to_string(),
+            pool: Some(pool.to_string()),
+            arches: arches.to_vec(),
+            wait_seconds: Some(wait.as_secs()),
+            runner_created_at: created_at,
+        };
         // The server answers within its own wait; the margin covers a slow store.
         let resp = self
             .send(
@@ -139,18 +146,10 @@ impl Client {
         if resp.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(None);
         }
-        let c: ClaimResponse = resp
-            .json()
-            .await
-            .map_err(|e| ClientError::Network(format!("reading the claim: {e}")))?;
-        let name = c.job["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let spec =
-            serde_json::from_value::<BootJobSpec>(c.job["spec"].clone()).map_err(|e| e.to_string());
+        let c: ClaimReply = Self::reply(resp, "claim").await?;
+        let spec = c.job.spec();
         Ok(Some(Claimed {
-            name,
+            name: c.job.metadata.name,
             lease_id: c.lease_id,
             attempt: c.attempt,
             lease_ttl: Duration::from_secs(c.lease_ttl_seconds.max(1)),
@@ -162,17 +161,15 @@ impl Client {
         let resp = self
             .send(
                 self.post(&format!("jobs/{name}/heartbeat"), Duration::from_secs(10))
-                    .json(&json!({"leaseId": lease_id})),
+                    .json(&LeaseRequest {
+                        lease_id: lease_id.to_string(),
+                    }),
             )
             .await?;
-        let v: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| ClientError::Network(format!("reading the heartbeat answer: {e}")))?;
-        Ok(match v["state"].as_str() {
-            Some("active") => Lease::Active,
-            Some("canceled") => Lease::Canceled,
-            _ => Lease::Lost,
+        Ok(match Self::reply(resp, "heartbeat").await? {
+            HeartbeatReply::Active { .. } => Lease::Active,
+            HeartbeatReply::Canceled => Lease::Canceled,
+            HeartbeatReply::Lost => Lease::Lost,
         })
     }
 
@@ -184,7 +181,9 @@ impl Client {
     ) -> Result<(), ClientError> {
         self.send(
             self.post(&format!("jobs/{name}/log"), Duration::from_secs(30))
-                .query(&[("leaseId", lease_id)])
+                .query(&bootfarm_core::protocol::LogQuery {
+                    lease_id: lease_id.to_string(),
+                })
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                 .body(chunk),
         )
@@ -192,18 +191,23 @@ impl Client {
         .map(drop)
     }
 
+    /// Records the verdict; the answer says whether the job is done or was queued again.
     pub async fn complete(
         &self,
         name: &str,
         lease_id: &str,
         result: &BootResult,
-    ) -> Result<(), ClientError> {
-        self.send(
-            self.post(&format!("jobs/{name}/complete"), Duration::from_secs(30))
-                .json(&json!({"leaseId": lease_id, "result": result})),
-        )
-        .await
-        .map(drop)
+    ) -> Result<CompleteReply, ClientError> {
+        let resp = self
+            .send(
+                self.post(&format!("jobs/{name}/complete"), Duration::from_secs(30))
+                    .json(&CompleteRequest {
+                        lease_id: lease_id.to_string(),
+                        result: result.clone(),
+                    }),
+            )
+            .await?;
+        Self::reply(resp, "complete").await
     }
 
     pub async fn release(
@@ -214,9 +218,107 @@ impl Client {
     ) -> Result<(), ClientError> {
         self.send(
             self.post(&format!("jobs/{name}/release"), Duration::from_secs(10))
-                .json(&json!({"leaseId": lease_id, "reason": reason})),
+                .json(&ReleaseRequest {
+                    lease_id: lease_id.to_string(),
+                    reason: Some(reason.to_string()),
+                }),
         )
         .await
         .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::State;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use std::sync::{Arc, Mutex};
+
+    /// A stand-in operator answering each endpoint with a canned body; keeps what was posted.
+    async fn operator(replies: serde_json::Value) -> (Client, Arc<Mutex<Vec<serde_json::Value>>>) {
+        type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
+        let seen: Seen = Arc::default();
+        let answer = |key: &'static str| {
+            let reply = replies[key].clone();
+            move |State(seen): State<Seen>, Json(body): Json<serde_json::Value>| {
+                let reply = reply.clone();
+                async move {
+                    seen.lock().unwrap().push(body);
+                    Json(reply)
+                }
+            }
+        };
+        let app = Router::new()
+            .route("/api/v1/runner/claim", post(answer("claim")))
+            .route(
+                "/api/v1/runner/jobs/j1/heartbeat",
+                post(answer("heartbeat")),
+            )
+            .route("/api/v1/runner/jobs/j1/complete", post(answer("complete")))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Client::new(&format!("http://{addr}"), None).unwrap();
+        (client, seen)
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_a_typed_request_and_an_unreadable_spec_is_the_jobs_error() {
+        let (client, seen) = operator(serde_json::json!({"claim": {
+            "job": {"metadata": {"name": "j1"}, "spec": {"arch": "vax", "kernel": {"url": "k"}}},
+            "leaseId": "l1", "attempt": 2, "leaseTtlSeconds": 30,
+            "leaseExpiresAt": "2026-12-02T04:00:00Z"
+        }}))
+        .await;
+        let created: jiff::Timestamp = "2026-12-02T03:59:00Z".parse().unwrap();
+        let claimed = client
+            .claim(
+                "r1",
+                "default",
+                &[Arch::Arm64],
+                Duration::from_secs(5),
+                Some(created),
+            )
+            .await
+            .unwrap()
+            .expect("work");
+        assert_eq!(
+            (claimed.name.as_str(), claimed.lease_id.as_str()),
+            ("j1", "l1")
+        );
+        assert_eq!(claimed.attempt, 2);
+        assert!(claimed.spec.unwrap_err().contains("vax"));
+        let sent: ClaimRequest = serde_json::from_value(seen.lock().unwrap()[0].clone()).unwrap();
+        assert_eq!(sent.runner_id, "r1");
+        assert_eq!(sent.arches, [Arch::Arm64]);
+        assert_eq!(sent.runner_created_at, Some(created));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_heartbeat_state_is_an_error_not_a_lost_lease() {
+        let (client, _) = operator(serde_json::json!({"heartbeat": {"state": "paused"}})).await;
+        let err = client.heartbeat("j1", "l1").await.unwrap_err();
+        assert!(matches!(err, ClientError::Protocol(_)), "{err}");
+        assert!(!err.is_retryable());
+        let (client, seen) =
+            operator(serde_json::json!({"heartbeat": {"state": "canceled"}})).await;
+        assert_eq!(client.heartbeat("j1", "l1").await.unwrap(), Lease::Canceled);
+        let sent: LeaseRequest = serde_json::from_value(seen.lock().unwrap()[0].clone()).unwrap();
+        assert_eq!(sent.lease_id, "l1");
+    }
+
+    #[tokio::test]
+    async fn complete_says_whether_the_job_was_queued_again() {
+        let (client, seen) =
+            operator(serde_json::json!({"complete": {"state": "retrying", "job": {"x": 1}}})).await;
+        let result = BootResult::error(bootfarm_core::result::ErrorKind::QemuFailed, "boom");
+        let reply = client.complete("j1", "l1", &result).await.unwrap();
+        assert!(matches!(reply, CompleteReply::Retrying { .. }));
+        let sent: CompleteRequest =
+            serde_json::from_value(seen.lock().unwrap()[0].clone()).unwrap();
+        assert_eq!(sent.result, result);
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::queue::tests::{job, t};
+use bootfarm_core::result::ErrorKind;
 use bootfarm_core::result::Verdict;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +15,7 @@ fn req(runner: &str) -> ClaimRequest {
 }
 
 fn verdict(v: Verdict) -> BootResult {
-    let mut r = BootResult::error("qemu_failed", "qemu died");
+    let mut r = BootResult::error(ErrorKind::QemuFailed, "qemu died");
     r.result = v;
     if v != Verdict::Error {
         r.error = None;
