@@ -24,8 +24,15 @@ pub fn ensure_user(name: &str) -> anyhow::Result<RunnerUser> {
     if !is_user_name(name) {
         bail!("--runner-user {name:?} is not a user name");
     }
-    let found = nix::unistd::User::from_name(name).with_context(|| format!("looking up {name}"))?;
-    let user = match found {
+    let lookup =
+        || nix::unistd::User::from_name(name).with_context(|| format!("looking up {name}"));
+    if let Some(u) = lookup()? {
+        return Ok(runner_user(name, &u));
+    }
+    // Two farms starting at once would both add the user: concurrent useradds can each write
+    // /etc/passwd, and one farm is left chowning its cache to a uid that no longer exists.
+    let _serialized = useradd_lock()?;
+    let user = match lookup()? {
         Some(u) => u,
         None => {
             tracing::info!(user = name, "Creating the unprivileged runner user");
@@ -49,13 +56,47 @@ pub fn ensure_user(name: &str) -> anyhow::Result<RunnerUser> {
                 .with_context(|| format!("{name} still missing after useradd"))?
         }
     };
-    let groups = kvm_group().into_iter().collect();
-    Ok(RunnerUser {
+    Ok(runner_user(name, &user))
+}
+
+fn runner_user(name: &str, user: &nix::unistd::User) -> RunnerUser {
+    RunnerUser {
         name: name.to_string(),
         uid: user.uid.as_raw(),
         gid: user.gid.as_raw(),
-        groups,
-    })
+        groups: kvm_group().into_iter().collect(),
+    }
+}
+
+/// How long a farm waits for another one's useradd.
+const USERADD_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An exclusive lock held while the runner user is looked up and created, across processes.
+fn useradd_lock() -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let dir = Path::new("/run/lock");
+    let dir = if dir.is_dir() {
+        dir.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let path = dir.join("bootfarm-useradd.lock");
+    let deadline = std::time::Instant::now() + USERADD_LOCK_WAIT;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err((_, e)) => bail!("locking {}: {e}", path.display()),
+        }
+    }
 }
 
 /// The group owning `/dev/kvm`, so a runner may use KVM where it works.
@@ -126,5 +167,30 @@ mod tests {
         assert!(!is_user_name("a b"));
         assert!(!is_user_name("root;rm"));
         assert!(!is_user_name(""));
+    }
+
+    /// Farms starting together (as the test suite's do) must agree on one runner user. Needs
+    /// root, as the standalone farm's runner user does; CI runs as root.
+    #[test]
+    fn farms_starting_together_agree_on_the_runner_user() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: creating users needs root");
+            return;
+        }
+        let name = format!("bftest{}", std::process::id() % 100_000);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let name = name.clone();
+                std::thread::spawn(move || ensure_user(&name).map(|u| u.uid))
+            })
+            .collect();
+        let uids: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let now = nix::unistd::User::from_name(&name)
+            .unwrap()
+            .map(|u| u.uid.as_raw());
+        let _ = std::process::Command::new("userdel").arg(&name).status();
+        let uids: Vec<u32> = uids.into_iter().map(|u| u.unwrap()).collect();
+        assert!(now.is_some(), "{name} was not created");
+        assert!(uids.iter().all(|&u| Some(u) == now), "{uids:?} vs {now:?}");
     }
 }
