@@ -17,6 +17,7 @@ pub const RUNNER_API: &str = "/api/v1/runner";
 
 /// `POST claim`: ask for work, long-polling until some comes or the wait ends (204).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimRequest {
     pub runner_id: String,
@@ -37,6 +38,7 @@ pub struct ClaimRequest {
 
 /// The reply to a claim that found work (200).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimReply<J = ClaimedJob> {
     pub job: J,
@@ -50,6 +52,7 @@ pub struct ClaimReply<J = ClaimedJob> {
 
 /// What a runner reads of the BootJob it was handed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ClaimedJob {
     pub metadata: ClaimedMetadata,
     /// Kept raw: a spec this runner cannot read (from a newer operator) is the job's error,
@@ -58,6 +61,7 @@ pub struct ClaimedJob {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ClaimedMetadata {
     pub name: String,
 }
@@ -75,6 +79,7 @@ impl ClaimedJob {
 
 /// `POST jobs/{name}/heartbeat`, and the body of `release` without a reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LeaseRequest {
     pub lease_id: String,
@@ -84,6 +89,7 @@ pub struct LeaseRequest {
 /// lease is no longer this runner's. Any other state is a protocol error, never taken for one
 /// of these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum HeartbeatReply {
     Active {
@@ -96,6 +102,7 @@ pub enum HeartbeatReply {
 
 /// `POST jobs/{name}/log?leaseId=…` carries console bytes; this is its query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LogQuery {
     pub lease_id: String,
@@ -103,6 +110,7 @@ pub struct LogQuery {
 
 /// `POST jobs/{name}/complete`: the verdict of the current attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CompleteRequest {
     pub lease_id: String,
@@ -111,6 +119,7 @@ pub struct CompleteRequest {
 
 /// The answer to `complete`: recorded for good, or an infrastructure error put back in the queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum CompleteReply<J = serde::de::IgnoredAny> {
     Finished { job: J },
@@ -119,6 +128,7 @@ pub enum CompleteReply<J = serde::de::IgnoredAny> {
 
 /// `POST jobs/{name}/release`: give the job back after an infrastructure failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseRequest {
     pub lease_id: String,
@@ -129,6 +139,7 @@ pub struct ReleaseRequest {
 /// The answer to `release`, with the job's phase after it (Queued again, or Error when its
 /// attempts are spent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum ReleaseReply {
     Released { phase: Option<JobPhase> },
@@ -136,11 +147,13 @@ pub enum ReleaseReply {
 
 /// Every error reply of the API: `{"error": {"message", "code", "field"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorReply {
     pub error: ErrorBody,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     pub message: String,
     /// The HTTP status again, for clients that only keep the body.

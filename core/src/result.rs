@@ -15,6 +15,7 @@ pub const SCHEMA: &str = "bootfarm.result/v1";
 /// pass: the kernel did what was expected; fail: the kernel or a test failed;
 /// error: infrastructure (never the kernel's fault).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Pass,
@@ -45,6 +46,7 @@ impl Verdict {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// The kernel never printed.
@@ -74,6 +76,7 @@ impl Stage {
 
 /// Kernel problem kinds; the names are a contract (`issues[].kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum IssueKind {
     Panic,
@@ -193,6 +196,7 @@ impl std::str::FromStr for IssueKind {
 
 /// Before the first prompt, or after it (while tests ran).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Boot,
@@ -200,6 +204,7 @@ pub enum Phase {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Issue {
     pub kind: IssueKind,
     /// 1-based console line number where the problem (its first report) starts.
@@ -230,6 +235,7 @@ fn one() -> u64 {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TestOutcome {
     Pass,
@@ -239,6 +245,7 @@ pub enum TestOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TestCase {
     pub name: String,
     pub result: TestOutcome,
@@ -258,6 +265,7 @@ pub struct TestCase {
 
 /// Seconds from the start of the run (QEMU `cont`) to each milestone.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Durations {
     pub total: Option<f64>,
     pub to_kernel: Option<f64>,
@@ -266,6 +274,7 @@ pub struct Durations {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorInfo {
     /// Stable machine-readable kind (`artifact_missing`, `qemu_failed`, ...).
     pub kind: ErrorKind,
@@ -273,12 +282,14 @@ pub struct ErrorInfo {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct QemuInfo {
     pub version: Option<String>,
     pub argv: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ArtifactInfo {
     pub source: String,
     pub sha256: String,
@@ -286,6 +297,7 @@ pub struct ArtifactInfo {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConsoleInfo {
     /// Bytes the guest wrote to the console.
     pub bytes: u64,
@@ -302,6 +314,7 @@ pub struct ConsoleInfo {
 
 /// The whole result document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BootResult {
     pub schema: String,
     pub result: Verdict,

@@ -22,7 +22,7 @@ pub use validate::{validate, AccelMode, Artifact, FieldError, Slot, ValidatedSpe
 
 #[cfg(feature = "crd")]
 use kube::CustomResource;
-#[cfg(feature = "crd")]
+#[cfg(feature = "schema")]
 use schemars::JsonSchema;
 
 pub const GROUP: &str = "bootfarm.dev";
@@ -31,7 +31,7 @@ pub const API_VERSION: &str = "bootfarm.dev/v1alpha1";
 
 /// An artifact to fetch: a URL (`file://`, `http(s)://`) or a path, optionally pinned by sha256.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactRef {
     pub url: String,
@@ -40,7 +40,7 @@ pub struct ArtifactRef {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Timeouts {
     /// Seconds until the expected prompt or power-off.
@@ -168,7 +168,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
-#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum JobPhase {
     #[default]
     Pending,
@@ -222,7 +222,7 @@ impl std::str::FromStr for JobPhase {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -231,7 +231,7 @@ pub struct Condition {
     pub status: String,
     pub reason: String,
     pub message: String,
-    #[cfg_attr(feature = "crd", schemars(with = "String"))]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub last_transition_time: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -239,14 +239,14 @@ pub struct Condition {
 
 /// The verdict in brief, for `kubectl get` and dashboards; the full document is at `/result`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResultSummary {
     /// pass, fail or error.
-    #[cfg_attr(feature = "crd", schemars(with = "String"))]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub result: Verdict,
     pub reason: String,
-    #[cfg_attr(feature = "crd", schemars(with = "String"))]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub stage: Stage,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_version: Option<String>,
@@ -254,7 +254,7 @@ pub struct ResultSummary {
     pub accel: Option<String>,
     /// Issue kind → count.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(feature = "crd", schemars(with = "BTreeMap<String, u32>"))]
+    #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, u32>"))]
     pub issues: BTreeMap<IssueKind, u32>,
     pub tests_passed: u32,
     pub tests_failed: u32,
@@ -265,7 +265,7 @@ pub struct ResultSummary {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BootJobStatus {
     #[serde(default)]
@@ -283,16 +283,16 @@ pub struct BootJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "crd", schemars(with = "Option<String>"))]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub lease_expires_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "crd", schemars(with = "Option<String>"))]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub queued_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "crd", schemars(with = "Option<String>"))]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub start_time: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "crd", schemars(with = "Option<String>"))]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub completion_time: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultSummary>,
@@ -304,7 +304,7 @@ pub struct BootJobStatus {
 
 /// Template for runner pods (Kubernetes) or runner processes (standalone).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RunnerTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,12 +313,12 @@ pub struct RunnerTemplate {
     pub image_pull_policy: Option<String>,
     /// Passed through to the pod spec (`resources`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "crd", schemars(schema_with = "preserve_unknown"))]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "preserve_unknown"))]
     pub resources: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[cfg_attr(feature = "crd", schemars(schema_with = "preserve_unknown_list"))]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "preserve_unknown_list"))]
     pub tolerations: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_env: BTreeMap<String, String>,
@@ -376,7 +376,7 @@ fn default_burst() -> u32 {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RunnerPoolStatus {
     #[serde(default)]
@@ -395,12 +395,12 @@ pub struct RunnerPoolStatus {
     pub conditions: Vec<Condition>,
 }
 
-#[cfg(feature = "crd")]
+#[cfg(feature = "schema")]
 fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
 }
 
-#[cfg(feature = "crd")]
+#[cfg(feature = "schema")]
 fn preserve_unknown_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "array",

@@ -614,7 +614,7 @@ pub(crate) mod tests {
         assert_eq!(record_result(&mut j, &err, t(2)), Recorded::Retrying);
         assert_eq!(phase(&j), JobPhase::Queued);
         assert_eq!(
-            j.status.as_ref().and_then(|s| s.queued_at.clone()),
+            j.status.as_ref().and_then(|s| s.queued_at),
             Some(t(0))
         );
         start_attempt(&mut j, "r2", "local", "L2", TTL, t(3));
@@ -735,9 +735,9 @@ pub(crate) mod tests {
         enqueue(&mut j, t(0));
         start_attempt(&mut j, "r1", "local", "L1", TTL, t(1));
         expire(&mut j, t(10));
-        let before = condition(&j, condition::RUNNING).map(|c| c.last_transition_time.clone());
+        let before = condition(&j, condition::RUNNING).map(|c| c.last_transition_time);
         release(&mut j, "again", t(20)); // not running any more; Running stays False
-        let after = condition(&j, condition::RUNNING).map(|c| c.last_transition_time.clone());
+        let after = condition(&j, condition::RUNNING).map(|c| c.last_transition_time);
         assert_eq!(before, after);
     }
 }

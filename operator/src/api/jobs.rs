@@ -68,7 +68,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<BootJobList>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let phase = q
         .phase
@@ -106,12 +106,30 @@ pub async fn list(
     let mut items = state.store.list(&filter).await?;
     let truncated = items.len() > limit;
     items.truncate(limit);
-    Ok(Json(serde_json::json!({
-        "apiVersion": API_VERSION,
-        "kind": "BootJobList",
-        "metadata": {"limit": limit, "truncated": truncated},
-        "items": items,
-    })))
+    Ok(Json(BootJobList {
+        api_version: API_VERSION,
+        kind: "BootJobList",
+        metadata: ListMeta { limit, truncated },
+        items,
+    }))
+}
+
+/// The answer of `GET /api/v1/bootjobs`, shaped like a Kubernetes list.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootJobList {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub metadata: ListMeta,
+    pub items: Vec<BootJob>,
+}
+
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct ListMeta {
+    /// The page size applied.
+    pub limit: usize,
+    /// More jobs match than were returned.
+    pub truncated: bool,
 }
 
 pub(super) async fn find(state: &AppState, name: &str) -> Result<BootJob, ApiError> {

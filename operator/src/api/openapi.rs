@@ -1,37 +1,60 @@
-//! The OpenAPI 3 description of the HTTP API, served at `/api/v1/openapi.json`. Written by hand
-//! (a test checks every route of the router is described here).
+//! The OpenAPI 3 description of the HTTP API, served at `/api/v1/openapi.json`. The schemas of
+//! every body are generated from the types the handlers and the runner use (schemars), so they
+//! cannot drift from the code; the paths are listed here (a test checks every route of the router
+//! is described, and that every body refers to a generated schema).
 
-use super::jobs::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use super::jobs::{BootJobList, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use bootfarm_core::protocol::{
+    ClaimReply, ClaimRequest, CompleteReply, CompleteRequest, ErrorReply, HeartbeatReply,
+    LeaseRequest, ReleaseReply, ReleaseRequest,
+};
+use bootfarm_core::result::BootResult;
+use bootfarm_core::spec::BootJob;
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Value};
 
-fn error_response(description: &str) -> Value {
-    json!({
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    })
+/// The schemas of the API's bodies, and a `$ref` to each.
+struct Schemas(SchemaGenerator);
+
+impl Schemas {
+    fn new() -> Self {
+        Schemas(SchemaSettings::openapi3().into_generator())
+    }
+
+    /// `{"schema": <a $ref to T's component>}` for a media type.
+    fn of<T: JsonSchema>(&mut self) -> Value {
+        json!({"schema": self.0.subschema_for::<T>()})
+    }
+
+    fn json<T: JsonSchema>(&mut self) -> Value {
+        json!({"application/json": self.of::<T>()})
+    }
+
+    fn body<T: JsonSchema>(&mut self) -> Value {
+        json!({"required": true, "content": self.json::<T>()})
+    }
+
+    fn error(&mut self, description: &str) -> Value {
+        json!({"description": description, "content": self.json::<ErrorReply>()})
+    }
+
+    fn components(mut self) -> Value {
+        Value::Object(self.0.take_definitions(true))
+    }
 }
 
 fn name_param() -> Value {
     json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}})
 }
 
-fn lease_body(extra: Value) -> Value {
-    let mut props = json!({"leaseId": {"type": "string"}});
-    if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
-        p.extend(e.clone());
-    }
-    json!({
-        "required": true,
-        "content": {"application/json": {"schema": {
-            "type": "object", "required": ["leaseId"], "properties": props
-        }}}
-    })
-}
-
 pub fn document() -> Value {
-    let job_ref = json!({"$ref": "#/components/schemas/BootJob"});
-    let job_json = json!({"application/json": {"schema": job_ref}});
+    let mut s = Schemas::new();
+    let job = s.of::<BootJob>();
+    let job_json = s.json::<BootJob>();
     let user = json!([{"bearer": []}]);
+    let runner = json!([{"bearer": []}]);
+    let paths = paths(&mut s, &job, &job_json, &user, &runner);
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -43,41 +66,18 @@ pub fn document() -> Value {
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
-                    "message": {"type": "string"}, "field": {"type": "string"}, "code": {"type": "integer"}
-                }}}},
-                "BootJob": {"type": "object", "description": "A bootfarm.dev/v1alpha1 BootJob (see the CRD for the full schema).",
-                    "required": ["apiVersion", "kind", "metadata", "spec"],
-                    "properties": {
-                        "apiVersion": {"type": "string", "enum": ["bootfarm.dev/v1alpha1"]},
-                        "kind": {"type": "string", "enum": ["BootJob"]},
-                        "metadata": {"type": "object", "properties": {
-                            "name": {"type": "string"}, "generateName": {"type": "string"},
-                            "labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
-                        "spec": {"type": "object"},
-                        "status": {"type": "object"}
-                    }},
-                "BootJobList": {"type": "object", "properties": {
-                    "apiVersion": {"type": "string"}, "kind": {"type": "string", "enum": ["BootJobList"]},
-                    "metadata": {"type": "object", "properties": {
-                        "limit": {"type": "integer", "description": "the page size applied"},
-                        "truncated": {"type": "boolean", "description": "more jobs match than were returned"}}},
-                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/BootJob"}}}},
-                "BootResult": {"type": "object", "description": "The runner's result document, schema bootfarm.result/v1."},
-                "Claim": {"type": "object", "properties": {
-                    "job": {"$ref": "#/components/schemas/BootJob"}, "leaseId": {"type": "string"},
-                    "attempt": {"type": "integer"}, "leaseTtlSeconds": {"type": "integer"}}},
-                "LeaseState": {"type": "object", "properties": {
-                    "state": {"type": "string", "enum": ["active", "canceled", "lost"]},
-                    "leaseExpiresAt": {"type": "string", "format": "date-time"}}}
-            }
+            "schemas": s.components()
         },
-        "paths": {
+        "paths": paths
+    })
+}
+
+fn paths(s: &mut Schemas, job: &Value, job_json: &Value, user: &Value, runner: &Value) -> Value {
+    json!({
             "/healthz": {"get": {"summary": "Liveness", "security": [],
                 "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"summary": "Readiness: the store answers", "security": [],
-                "responses": {"200": {"description": "ready"}, "503": error_response("store unreachable")}}},
+                "responses": {"200": {"description": "ready"}, "503": s.error("store unreachable")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics (text exposition)", "security": [],
                 "responses": {"200": {"description": "metrics", "content": {"text/plain": {}}}}}},
             "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
@@ -85,16 +85,16 @@ pub fn document() -> Value {
             "/api/v1/bootjobs": {
                 "post": {"summary": "Submit a BootJob (JSON or YAML, as for kubectl apply)", "security": user,
                     "requestBody": {"required": true, "content": {
-                        "application/json": {"schema": job_ref}, "application/yaml": {"schema": job_ref}}},
+                        "application/json": job, "application/yaml": job}},
                     "responses": {
                         "201": {"description": "stored", "content": job_json},
-                        "400": error_response("unreadable document"),
-                        "401": error_response("missing or invalid token"),
-                        "403": error_response("not a user token"),
-                        "409": error_response("name taken"),
-                        "413": error_response("body larger than 1 MiB"),
-                        "415": error_response("not JSON or YAML"),
-                        "422": error_response("invalid BootJob; `field` names the culprit")}},
+                        "400": s.error("unreadable document"),
+                        "401": s.error("missing or invalid token"),
+                        "403": s.error("not a user token"),
+                        "409": s.error("name taken"),
+                        "413": s.error("body larger than 1 MiB"),
+                        "415": s.error("not JSON or YAML"),
+                        "422": s.error("invalid BootJob; `field` names the culprit")}},
                 "get": {"summary": "List BootJobs, newest first", "security": user,
                     "parameters": [
                         {"name": "phase", "in": "query", "schema": {"type": "string",
@@ -105,17 +105,16 @@ pub fn document() -> Value {
                              `metadata.truncated` says whether more match"),
                             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT,
                                 "default": DEFAULT_LIST_LIMIT}}],
-                    "responses": {"200": {"description": "jobs", "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/BootJobList"}}}},
-                        "400": error_response("bad filter or limit")}}
+                    "responses": {"200": {"description": "jobs", "content": s.json::<BootJobList>()},
+                        "400": s.error("bad filter or limit")}}
             },
             "/api/v1/bootjobs/{name}": {
                 "parameters": [name_param()],
                 "get": {"summary": "One BootJob with its status", "security": user,
-                    "responses": {"200": {"description": "the job", "content": job_json}, "404": error_response("no such job")}},
+                    "responses": {"200": {"description": "the job", "content": job_json}, "404": s.error("no such job")}},
                 "delete": {"summary": "Cancel a BootJob (its boot stops within seconds)", "security": user,
                     "responses": {"200": {"description": "the job, Canceled (or unchanged when already finished)", "content": job_json},
-                        "404": error_response("no such job")}}
+                        "404": s.error("no such job")}}
             },
             "/api/v1/bootjobs/{name}/log": {
                 "parameters": [name_param(),
@@ -123,46 +122,103 @@ pub fn document() -> Value {
                      "description": "stream new console output until the job finishes"}],
                 "get": {"summary": "The serial console log", "security": user,
                     "responses": {"200": {"description": "console bytes", "content": {"text/plain": {}}},
-                        "404": error_response("no such job")}}
+                        "404": s.error("no such job")}}
             },
             "/api/v1/bootjobs/{name}/result": {
                 "parameters": [name_param()],
                 "get": {"summary": "The runner's result document", "security": user,
-                    "responses": {"200": {"description": "result", "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/BootResult"}}}},
-                        "404": error_response("no such job, or no result yet")}}
+                    "responses": {"200": {"description": "result", "content": s.json::<BootResult>()},
+                        "404": s.error("no such job, or no result yet")}}
             },
-            "/api/v1/runner/claim": {"post": {"summary": "Long-poll for work (up to ~25 s)", "security": [{"bearer": []}],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
-                    "required": ["runnerId"], "properties": {
-                        "runnerId": {"type": "string"}, "pool": {"type": "string"},
-                        "waitSeconds": {"type": "integer", "description": "long-poll bound (capped by the server's)"},
-                        "runnerCreatedAt": {"type": "string", "format": "date-time",
-                            "description": "first claim only: when the runner's pod/process was created"},
-                        "arches": {"type": "array", "items": {"type": "string"}}}}}}},
-                "responses": {"200": {"description": "a job under a lease", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Claim"}}}},
-                    "204": {"description": "no work within the wait"}}}},
+            "/api/v1/runner/claim": {"post": {"summary": "Long-poll for work (up to ~25 s)", "security": runner,
+                "requestBody": s.body::<ClaimRequest>(),
+                "responses": {"200": {"description": "a job under a lease", "content": s.json::<ClaimReply<BootJob>>()},
+                    "204": {"description": "no work within the wait"},
+                    "400": s.error("unreadable claim")}}},
             "/api/v1/runner/jobs/{name}/heartbeat": {"parameters": [name_param()],
-                "post": {"summary": "Extend the lease; learn whether to stop", "security": [{"bearer": []}],
-                    "requestBody": lease_body(json!({})),
-                    "responses": {"200": {"description": "lease state", "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/LeaseState"}}}}}}},
+                "post": {"summary": "Extend the lease; learn whether to stop", "security": runner,
+                    "requestBody": s.body::<LeaseRequest>(),
+                    "responses": {"200": {"description": "lease state", "content": s.json::<HeartbeatReply>()}}}},
             "/api/v1/runner/jobs/{name}/log": {"parameters": [name_param(),
                     {"name": "leaseId", "in": "query", "required": true, "schema": {"type": "string"}}],
-                "post": {"summary": "Append console bytes (lease holder only)", "security": [{"bearer": []}],
+                "post": {"summary": "Append console bytes (lease holder only)", "security": runner,
                     "requestBody": {"content": {"application/octet-stream": {}}},
-                    "responses": {"204": {"description": "appended"}, "409": error_response("not the lease holder")}}},
+                    "responses": {"204": {"description": "appended"}, "409": s.error("not the lease holder")}}},
             "/api/v1/runner/jobs/{name}/complete": {"parameters": [name_param()],
-                "post": {"summary": "Post the verdict (once per lease)", "security": [{"bearer": []}],
-                    "requestBody": lease_body(json!({"result": {"$ref": "#/components/schemas/BootResult"}})),
-                    "responses": {"200": {"description": "recorded (finished, or requeued after an infrastructure error)"},
-                        "409": error_response("stale lease: nothing recorded")}}},
+                "post": {"summary": "Post the verdict (once per lease)", "security": runner,
+                    "requestBody": s.body::<CompleteRequest>(),
+                    "responses": {"200": {"description": "recorded: finished, or requeued after an infrastructure error",
+                            "content": s.json::<CompleteReply<BootJob>>()},
+                        "409": s.error("stale lease: nothing recorded"),
+                        "422": s.error("an impossible result; `field` names the culprit")}}},
             "/api/v1/runner/jobs/{name}/release": {"parameters": [name_param()],
                 "post": {"summary": "Give the job back without a verdict (infrastructure failure, shutdown)",
-                    "security": [{"bearer": []}],
-                    "requestBody": lease_body(json!({"reason": {"type": "string"}})),
-                    "responses": {"200": {"description": "released (requeued or Error after maxAttempts)"}}}}
-        }
+                    "security": runner,
+                    "requestBody": s.body::<ReleaseRequest>(),
+                    "responses": {"200": {"description": "released (requeued or Error after maxAttempts)",
+                        "content": s.json::<ReleaseReply>()},
+                        "409": s.error("stale lease: nothing released")}}}
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves_to_a_generated_schema() {
+        let doc = document();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 20, "{all:?}");
+        for r in &all {
+            let pointer = r.strip_prefix('#').expect("a local reference");
+            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+        }
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for name in [
+            "BootJob",
+            "BootJobList",
+            "BootResult",
+            "ClaimRequest",
+            "HeartbeatReply",
+            "ErrorReply",
+        ] {
+            assert!(
+                schemas.contains_key(name),
+                "{name} missing: {:?}",
+                schemas.keys()
+            );
+        }
+    }
+
+    #[test]
+    fn the_schemas_are_the_types_not_a_description_of_them() {
+        let doc = document().to_string();
+        // Spellings that exist only in the types: the arch enum, the error kinds, the
+        // heartbeat states, a result field.
+        for word in [
+            "\"riscv64\"",
+            "\"checksum_mismatch\"",
+            "\"canceled\"",
+            "\"leaseExpiresAt\"",
+            "\"accel_reason\"",
+            "\"runnerCreatedAt\"",
+        ] {
+            assert!(doc.contains(word), "{word} is not in the document");
+        }
+    }
 }
