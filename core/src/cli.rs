@@ -71,6 +71,7 @@ pub struct JobArgs {
     /// QEMU CPU model, overriding the architecture's profile.
     #[arg(long)]
     pub cpu: Option<String>,
+    /// Accelerator: auto (KVM when it works on the host, else TCG), kvm or tcg.
     #[arg(long, default_value = "auto", value_parser = parse_accel)]
     pub accel: Option<AccelMode>,
     /// What counts as a successful boot.
@@ -151,6 +152,15 @@ pub fn missing_flags(missing: &[&str]) -> clap::Error {
 }
 
 impl JobArgs {
+    /// The ids of every flag here, for a command to conflict with (clap's own group of a
+    /// struct stays empty when the struct flattens another).
+    pub fn ids() -> Vec<clap::Id> {
+        <JobArgs as Args>::augment_args(clap::Command::new("job"))
+            .get_arguments()
+            .map(|a| a.get_id().clone())
+            .collect()
+    }
+
     /// The job these flags describe: the spec a BootJob carries. A flag not given leaves its
     /// field unset. Pure.
     pub fn to_spec(&self) -> Result<BootJobSpec, clap::Error> {
