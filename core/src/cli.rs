@@ -141,7 +141,7 @@ fn parse_kind(s: &str) -> Result<IssueKind, String> {
 
 /// A job without `--arch` or `--kernel`: clap's own usage error (exit status 2), for a command
 /// whose parser could not require them.
-pub fn missing_flags(missing: &[&str]) -> clap::Error {
+fn missing_flags(missing: &[&str]) -> clap::Error {
     clap::Error::raw(
         clap::error::ErrorKind::MissingRequiredArgument,
         format!(
