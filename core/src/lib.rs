@@ -4,6 +4,8 @@
 //! answers with events, so the live runner and `bootfarm-runner classify` share one implementation.
 
 pub mod arch;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod console;
 pub mod console_cap;
 pub mod names;

@@ -613,10 +613,7 @@ pub(crate) mod tests {
         start_attempt(&mut j, "r1", "local", "L1", TTL, t(1));
         assert_eq!(record_result(&mut j, &err, t(2)), Recorded::Retrying);
         assert_eq!(phase(&j), JobPhase::Queued);
-        assert_eq!(
-            j.status.as_ref().and_then(|s| s.queued_at),
-            Some(t(0))
-        );
+        assert_eq!(j.status.as_ref().and_then(|s| s.queued_at), Some(t(0)));
         start_attempt(&mut j, "r2", "local", "L2", TTL, t(3));
         assert_eq!(record_result(&mut j, &err, t(4)), Recorded::Finished);
         assert_eq!(phase(&j), JobPhase::Error);

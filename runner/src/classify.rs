@@ -2,8 +2,8 @@
 //! same classifier a live boot uses and prints the same result document (fields only a live
 //! run knows are null), so a log classifies the same way offline as it did live.
 
-use crate::cli::{parse_expect, PolicyArgs};
 use anyhow::Context;
+use bootfarm_core::cli::{parse_expect, PolicyArgs};
 use bootfarm_core::console::{Classifier, ClassifierConfig};
 use bootfarm_core::console_cap::MarkerFilter;
 use bootfarm_core::result::BootResult;

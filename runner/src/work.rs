@@ -13,7 +13,7 @@ mod shipper;
 
 use crate::artifacts::FetchPolicy;
 use crate::boot::{default_cache_dir, run_boot, BootHooks};
-use bootfarm_core::netpolicy::NetPolicy;
+use bootfarm_core::cli::ArtifactAccessArgs;
 use bootfarm_core::protocol::CompleteReply;
 use bootfarm_core::result::BootResult;
 use bootfarm_core::result::ErrorKind;
@@ -69,35 +69,8 @@ pub struct WorkArgs {
     /// Exit 0 after this many jobs (0: no limit).
     #[arg(long, env = "BOOTFARM_MAX_JOBS", default_value_t = 0)]
     pub max_jobs: u64,
-    /// A directory local artifacts (paths, file:// URLs) may come from; repeatable. Without
-    /// one, jobs may name only http(s) artifacts.
-    #[arg(
-        long = "allow-local-artifacts",
-        env = "BOOTFARM_ALLOW_LOCAL_ARTIFACTS",
-        value_name = "DIR",
-        value_delimiter = ','
-    )]
-    pub allow_local_artifacts: Vec<PathBuf>,
-    /// An address range artifacts may be downloaded from although it is internal (loopback,
-    /// private, link-local...); repeatable. E.g. an on-premises mirror.
-    #[arg(
-        long = "allow-artifact-net",
-        env = "BOOTFARM_ALLOW_ARTIFACT_NET",
-        value_name = "CIDR",
-        value_delimiter = ',',
-        value_parser = parse_cidr
-    )]
-    pub allow_artifact_net: Vec<ipnet::IpNet>,
-    /// A further range never downloaded from (e.g. the cluster's pod and service ranges when
-    /// they are public addresses); repeatable.
-    #[arg(
-        long = "deny-artifact-net",
-        env = "BOOTFARM_DENY_ARTIFACT_NET",
-        value_name = "CIDR",
-        value_delimiter = ',',
-        value_parser = parse_cidr
-    )]
-    pub deny_artifact_net: Vec<ipnet::IpNet>,
+    #[command(flatten)]
+    pub artifacts: ArtifactAccessArgs,
     /// Cap of each job's console log (bytes, K/M/G suffixes): its head and tail are kept and a
     /// marker says what was left out. Keep it at most the operator's own `--console-limit`.
     #[arg(
@@ -107,10 +80,6 @@ pub struct WorkArgs {
         value_parser = crate::cli::parse_size
     )]
     pub console_limit: u64,
-}
-
-fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
-    bootfarm_core::netpolicy::parse_cidr(s).map_err(|e| e.to_string())
 }
 
 /// Longest single claim long-poll asked of the server.
@@ -184,11 +153,10 @@ pub async fn run(args: WorkArgs) -> anyhow::Result<i32> {
     let token = read_token(args.token_file.as_ref())?;
     let client = Client::new(&args.server, token)?;
     let runner_id = args.runner_id.clone().unwrap_or_else(default_runner_id);
-    let net = NetPolicy::new(
-        args.allow_artifact_net.clone(),
-        args.deny_artifact_net.clone(),
-    );
-    let fetch_policy = FetchPolicy::farm(&args.allow_local_artifacts, net)?;
+    let fetch_policy = FetchPolicy::farm(
+        &args.artifacts.allow_local_artifacts,
+        args.artifacts.net_policy(),
+    )?;
     let settings = RunnerSettings {
         cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
         cache_max: Some(args.cache_max),

@@ -153,3 +153,51 @@ fn submit_wait_reports_a_kernel_failure_with_exit_1() {
     assert!(text.contains("Failed"), "{text}");
     assert!(text.contains("Attempted to kill init"), "{text}");
 }
+
+#[test]
+fn a_local_boots_job_flags_give_the_same_verdict_in_the_farm() {
+    // The command line of runner/tests/boot.rs `login_and_commands_become_test_cases`, with
+    // `bootfarm-runner boot` changed to `bootfarm-operator submit`.
+    let fx = fixtures();
+    let farm = Farm::start(Options::default());
+    let kernel = url(&fx, "x86_64/kernel");
+    let initrd = url(&fx, "x86_64/initrd-login.cpio.gz");
+    let out = farm.cli(&[
+        "submit",
+        "--name",
+        "from-boot-flags",
+        "--arch",
+        "x86_64",
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--accel",
+        "tcg",
+        "--boot-timeout",
+        "120",
+        "--login",
+        "tester:secret",
+        "--command",
+        "uname -r",
+        "--command",
+        "test -e /nonexistent",
+        "--wait",
+        "--wait-timeout",
+        "240",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", farm.operator_log());
+    let job = farm.job("from-boot-flags");
+    assert_eq!(job["spec"]["login"], "tester:secret", "{job:#}");
+    // Flags not given are left to the farm.
+    assert!(job["spec"].get("expect").is_none(), "{job:#}");
+    let out = farm.cli(&["get", "from-boot-flags", "--result", "-o", "json"]);
+    assert!(out.status.success());
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a result");
+    assert_eq!(result["stage"], "shell", "{result:#}");
+    assert_eq!(result["reason"], "test_failed");
+    let tests = result["tests"].as_array().expect("tests");
+    assert_eq!(tests.len(), 2, "{tests:?}");
+    assert_eq!(tests[0]["result"], "pass");
+    assert_eq!(tests[1]["result"], "fail");
+}

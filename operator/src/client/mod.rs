@@ -3,6 +3,7 @@
 //! ```text
 //! bootfarm-operator submit job.yaml            # or `-` for stdin; JSON or YAML
 //! bootfarm-operator submit --arch x86_64 --kernel file:///boot/vmlinuz --initrd URL --wait
+//!                          # any job flag of `bootfarm-runner boot`: --login, --command, --smp...
 //! bootfarm-operator list [--phase Running]
 //! bootfarm-operator get NAME [-o json|yaml]
 //! bootfarm-operator log NAME [--follow]
@@ -16,11 +17,16 @@
 mod http;
 pub mod progress;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use bootfarm_core::cli::{validate_flags, JobArgs};
 use bootfarm_core::console::{Classifier, ClassifierConfig, Event};
+use bootfarm_core::spec::BootJob;
+use clap::error::ErrorKind;
 use clap::{Args, Subcommand, ValueEnum};
 pub use http::{Api, Conn};
-use serde_json::{json, Value};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -29,11 +35,16 @@ use std::time::{Duration, Instant};
 const AFTER_HELP: &str = "Exit status of `wait` and `submit --wait`: 0 Succeeded, 1 Failed, \
 3 Error or Canceled, 4 wait timed out; other failures 3 with a message on stderr.";
 
+const SUBMIT_AFTER_HELP: &str = "The job flags are those of `bootfarm-runner boot`; one not given \
+is left to the farm's defaults (the ones `bootfarm-runner boot --help` shows).\n\n\
+Exit status of `submit --wait`: 0 Succeeded, 1 Failed, 3 Error or Canceled, 4 wait timed out; \
+2 usage error; other failures 3 with a message on stderr.";
+
 /// Client subcommands (flattened into the operator's command line).
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Submit a BootJob: a YAML/JSON document (FILE, or - for stdin), or one built from flags.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = SUBMIT_AFTER_HELP)]
     Submit(Box<SubmitArgs>),
     /// List BootJobs, newest first.
     List(ListArgs),
@@ -48,35 +59,36 @@ pub enum ClientCommand {
     Cancel(NameArgs),
 }
 
+/// `submit`: a BootJob document, or one built from the flags `bootfarm-runner boot` takes for
+/// the job (the same names and meanings, so a local boot moves to the farm by changing only the
+/// command).
+///
+/// Unlike a local boot, a flag not given leaves its field unset, so the farm's defaults apply:
+/// the same values today, and a job's stored spec says only what its submitter asked for.
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("arch", |a| a.required(false).required_unless_present("file")),
+    mut_arg("kernel", |a| a.required(false).required_unless_present("file")),
+    mut_arg("boot_args", |a| a.default_value(None)),
+    mut_arg("accel", |a| a.default_value(None)),
+    mut_arg("expect", |a| a.default_value(None)),
+    mut_arg("timeout", |a| a.default_value(None)),
+    mut_arg("boot_timeout", |a| a.default_value(None)),
+    mut_arg("file", |a| a.conflicts_with_all(JobArgs::ids()))
+)]
 pub struct SubmitArgs {
     /// A BootJob document (`-` reads stdin). Omit it to build the job from flags.
-    #[arg(conflicts_with_all = ["arch", "kernel"])]
+    #[arg(conflicts_with_all = ["name", "labels", "priority"])]
     pub file: Option<PathBuf>,
-    /// Guest architecture (x86_64, i386, arm64, armv7, riscv64, ppc64le, s390x).
-    #[arg(long, required_unless_present = "file")]
-    pub arch: Option<String>,
-    /// Kernel image URL (file://, http(s)://) or path on the runner.
-    #[arg(long, required_unless_present = "file")]
-    pub kernel: Option<String>,
-    #[arg(long)]
-    pub initrd: Option<String>,
-    #[arg(long)]
-    pub rootfs: Option<String>,
-    #[arg(long, allow_hyphen_values = true)]
-    pub boot_args: Option<String>,
-    /// auto, poweroff, login or shell.
-    #[arg(long)]
-    pub expect: Option<String>,
+    #[command(flatten)]
+    pub job: JobArgs,
     /// Job name [default: a generated `boot-xxxxx`].
     #[arg(long)]
     pub name: Option<String>,
     /// Labels, `key=value` (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// Total timeout of the boot, seconds.
-    #[arg(long)]
-    pub timeout: Option<u64>,
+    /// Higher runs first.
     #[arg(long)]
     pub priority: Option<i32>,
     /// Wait for the verdict (exit status from the final phase).
@@ -180,51 +192,33 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
     }
 }
 
-/// The BootJob document the submit flags describe. Pure.
-pub fn job_from_flags(a: &SubmitArgs) -> anyhow::Result<Value> {
-    let (Some(arch), Some(kernel)) = (&a.arch, &a.kernel) else {
-        bail!("give a BootJob file, or at least --arch and --kernel");
-    };
-    let mut spec = json!({"arch": arch, "kernel": {"url": kernel}});
-    let artifact = |url: &Option<String>| url.as_ref().map(|u| json!({"url": u}));
-    if let Some(v) = artifact(&a.initrd) {
-        spec["initrd"] = v;
-    }
-    if let Some(v) = artifact(&a.rootfs) {
-        spec["rootfs"] = v;
-    }
-    if let Some(b) = &a.boot_args {
-        spec["bootArgs"] = json!(b);
-    }
-    if let Some(e) = &a.expect {
-        spec["expect"] = json!(e);
-    }
-    if let Some(t) = a.timeout {
-        spec["timeouts"] = json!({"total": t});
-    }
+/// The BootJob the submit flags describe, checked by the rules the farm applies to its spec; a
+/// problem is a usage error naming the flag. Pure.
+pub fn job_from_flags(a: &SubmitArgs) -> Result<BootJob, clap::Error> {
+    let usage = |message: String| clap::Error::raw(ErrorKind::ValueValidation, message + "\n");
+    let mut spec = a.job.to_spec()?;
     if let Some(p) = a.priority {
-        spec["priority"] = json!(p);
+        spec.priority = p;
     }
-    let mut metadata = match &a.name {
-        Some(n) => json!({"name": n}),
-        None => json!({"generateName": "boot-"}),
+    validate_flags(&spec).map_err(usage)?;
+    let mut labels = BTreeMap::new();
+    for l in &a.labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--label {l:?} is not key=value")))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let metadata = ObjectMeta {
+        name: a.name.clone(),
+        generate_name: a.name.is_none().then(|| "boot-".to_string()),
+        labels: (!labels.is_empty()).then_some(labels),
+        ..ObjectMeta::default()
     };
-    if !a.labels.is_empty() {
-        let mut labels = serde_json::Map::new();
-        for l in &a.labels {
-            let (k, v) = l
-                .split_once('=')
-                .with_context(|| format!("--label {l:?} is not key=value"))?;
-            labels.insert(k.to_string(), json!(v));
-        }
-        metadata["labels"] = Value::Object(labels);
-    }
-    Ok(json!({
-        "apiVersion": bootfarm_core::spec::API_VERSION,
-        "kind": "BootJob",
-        "metadata": metadata,
-        "spec": spec,
-    }))
+    Ok(BootJob {
+        metadata,
+        spec,
+        status: None,
+    })
 }
 
 /// JSON when the file says so (extension or a leading `{`), else YAML.
@@ -258,10 +252,13 @@ async fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
             let ct = content_type_for(Some(path), &buf);
             (buf, ct)
         }
-        None => (
-            serde_json::to_vec(&job_from_flags(&a)?)?,
-            "application/json",
-        ),
+        None => match job_from_flags(&a) {
+            Ok(job) => (serde_json::to_vec(&job)?, "application/json"),
+            Err(usage) => {
+                usage.print()?;
+                return Ok(usage.exit_code());
+            }
+        },
     };
     let job = api.submit(body, content_type).await?;
     let name = job["metadata"]["name"]
@@ -461,6 +458,7 @@ pub async fn wait(api: Arc<Api>, name: &str, timeout: Option<Duration>) -> anyho
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bootfarm_core::spec::{validate, BootJobSpec};
     use clap::Parser;
 
     #[derive(Debug, Parser)]
@@ -469,11 +467,139 @@ mod tests {
         cmd: ClientCommand,
     }
 
+    /// The job half of `bootfarm-runner boot`'s command line: the very type it flattens.
+    #[derive(Debug, Parser)]
+    struct Boot {
+        #[command(flatten)]
+        job: JobArgs,
+    }
+
+    fn submit_args(argv: &[&str]) -> Result<SubmitArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["x", "submit"].iter().chain(argv))?;
+        let ClientCommand::Submit(a) = cli.cmd else {
+            panic!("not submit")
+        };
+        Ok(*a)
+    }
+
+    fn boot_spec(argv: &[&str]) -> BootJobSpec {
+        Boot::try_parse_from(["boot"].iter().chain(argv))
+            .unwrap()
+            .job
+            .to_spec()
+            .unwrap()
+    }
+
+    /// Every flag of `bootfarm-runner boot` that describes the job, with a value (the contract
+    /// list: a flag missing from either command fails here).
+    const SHA: &str = "4bf5122f344554c53bde2ebb8cd2b7e3d1600ad631c385a5d7cce23c7785459a";
+    const JOB_FLAGS: &[(&str, &str)] = &[
+        ("--arch", "arm64"),
+        ("--kernel", "file:///k"),
+        ("--kernel-sha256", SHA),
+        ("--initrd", "/i.cpio.gz"),
+        ("--initrd-sha256", SHA),
+        ("--rootfs", "/r.img"),
+        ("--rootfs-sha256", SHA),
+        ("--dtb", "/d.dtb"),
+        ("--dtb-sha256", SHA),
+        ("--modules", "/m.cpio"),
+        ("--modules-sha256", SHA),
+        ("--boot-args", "-- quiet"),
+        ("--memory", "1G"),
+        ("--smp", "2"),
+        ("--machine", "virt"),
+        ("--cpu", "max"),
+        ("--accel", "tcg"),
+        ("--expect", "shell"),
+        ("--timeout", "60"),
+        ("--boot-timeout", "30"),
+        ("--fail-on", "warning,oom"),
+        ("--ignore", "bug"),
+        ("--failure-pattern", "^FAIL"),
+        ("--expect-tests", "a,b"),
+        ("--login", "root:pw"),
+        ("--command", "uname -a"),
+    ];
+
+    fn job_argv() -> Vec<&'static str> {
+        JOB_FLAGS.iter().flat_map(|(f, v)| [*f, *v]).collect()
+    }
+
+    #[test]
+    fn a_boot_command_line_submitted_is_the_same_job() {
+        let argv = job_argv();
+        let submitted = job_from_flags(&submit_args(&argv).unwrap()).unwrap();
+        assert_eq!(submitted.spec, boot_spec(&argv));
+    }
+
+    #[test]
+    fn flags_left_out_are_left_to_the_farm_with_the_same_outcome() {
+        let argv = [
+            "--arch",
+            "x86_64",
+            "--kernel",
+            "file:///k",
+            "--timeout",
+            "60",
+        ];
+        let submitted = job_from_flags(&submit_args(&argv).unwrap()).unwrap().spec;
+        let local = boot_spec(&argv);
+        // Unset in the stored job, spelled out by a local boot...
+        assert_eq!(
+            (submitted.accel.as_deref(), submitted.expect.as_deref()),
+            (None, None)
+        );
+        assert_eq!(local.accel.as_deref(), Some("auto"));
+        // ...and the same boot once validated.
+        let (s, l) = (validate(&submitted).unwrap(), validate(&local).unwrap());
+        assert_eq!((s.accel, s.expect), (l.accel, l.expect));
+        assert_eq!(
+            (s.boot_timeout, s.total_timeout),
+            (l.boot_timeout, l.total_timeout)
+        );
+        assert_eq!(s.boot_args, l.boot_args);
+    }
+
+    #[test]
+    fn every_boot_flag_describing_the_job_is_accepted_by_submit() {
+        use clap::{Args as _, CommandFactory as _};
+        let boot = JobArgs::augment_args(clap::Command::new("boot"));
+        let cli = Cli::command();
+        let submit = cli.find_subcommand("submit").unwrap();
+        let longs = |c: &clap::Command| -> Vec<String> {
+            c.get_arguments()
+                .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                .collect()
+        };
+        let (boot_longs, submit_longs) = (longs(&boot), longs(submit));
+        let listed: Vec<&str> = JOB_FLAGS.iter().map(|(f, _)| *f).collect();
+        assert_eq!(
+            boot_longs, listed,
+            "JOB_FLAGS is the list of the job's flags"
+        );
+        for flag in &boot_longs {
+            assert!(submit_longs.contains(flag), "submit lacks {flag}");
+            let arg = submit
+                .get_arguments()
+                .find(|a| a.get_long() == flag.strip_prefix("--"))
+                .unwrap();
+            assert!(
+                arg.get_default_values().is_empty(),
+                "{flag} has a default in submit"
+            );
+        }
+        // Each one parses in submit, alone with the two it needs.
+        for (flag, value) in &JOB_FLAGS[2..] {
+            let mut argv = vec!["--arch", "x86_64", "--kernel", "k"];
+            argv.extend([*flag, *value]);
+            submit_args(&argv).unwrap_or_else(|e| panic!("{flag}: {e}"));
+        }
+    }
+
     #[test]
     fn flags_build_a_valid_document() {
-        let cli = Cli::try_parse_from([
-            "x",
-            "submit",
+        let a = submit_args(&[
             "--arch",
             "arm64",
             "--kernel",
@@ -486,27 +612,106 @@ mod tests {
             "team=kernel",
             "--timeout",
             "60",
+            "--priority",
+            "5",
         ])
         .unwrap();
-        let ClientCommand::Submit(a) = cli.cmd else {
-            panic!("not submit")
-        };
-        let doc = job_from_flags(&a).unwrap();
+        let doc = serde_json::to_value(job_from_flags(&a).unwrap()).unwrap();
+        assert_eq!(doc["apiVersion"], bootfarm_core::spec::API_VERSION);
+        assert_eq!(doc["kind"], "BootJob");
         assert_eq!(doc["metadata"]["generateName"], "boot-");
         assert_eq!(doc["metadata"]["labels"]["team"], "kernel");
         assert_eq!(doc["spec"]["initrd"]["url"], "file:///i");
         assert_eq!(doc["spec"]["bootArgs"], "-- quiet");
-        assert_eq!(doc["spec"]["timeouts"]["total"], 60);
+        assert_eq!(doc["spec"]["timeouts"], serde_json::json!({"total": 60}));
+        assert_eq!(doc["spec"]["priority"], 5);
+        assert!(doc.get("status").is_none_or(Value::is_null), "{doc}");
         // The document is one the server accepts.
         let body = serde_json::to_vec(&doc).unwrap();
         crate::api::document::parse_bootjob(Some("application/json"), &body).unwrap();
+        let named = job_from_flags(
+            &submit_args(&["--arch", "x86_64", "--kernel", "k", "--name", "n1"]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(named.metadata.name.as_deref(), Some("n1"));
+        assert_eq!(named.metadata.generate_name, None);
     }
 
     #[test]
     fn submit_needs_a_file_or_arch_and_kernel() {
-        assert!(Cli::try_parse_from(["x", "submit", "--arch", "x86_64"]).is_err());
-        assert!(Cli::try_parse_from(["x", "submit", "job.yaml"]).is_ok());
-        assert!(Cli::try_parse_from(["x", "submit", "job.yaml", "--kernel", "k"]).is_err());
+        use clap::error::ErrorKind;
+        for argv in [
+            &["--arch", "x86_64"][..],
+            &["--kernel", "k"],
+            &[],
+            &["--wait"],
+        ] {
+            let err = submit_args(argv).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{argv:?}");
+            assert_eq!(err.exit_code(), 2);
+        }
+        assert!(submit_args(&["job.yaml"]).is_ok());
+        assert!(submit_args(&["job.yaml", "--wait", "--wait-timeout", "9"]).is_ok());
+        // And a job without them is refused by the mapping too (clap's usage error).
+        let unparsed = SubmitArgs {
+            file: None,
+            job: JobArgs::default(),
+            name: None,
+            labels: Vec::new(),
+            priority: None,
+            wait: false,
+            wait_timeout: None,
+            conn: submit_args(&["job.yaml"]).unwrap().conn,
+        };
+        assert_eq!(job_from_flags(&unparsed).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn submit_refuses_a_file_with_flags_that_build_a_job() {
+        for flags in [
+            &["--arch", "x86_64"][..],
+            &["--kernel", "k"],
+            &["--memory", "1G"],
+            &["--fail-on", "warning"],
+            &["--command", "true"],
+            &["--name", "n"],
+            &["--label", "a=b"],
+            &["--priority", "3"],
+        ] {
+            let argv: Vec<&str> = ["job.yaml"].iter().chain(flags).copied().collect();
+            let err = submit_args(&argv).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{flags:?}"
+            );
+            assert_eq!(err.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_naming_the_flag() {
+        for (flags, named) in [
+            (&["--smp", "1000"][..], "--smp"),
+            (&["--memory", "1T"], "--memory"),
+            (&["--label", "team"], "--label"),
+        ] {
+            let argv: Vec<&str> = ["--arch", "x86_64", "--kernel", "k"]
+                .iter()
+                .chain(flags)
+                .copied()
+                .collect();
+            let err = job_from_flags(&submit_args(&argv).unwrap()).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(named), "{err}");
+        }
+        // Values clap parses itself fail at once, as in a local boot.
+        for flags in [
+            &["--arch", "mips", "--kernel", "k"][..],
+            &["--arch", "x86_64", "--kernel", "k", "--accel", "hvf"],
+        ] {
+            assert_eq!(submit_args(flags).unwrap_err().exit_code(), 2, "{flags:?}");
+        }
     }
 
     #[test]

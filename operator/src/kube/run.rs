@@ -70,7 +70,7 @@ pub struct RunArgs {
     )]
     pub runner_image: String,
     #[command(flatten)]
-    pub artifacts: crate::admission::ArtifactAccessArgs,
+    pub artifacts: bootfarm_core::cli::ArtifactAccessArgs,
     #[command(flatten)]
     pub console: crate::files::ConsoleArgs,
     /// The Secret with the runner token (key `token`), for the built-in pod template.
@@ -156,10 +156,9 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         None => PodSettings::builtin(&server_url, &args.runner_image, &args.runner_token_secret),
     };
     pod_settings.extra_env = [args.artifacts.runner_env(), args.console.runner_env()].concat();
-    let local_artifacts = args
-        .artifacts
-        .local()
-        .map_err(|e| format!("--allow-local-artifacts: {e}"))?;
+    let local_artifacts =
+        crate::admission::LocalArtifacts::new(&args.artifacts.allow_local_artifacts)
+            .map_err(|e| format!("--allow-local-artifacts: {e}"))?;
     let tokens = Tokens::load(&args.token_files, &args.runner_token_files)?;
     let work = Arc::new(Notify::new());
 

@@ -9,7 +9,7 @@ mod housekeeping;
 pub mod identity;
 mod supervisor;
 
-use crate::admission::ArtifactAccessArgs;
+use crate::admission::LocalArtifacts;
 use crate::api::auth::Tokens;
 use crate::api::{router, warn_if_exposed, AppState};
 use crate::files::JobFiles;
@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::store::sqlite::SqliteStore;
 use crate::store::JobStore;
 use anyhow::Context;
+use bootfarm_core::cli::ArtifactAccessArgs;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -175,9 +176,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let store: Arc<dyn JobStore> = sqlite.clone();
     let mut state = AppState::new(store.clone(), files.clone(), metrics.clone());
     state.lease_ttl = Duration::from_secs(args.lease_ttl);
-    state.local_artifacts = args
-        .artifacts
-        .local()
+    state.local_artifacts = LocalArtifacts::new(&args.artifacts.allow_local_artifacts)
         .map_err(|e| anyhow::anyhow!("--allow-local-artifacts: {e}"))?;
 
     let tokens = match &args.token_file {
