@@ -72,7 +72,7 @@ proptest! {
         let whole = head_tail(limit, std::slice::from_ref(&data));
         prop_assert_eq!(head_tail(limit, &chunked(&data, &cuts)), whole.clone());
         let (out, truncated) = whole;
-        let head = data.len().min(cap.head as usize);
+        let head = data.len().min(usize::try_from(cap.head).expect("a test cap fits in memory"));
         prop_assert_eq!(&out[..head], &data[..head]);
         if data.len() as u64 <= cap.limit() {
             prop_assert!(!truncated);
@@ -81,7 +81,7 @@ proptest! {
             prop_assert!(truncated);
             prop_assert!(out.len() as u64 <= cap.limit() + marker::MAX_LINE as u64);
             // At least the tail's last bytes, less the start of a cut line.
-            let tail = (cap.tail as usize).saturating_sub(ALIGN_MAX);
+            let tail = usize::try_from(cap.tail).expect("a test cap fits in memory").saturating_sub(ALIGN_MAX);
             prop_assert!(out.ends_with(&data[data.len() - tail..]));
             let gap = &out[head..];
             let line_at = usize::from(gap.first() == Some(&b'\n'));

@@ -50,7 +50,7 @@ fn main() {
         1 => RunnerState::Starting,
         2 | 3 => RunnerState::Busy,
         4 => RunnerState::Idle {
-            since: now - jiff::SignedDuration::from_secs((i % 900) as i64),
+            since: now - jiff::SignedDuration::from_secs(i64::try_from(i % 900).expect("small")),
         },
         _ => RunnerState::Failed,
     };
@@ -60,7 +60,8 @@ fn main() {
                 .map(|i| Runner {
                     id: format!("r-{p}-{i}"),
                     state: states(i),
-                    created_at: now - jiff::SignedDuration::from_secs((i % 700) as i64),
+                    created_at: now
+                        - jiff::SignedDuration::from_secs(i64::try_from(i % 700).expect("small")),
                 })
                 .collect()
         })
@@ -84,7 +85,10 @@ fn main() {
                 runners,
             })
             .collect();
-        let decisions = scaler::decide_all(&inputs, now);
+        let decisions = inputs
+            .iter()
+            .map(|p| scaler::decide(p, now))
+            .collect::<Vec<_>>();
         created += decisions.iter().map(|d| u64::from(d.create)).sum::<u64>();
         worst = worst.max(t0.elapsed());
     }

@@ -20,7 +20,7 @@ fn job(i: usize) -> BootJob {
         "commands": ["uname -a", "cat /proc/cmdline"],
         "failOn": ["warning"],
         "timeouts": {"boot": 300, "total": 900},
-        "priority": (i % 3) as i32,
+        "priority": i32::try_from(i % 3).expect("small"),
     }))
     .expect("a valid spec");
     let mut j = BootJob::new("", spec);

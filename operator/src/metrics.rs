@@ -41,6 +41,8 @@ pub struct Metrics {
     pub http_request_duration_seconds: HistogramVec,
     pub runner_startup_seconds: HistogramVec,
     pub status_writes_total: CounterVec,
+    pub reconcile_duration_seconds: HistogramVec,
+    pub reconcile_errors_total: CounterVec,
     registry: Registry,
 }
 
@@ -218,6 +220,19 @@ impl Metrics {
                 "BootJob status writes to the API server (Kubernetes mode), by result: success, conflict, failure, timeout.",
                 &["result"],
             ),
+            reconcile_duration_seconds: histogram(
+                &r,
+                "bootfarm_reconcile_duration_seconds",
+                "Seconds per reconcile (Kubernetes mode), by controller (bootjob, runnerpool) and outcome (ok, error).",
+                &["controller", "outcome"],
+                http_buckets(),
+            ),
+            reconcile_errors_total: counter(
+                &r,
+                "bootfarm_reconcile_errors_total",
+                "Failed reconciles (Kubernetes mode), by controller and error kind (kube, store, status, finalizer, cleanup, ...).",
+                &["controller", "kind"],
+            ),
             registry: r.clone(),
         };
         (m, r)
@@ -254,7 +269,7 @@ impl Metrics {
 
     fn registry_descs(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 15] = [
+        let collectors: [&dyn Collector; 17] = [
             &self.queue_depth,
             &self.jobs,
             &self.runners,
@@ -270,6 +285,8 @@ impl Metrics {
             &self.http_request_duration_seconds,
             &self.runner_startup_seconds,
             &self.status_writes_total,
+            &self.reconcile_duration_seconds,
+            &self.reconcile_errors_total,
         ];
         collectors
             .iter()
@@ -282,7 +299,7 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    const EXPECTED: [&str; 15] = [
+    const EXPECTED: [&str; 17] = [
         "bootfarm_http_request_duration_seconds",
         "bootfarm_http_requests_total",
         "bootfarm_infra_retries_total",
@@ -292,6 +309,8 @@ mod tests {
         "bootfarm_jobs_finished_total",
         "bootfarm_lease_expirations_total",
         "bootfarm_queue_depth",
+        "bootfarm_reconcile_duration_seconds",
+        "bootfarm_reconcile_errors_total",
         "bootfarm_runner_startup_seconds",
         "bootfarm_runners",
         "bootfarm_runners_desired",

@@ -5,13 +5,24 @@
 //! (verdict `error`, lease expiry, release) sends a Running job back to Queued until `maxAttempts`
 //! attempts have started, then to Error. A kernel failure (verdict `fail`) is never retried.
 
-use crate::store::LeaseState;
 use bootfarm_core::result::ErrorKind;
 use bootfarm_core::result::{BootResult, Verdict};
 use bootfarm_core::spec::{BootJob, BootJobStatus, Condition, JobPhase, DEFAULT_MAX_ATTEMPTS};
 use jiff::Timestamp;
 use std::cmp::Reverse;
 use std::time::Duration;
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Keep going; the lease now ends at `expires_at`.
+    Active { expires_at: Timestamp },
+    /// The job was canceled or deleted: stop the boot, post nothing.
+    Canceled,
+    /// The lease is no longer this runner's (it expired and the job was requeued or finished):
+    /// stop the boot, post nothing.
+    Lost,
+}
 
 /// Condition types set on BootJobs.
 pub mod condition {
@@ -566,7 +577,7 @@ pub(crate) mod tests {
     fn claim_order_puts_higher_priority_first_then_older() {
         let mut jobs: Vec<BootJob> = (0..4).map(|i| job(&format!("j{i}"))).collect();
         for (i, j) in jobs.iter_mut().enumerate() {
-            enqueue(j, t(i as i64));
+            enqueue(j, t(i64::try_from(i).expect("small")));
         }
         jobs[3].spec.priority = 10;
         jobs[2].spec.priority = -1;
@@ -657,7 +668,7 @@ pub(crate) mod tests {
         });
         enqueue(&mut j, t(0));
         start_attempt(&mut j, "r1", "local", "L1", TTL, t(1));
-        let late = 1 + 60 + OVERDUE_GRACE.as_secs() as i64;
+        let late = 1 + 60 + i64::try_from(OVERDUE_GRACE.as_secs()).expect("seconds");
         heartbeat(&mut j, "L1", Duration::from_secs(600), t(late - 1));
         assert_eq!(end_stale_attempt(&mut j, t(late)), None, "not yet");
         assert_eq!(end_stale_attempt(&mut j, t(late + 1)), Some(true));

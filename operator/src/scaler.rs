@@ -132,7 +132,10 @@ pub fn decide(input: &PoolInput<'_>, now: Timestamp) -> PoolDecision {
                 std::cmp::Reverse(r.created_at),
             )
         });
-        for r in not_ready.iter().take(excess as usize) {
+        for r in not_ready
+            .iter()
+            .take(usize::try_from(excess).unwrap_or(usize::MAX))
+        {
             delete.push((r.id.clone(), DeleteReason::NotNeeded));
             excess -= 1;
         }
@@ -150,9 +153,9 @@ pub fn decide(input: &PoolInput<'_>, now: Timestamp) -> PoolDecision {
     }
     PoolDecision {
         pool: input.name.to_string(),
-        desired: desired as u32,
-        supply: supply as u32,
-        create: create as u32,
+        desired: u32::try_from(desired).unwrap_or(u32::MAX),
+        supply: u32::try_from(supply).unwrap_or(u32::MAX),
+        create: u32::try_from(create).unwrap_or(u32::MAX),
         delete,
     }
 }
@@ -161,11 +164,6 @@ fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
     now.duration_since(since)
         .try_into()
         .unwrap_or(Duration::ZERO)
-}
-
-/// Decisions for every pool.
-pub fn decide_all(pools: &[PoolInput<'_>], now: Timestamp) -> Vec<PoolDecision> {
-    pools.iter().map(|p| decide(p, now)).collect()
 }
 
 /// The pool that should run a job: its `spec.pool` if that pool exists, else the first pool

@@ -158,28 +158,10 @@ async fn metrics_count_requests_by_matched_route_and_jobs_by_phase() {
 }
 
 #[tokio::test]
-async fn the_metrics_registry_holds_exactly_the_contract_names() {
+async fn the_registry_handed_back_is_the_one_the_metrics_live_in() {
+    // (The names themselves are checked against the chart's METRICS.md in the library's tests.)
     let (m, registry) = bootfarm_operator::metrics::Metrics::new();
-    let mut names = m.names();
-    names.sort();
-    let expected = [
-        "bootfarm_http_request_duration_seconds",
-        "bootfarm_http_requests_total",
-        "bootfarm_infra_retries_total",
-        "bootfarm_job_duration_seconds",
-        "bootfarm_job_queue_wait_seconds",
-        "bootfarm_jobs",
-        "bootfarm_jobs_finished_total",
-        "bootfarm_lease_expirations_total",
-        "bootfarm_queue_depth",
-        "bootfarm_runner_startup_seconds",
-        "bootfarm_runners",
-        "bootfarm_runners_desired",
-        "bootfarm_scale_decisions_total",
-        "bootfarm_status_writes_total",
-        "bootfarm_time_to_verdict_seconds",
-    ];
-    assert_eq!(names, expected);
+    assert!(m.names().len() > 10);
     // The registry handed back is the one the metrics live in.
     m.runners_desired.with_label_values(&["default"]).set(2.0);
     assert!(registry

@@ -68,7 +68,7 @@ async fn a_burst_of_jobs_on_two_runners_all_finish_within_the_limit_and_scale_to
         );
     }
     let per_job = Duration::from_secs(60);
-    let budget = per_job * (n as u32).div_ceil(2) + Duration::from_secs(60);
+    let budget = per_job * u32::try_from(n).expect("small").div_ceil(2) + Duration::from_secs(60);
     for name in &names {
         let left = budget
             .saturating_sub(started.elapsed())

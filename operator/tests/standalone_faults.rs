@@ -193,7 +193,7 @@ async fn two_hundred_readers_of_a_16_mib_log_keep_memory_bounded() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 204);
     }
-    let before = peak_rss_kib(farm.pid() as u32);
+    let before = peak_rss_kib(u32::try_from(farm.pid()).expect("a pid"));
     let url = format!("{}/api/v1/bootjobs/big/log", farm.url);
     let readers: Vec<_> = (0..200)
         .map(|_| {
@@ -218,7 +218,7 @@ async fn two_hundred_readers_of_a_16_mib_log_keep_memory_bounded() {
     for r in readers {
         assert_eq!(r.await.unwrap(), 16 << 20);
     }
-    let peak = peak_rss_kib(farm.pid() as u32);
+    let peak = peak_rss_kib(u32::try_from(farm.pid()).expect("a pid"));
     eprintln!(
         "operator peak RSS: {} MiB before the readers, {} MiB after",
         before >> 10,

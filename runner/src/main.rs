@@ -11,6 +11,12 @@ use tokio::signal::unix::{signal, SignalKind};
 
 fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    // A farm runner's log is its pod's log: claims, boots and results at info. A boot by hand
+    // shares stderr with the console, so only warnings there.
+    let default_level = match cli.command {
+        Command::Work(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // On a full disk (stderr is a log file) its own eprintln! would panic the process.
@@ -18,7 +24,7 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
     let code = match cli.command {

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug, Args)]
 pub struct WorkArgs {
@@ -205,7 +206,7 @@ pub async fn run(args: WorkArgs) -> anyhow::Result<i32> {
                 }
             }
             Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Claim failed");
+                tracing::warn!(error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "Claim failed");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(0),
                     _ = tokio::time::sleep(backoff) => {}
@@ -226,6 +227,9 @@ enum Stop {
     Shutdown,
 }
 
+/// One claimed job, claim to complete: its span carries the job, the attempt and the lease into
+/// every line the boot, the heartbeats and the result posting log.
+#[tracing::instrument(name = "job", skip_all, fields(job = %job.name, attempt = job.attempt, lease = %job.lease_id))]
 async fn run_job(
     client: &Client,
     settings: &RunnerSettings,
@@ -261,14 +265,17 @@ async fn run_job(
         cancel: cancel.clone(),
     };
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel::<Option<Stop>>(None);
-    let beat = tokio::spawn(heartbeats(
-        client.clone(),
-        name.clone(),
-        job.lease_id.clone(),
-        job.lease_ttl,
-        cancel.clone(),
-        stop_tx.clone(),
-    ));
+    let beat = tokio::spawn(
+        heartbeats(
+            client.clone(),
+            name.clone(),
+            job.lease_id.clone(),
+            job.lease_ttl,
+            cancel.clone(),
+            stop_tx.clone(),
+        )
+        .in_current_span(),
+    );
     let on_shutdown = {
         let (cancel, shutdown, stop_tx) = (cancel.clone(), shutdown.clone(), stop_tx.clone());
         tokio::spawn(async move {

@@ -682,7 +682,7 @@ fn sigterm_during_a_boot_is_an_interrupted_error_and_leaves_no_qemu() {
     let (child, qemu) = start_silent_boot(&dir);
     std::thread::sleep(Duration::from_millis(1500));
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid")),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();

@@ -238,7 +238,12 @@ for m in 'bootfarm_runner_startup_seconds_count{pool="tcg-x86-64"}' 'bootfarm_ru
 done
 awk '/^bootfarm_runner_startup_seconds_count\{pool="tcg-x86-64"\}/ {found = ($2 >= 1)} END {exit !found}' "$WORK/metrics.txt" ||
     fail "no runner start-up time recorded for tcg-x86-64"
-log "ok: /metrics has runner start-up times, runners by state, desired runners and queue depth"
+# Both controllers' reconciles were timed (the jobs above went through them).
+for c in bootjob runnerpool; do
+    awk -v c="$c" '$1 ~ "^bootfarm_reconcile_duration_seconds_count\\{controller=\"" c "\",outcome=\"ok\"\\}" {found = ($2 >= 1)} END {exit !found}' \
+        "$WORK/metrics.txt" || fail "no successful $c reconcile timed in /metrics"
+done
+log "ok: /metrics has runner start-up times, runners by state, desired runners, queue depth and reconcile times"
 
 # A submission over HTTP is a BootJob like any other (the operator creates it with its own RBAC).
 job via-http x86_64 poweroff | "$PY" -c 'import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))' >"$WORK/via-http.json"

@@ -12,7 +12,9 @@ pub fn summarize(r: &BootResult) -> ResultSummary {
     for i in &r.issues {
         *issues.entry(i.kind).or_default() += 1;
     }
-    let count = |o: TestOutcome| r.tests.iter().filter(|t| t.result == o).count() as u32;
+    let count = |o: TestOutcome| {
+        u32::try_from(r.tests.iter().filter(|t| t.result == o).count()).unwrap_or(u32::MAX)
+    };
     let first_failure = r
         .issues
         .iter()

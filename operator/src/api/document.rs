@@ -171,7 +171,7 @@ pub fn to_value(format: Format, body: &[u8]) -> Result<Value, ApiError> {
                 .map_err(|e| e.to_string())
         }
         Format::Yaml => seed
-            .deserialize(serde_yaml::Deserializer::from_slice(body))
+            .deserialize(serde_yaml_ng::Deserializer::from_slice(body))
             .map_err(|e| e.to_string()),
     };
     parsed.map_err(|e| {

@@ -34,6 +34,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+#[tracing::instrument(name = "claim", skip_all)]
 pub async fn claim(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let body: protocol::ClaimRequest = parse_json(&read_body(body, MAX_RUNNER_BODY).await?)?;
     if body.runner_id.is_empty() {
@@ -145,6 +146,7 @@ fn observe_queue_wait(state: &AppState, job: &BootJob) {
     }
 }
 
+#[tracing::instrument(name = "heartbeat", skip_all, fields(job = %name))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -164,6 +166,7 @@ pub async fn heartbeat(
     }))
 }
 
+#[tracing::instrument(name = "append_log", skip_all, fields(job = %name))]
 pub async fn append_log(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -199,6 +202,7 @@ pub async fn append_log(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[tracing::instrument(name = "complete", skip_all, fields(job = %name))]
 pub async fn complete(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -269,6 +273,7 @@ fn pool_of(job: &BootJob) -> &str {
         .unwrap_or("default")
 }
 
+#[tracing::instrument(name = "release", skip_all, fields(job = %name))]
 pub async fn release(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -350,7 +350,7 @@ async fn get(a: GetArgs) -> anyhow::Result<i32> {
     };
     match a.output {
         Format::Json => out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?,
-        Format::Yaml => out(&serde_yaml::to_string(&v)?)?,
+        Format::Yaml => out(&serde_yaml_ng::to_string(&v)?)?,
     }
     Ok(0)
 }

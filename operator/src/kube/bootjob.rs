@@ -4,7 +4,7 @@
 //! Queue transitions are the pure functions of [`crate::queue`]; this module only decides
 //! which one a job needs now and writes it.
 
-use super::context::{Context, Error};
+use super::context::{Context, ReconcileError};
 use super::store::delete_job_with_uid;
 use crate::admission::LocalArtifacts;
 use crate::queue;
@@ -25,22 +25,30 @@ pub const FINALIZER_DEADLINE: Duration = Duration::from_secs(60);
 /// Re-check of jobs waiting on something else (a runner, a claim).
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
 
-pub async fn reconcile(job: Arc<BootJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[tracing::instrument(name = "reconcile_bootjob", skip_all, fields(job = %job.name_any()))]
+pub async fn reconcile(job: Arc<BootJob>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = std::time::Instant::now();
+    let result = reconcile_job(job, &ctx).await;
+    ReconcileError::observe(&ctx.metrics, "bootjob", started, &result);
+    result
+}
+
+async fn reconcile_job(job: Arc<BootJob>, ctx: &Context) -> Result<Action, ReconcileError> {
     let ns = job
         .namespace()
-        .ok_or_else(|| Error::NoNamespace(job.name_any()))?;
+        .ok_or_else(|| ReconcileError::NoNamespace(job.name_any()))?;
     let api: Api<BootJob> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, job, |event| async {
         match event {
-            Finalizer::Apply(job) => apply(&api, &job, &ctx, Timestamp::now()).await,
-            Finalizer::Cleanup(job) => cleanup(&job, &ctx, Timestamp::now()),
+            Finalizer::Apply(job) => apply(&api, &job, ctx, Timestamp::now()).await,
+            Finalizer::Cleanup(job) => cleanup(&job, ctx, Timestamp::now()),
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
 }
 
-pub fn error_policy(job: Arc<BootJob>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(job: Arc<BootJob>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
     if error.is_conflict() {
         tracing::debug!(job = %job.name_any(), "BootJob changed while reconciling; looking again");
         return Action::requeue(Duration::from_secs(1));
@@ -131,14 +139,14 @@ async fn admit_and_record(
     candidate: &BootJob,
     ctx: &Context,
     now: Timestamp,
-) -> Result<Action, Error> {
+) -> Result<Action, ReconcileError> {
     let name = job.name_any();
     let admitted = admit(candidate, &ctx.local_artifacts, now);
     ctx.store
         .writer()
         .write(api, &admitted)
         .await
-        .map_err(Error::Status)?;
+        .map_err(ReconcileError::Status)?;
     let phase = queue::phase(&admitted);
     tracing::info!(job = %name, phase = phase.as_str(), "BootJob admitted");
     if phase == JobPhase::Queued {
@@ -166,7 +174,7 @@ async fn apply(
     job: &BootJob,
     ctx: &Context,
     now: Timestamp,
-) -> Result<Action, Error> {
+) -> Result<Action, ReconcileError> {
     let name = job.name_any();
     if rejected_spec_was_edited(job) {
         // The user fixed an invalid spec: judge the new one from scratch.
@@ -191,7 +199,7 @@ async fn apply(
                     // Changed meanwhile (claimed, say): the next reconcile looks again.
                     Err(e) if e.code() == Some(409) => {}
                     other => {
-                        other.map_err(Error::Status)?;
+                        other.map_err(ReconcileError::Status)?;
                     }
                 }
             }
@@ -261,7 +269,7 @@ async fn apply(
 /// The job is being deleted: its runner (if any) learns at its next heartbeat that the job is
 /// gone and stops the boot; the logs and result go now. A cleanup that keeps failing gives up
 /// after [`FINALIZER_DEADLINE`] so the deletion is never blocked for good.
-fn cleanup(job: &BootJob, ctx: &Context, now: Timestamp) -> Result<Action, Error> {
+fn cleanup(job: &BootJob, ctx: &Context, now: Timestamp) -> Result<Action, ReconcileError> {
     let name = job.name_any();
     if queue::phase(job) == JobPhase::Running {
         tracing::info!(job = %name, runner = ?job.status.as_ref().and_then(|s| s.runner.as_deref()), "BootJob deleted while running: its boot is canceled");
@@ -278,7 +286,7 @@ fn cleanup(job: &BootJob, ctx: &Context, now: Timestamp) -> Result<Action, Error
             tracing::warn!(job = %name, error = %e, "Cleanup kept failing: releasing the BootJob anyway");
             return Ok(Action::await_change());
         }
-        return Err(Error::Cleanup {
+        return Err(ReconcileError::Cleanup {
             name,
             message: e.to_string(),
         });

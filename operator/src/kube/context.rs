@@ -81,7 +81,7 @@ impl Context {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ReconcileError {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("job store: {0}")]
@@ -89,7 +89,7 @@ pub enum Error {
     #[error("writing status: {0}")]
     Status(#[source] super::status::WriteError),
     #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<ReconcileError>>),
     #[error("cleaning up the files of {name}: {message}")]
     Cleanup { name: String, message: String },
     #[error("{0} has no namespace")]
@@ -98,14 +98,14 @@ pub enum Error {
     NotSynced,
 }
 
-impl Error {
+impl ReconcileError {
     /// Someone wrote the object since we read it: not a failure, just look again.
     pub fn is_conflict(&self) -> bool {
         match self {
-            Error::Kube(kube::Error::Api(s)) => s.code == 409,
-            Error::Status(e) => e.code() == Some(409),
-            Error::Store(StoreError::Conflict(_)) => true,
-            Error::Finalizer(f) => match &**f {
+            ReconcileError::Kube(kube::Error::Api(s)) => s.code == 409,
+            ReconcileError::Status(e) => e.code() == Some(409),
+            ReconcileError::Store(StoreError::Conflict(_)) => true,
+            ReconcileError::Finalizer(f) => match &**f {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_conflict(),
                 kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(s))
@@ -119,15 +119,40 @@ impl Error {
     }
 
     /// A short, fixed label for logs and metrics.
+    /// Records one reconcile's duration and outcome, and a failure's kind.
+    pub fn observe(
+        metrics: &Metrics,
+        controller: &str,
+        started: std::time::Instant,
+        result: &Result<kube::runtime::controller::Action, ReconcileError>,
+    ) {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics
+            .reconcile_duration_seconds
+            .with_label_values(&[controller, outcome])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = result {
+            let kind = if e.is_conflict() {
+                "conflict"
+            } else {
+                e.kind()
+            };
+            metrics
+                .reconcile_errors_total
+                .with_label_values(&[controller, kind])
+                .inc();
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube",
-            Error::Store(_) => "store",
-            Error::Status(_) => "status",
-            Error::Finalizer(_) => "finalizer",
-            Error::Cleanup { .. } => "cleanup",
-            Error::NoNamespace(_) => "no_namespace",
-            Error::NotSynced => "not_synced",
+            ReconcileError::Kube(_) => "kube",
+            ReconcileError::Store(_) => "store",
+            ReconcileError::Status(_) => "status",
+            ReconcileError::Finalizer(_) => "finalizer",
+            ReconcileError::Cleanup { .. } => "cleanup",
+            ReconcileError::NoNamespace(_) => "no_namespace",
+            ReconcileError::NotSynced => "not_synced",
         }
     }
 }

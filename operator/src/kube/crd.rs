@@ -23,12 +23,12 @@ pub fn runnerpool_crd() -> CustomResourceDefinition {
 }
 
 /// A CRD as the YAML document committed in the chart.
-pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
-    Ok(format!("{HEADER}{}", serde_yaml::to_string(crd)?))
+pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml_ng::Error> {
+    Ok(format!("{HEADER}{}", serde_yaml_ng::to_string(crd)?))
 }
 
 /// Both CRDs with their chart paths, in a stable order.
-pub fn generated() -> Result<Vec<(&'static str, String)>, serde_yaml::Error> {
+pub fn generated() -> Result<Vec<(&'static str, String)>, serde_yaml_ng::Error> {
     Ok(vec![
         (BOOTJOBS_FILE, to_yaml(&bootjob_crd())?),
         (RUNNERPOOLS_FILE, to_yaml(&runnerpool_crd())?),

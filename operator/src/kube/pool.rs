@@ -2,7 +2,7 @@
 //! to do, then create and delete pods, keep busy runners safe from autoscalers, and report the
 //! counts in the pool's status.
 
-use super::context::{Context, Error};
+use super::context::{Context, ReconcileError};
 use super::runners::{self, RunnerView, POOL_LABEL};
 use super::store::FIELD_MANAGER;
 use crate::queue;
@@ -166,29 +166,37 @@ pub fn cannot_start(pool: &RunnerPool) -> Option<&Condition> {
 
 pub fn status_of(plan: &PoolPlan) -> RunnerPoolStatus {
     let count = |f: fn(&RunnerState) -> bool| {
-        plan.views.iter().filter(|v| f(&v.runner.state)).count() as u32
+        u32::try_from(plan.views.iter().filter(|v| f(&v.runner.state)).count()).unwrap_or(u32::MAX)
     };
     RunnerPoolStatus {
         desired: plan.decision.desired,
         pending: count(|s| matches!(s, RunnerState::Pending | RunnerState::Starting)),
         idle: count(|s| matches!(s, RunnerState::Idle { .. })),
         busy: count(|s| matches!(s, RunnerState::Busy)),
-        queued: plan.queued as u32,
+        queued: u32::try_from(plan.queued).unwrap_or(u32::MAX),
         conditions: Vec::new(),
     }
 }
 
-pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[tracing::instrument(name = "reconcile_runnerpool", skip_all, fields(pool = %pool.name_any()))]
+pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = std::time::Instant::now();
+    let result = reconcile_pool(pool, &ctx).await;
+    ReconcileError::observe(&ctx.metrics, "runnerpool", started, &result);
+    result
+}
+
+async fn reconcile_pool(pool: Arc<RunnerPool>, ctx: &Context) -> Result<Action, ReconcileError> {
     if pool.metadata.deletion_timestamp.is_some() {
         // Its pods go with it (owner references).
         return Ok(Action::await_change());
     }
     let (Some(jobs), Some(_)) = (ctx.jobs.get(), ctx.pools.get()) else {
-        return Err(Error::NotSynced);
+        return Err(ReconcileError::NotSynced);
     };
     let ns = pool
         .namespace()
-        .ok_or_else(|| Error::NoNamespace(pool.name_any()))?;
+        .ok_or_else(|| ReconcileError::NoNamespace(pool.name_any()))?;
     let name = pool.name_any();
     let now = Timestamp::now();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -305,7 +313,7 @@ pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Actio
             .await;
         }
     }
-    record_metrics(&ctx, &name, &pool.spec, &plan);
+    record_metrics(ctx, &name, &pool.spec, &plan);
     if pool.status.as_ref() != Some(&status) {
         let patch = json!({
             "apiVersion": bootfarm_core::spec::API_VERSION,
@@ -359,17 +367,23 @@ fn record_metrics(ctx: &Context, pool: &str, pool_spec: &RunnerPoolSpec, plan: &
         ("busy", s.busy),
         (
             "failed",
-            plan.views
-                .iter()
-                .filter(|v| v.runner.state == RunnerState::Failed)
-                .count() as u32,
+            u32::try_from(
+                plan.views
+                    .iter()
+                    .filter(|v| v.runner.state == RunnerState::Failed)
+                    .count(),
+            )
+            .unwrap_or(u32::MAX),
         ),
         (
             "terminating",
-            plan.views
-                .iter()
-                .filter(|v| v.runner.state == RunnerState::Terminating)
-                .count() as u32,
+            u32::try_from(
+                plan.views
+                    .iter()
+                    .filter(|v| v.runner.state == RunnerState::Terminating)
+                    .count(),
+            )
+            .unwrap_or(u32::MAX),
         ),
     ] {
         m.runners
@@ -394,8 +408,8 @@ async fn delete_pod(api: &Api<Pod>, name: &str, uid: Option<String>) -> Result<(
     }
 }
 
-pub fn error_policy(pool: Arc<RunnerPool>, error: &Error, _ctx: Arc<Context>) -> Action {
-    if matches!(error, Error::NotSynced) || error.is_conflict() {
+pub fn error_policy(pool: Arc<RunnerPool>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    if matches!(error, ReconcileError::NotSynced) || error.is_conflict() {
         return Action::requeue(Duration::from_millis(500));
     }
     tracing::warn!(pool = %pool.name_any(), kind = error.kind(), error = %error, "RunnerPool reconcile failed");

@@ -109,7 +109,7 @@ fn when_synced<K>(
 /// Reconcile errors are logged by the error policies; this reports the watch failures.
 fn log_controller_error<E: std::error::Error>(
     kind: &str,
-    err: Option<kube::runtime::controller::Error<super::context::Error, E>>,
+    err: Option<kube::runtime::controller::Error<super::context::ReconcileError, E>>,
 ) {
     use kube::runtime::controller::Error as C;
     match err {

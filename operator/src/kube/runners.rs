@@ -281,11 +281,11 @@ impl PodSettings {
         default_image: &str,
     ) -> Result<PodSettings, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut doc: serde_yaml::Value =
-            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         yaml11_file_modes(&mut doc);
         let base: Pod =
-            serde_yaml::from_value(doc).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_yaml_ng::from_value(doc).map_err(|e| format!("{}: {e}", path.display()))?;
         let (mut kvm_volume, mut kvm_mount) = (kvm_volume(), kvm_mount());
         if let Some(dir) = path.parent() {
             let kvm = dir.join("kvm.yaml");
@@ -296,8 +296,8 @@ impl PodSettings {
                     volume: Volume,
                     volume_mount: VolumeMount,
                 }
-                let k: Kvm =
-                    serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", kvm.display()))?;
+                let k: Kvm = serde_yaml_ng::from_str(&text)
+                    .map_err(|e| format!("{}: {e}", kvm.display()))?;
                 kvm_volume = k.volume;
                 kvm_mount = k.volume_mount;
             }
@@ -325,21 +325,21 @@ impl PodSettings {
 
 /// Kubernetes reads manifests as YAML 1.1, where `defaultMode: 0440` is octal; serde_yaml reads
 /// YAML 1.2 and sees a string. Convert those file modes the way the API server would.
-fn yaml11_file_modes(v: &mut serde_yaml::Value) {
+fn yaml11_file_modes(v: &mut serde_yaml_ng::Value) {
     match v {
-        serde_yaml::Value::Mapping(m) => {
+        serde_yaml_ng::Value::Mapping(m) => {
             for (k, val) in m.iter_mut() {
                 let is_mode = matches!(k.as_str(), Some("defaultMode") | Some("mode"));
                 if let (true, Some(s)) = (is_mode, val.as_str()) {
                     if let Ok(n) = i64::from_str_radix(s.trim_start_matches("0o"), 8) {
-                        *val = serde_yaml::Value::from(n);
+                        *val = serde_yaml_ng::Value::from(n);
                         continue;
                     }
                 }
                 yaml11_file_modes(val);
             }
         }
-        serde_yaml::Value::Sequence(items) => items.iter_mut().for_each(yaml11_file_modes),
+        serde_yaml_ng::Value::Sequence(items) => items.iter_mut().for_each(yaml11_file_modes),
         _ => {}
     }
 }
@@ -714,7 +714,7 @@ mod tests {
 
     #[test]
     fn the_charts_yaml_1_1_file_modes_are_read_as_octal() {
-        let mut doc: serde_yaml::Value = serde_yaml::from_str(
+        let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(
             "volumes: [{secret: {defaultMode: \"0440\", items: [{mode: \"0600\"}]}}]",
         )
         .expect("yaml");

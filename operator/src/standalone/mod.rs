@@ -134,7 +134,7 @@ impl StandaloneArgs {
     fn max_runners(&self) -> u32 {
         self.max_runners.unwrap_or_else(|| {
             std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
+                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
                 .unwrap_or(1)
         })
     }

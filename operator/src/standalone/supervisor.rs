@@ -320,7 +320,7 @@ impl LocalPool {
             .min(MAX_BACKOFF);
         tracing::warn!(
             streak = self.crash_streak,
-            delay_ms = delay.as_millis() as u64,
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             "Runners die at start; backing off"
         );
         self.hold_until = Some(Instant::now() + delay);
@@ -377,7 +377,7 @@ impl LocalPool {
             .stderr(log)
             .process_group(0)
             .kill_on_drop(true);
-        let parent = std::process::id() as libc::pid_t;
+        let parent = nix::unistd::getpid().as_raw();
         // SAFETY: runs in the forked child before exec and calls only async-signal-safe
         // functions (setgroups, setgid, setuid, prctl, getppid, raise), allocating nothing.
         unsafe {
@@ -405,7 +405,7 @@ impl LocalPool {
         let proc = cmd.spawn()?;
         let pid = proc
             .id()
-            .map(|p| p as i32)
+            .and_then(|p| i32::try_from(p).ok())
             .ok_or_else(|| std::io::Error::other("runner exited before its pid was known"))?;
         tracing::info!(runner = %id, pid, log = %log_path.display(), "Started runner");
         self.children.insert(

@@ -126,17 +126,8 @@ impl Claim {
     }
 }
 
-/// The answer to a heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseState {
-    /// Keep going; the lease now ends at `expires_at`.
-    Active { expires_at: Timestamp },
-    /// The job was canceled or deleted: stop the boot, post nothing.
-    Canceled,
-    /// The lease is no longer this runner's (it expired and the job was requeued or finished):
-    /// stop the boot, post nothing.
-    Lost,
-}
+/// The answer to a heartbeat (decided by the pure transitions).
+pub use crate::queue::LeaseState;
 
 /// The answer to `complete`.
 #[derive(Debug, Clone)]

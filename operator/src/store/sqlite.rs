@@ -473,17 +473,23 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             |r| r.get(0),
         )
         .map_err(db_err)?;
-    if done > MIGRATIONS.len() as i64 {
+    let done = usize::try_from(done).map_err(|_| {
+        StoreError::Backend(format!("database schema version {done} is not a version"))
+    })?;
+    if done > MIGRATIONS.len() {
         return Err(StoreError::Backend(format!(
             "database schema version {done} is newer than this operator ({})",
             MIGRATIONS.len()
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
         tx.execute_batch(sql).map_err(db_err)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-            params![(i + 1) as i64, Timestamp::now().to_string()],
+            params![
+                i64::try_from(i + 1).unwrap_or(i64::MAX),
+                Timestamp::now().to_string()
+            ],
         )
         .map_err(db_err)?;
     }
@@ -544,8 +550,13 @@ fn write(tx: &Connection, job: &BootJob, verb: &str) -> Result<(), StoreError> {
         job.spec.ttl_seconds_after_finished,
         status.phase.is_finished(),
     ) {
-        (Some(ttl), true) => col_time(status.completion_time.as_ref())
-            .map(|done| done.saturating_add((ttl as i64).saturating_mul(1_000_000))),
+        (Some(ttl), true) => col_time(status.completion_time.as_ref()).map(|done| {
+            done.saturating_add(
+                i64::try_from(ttl)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1_000_000),
+            )
+        }),
         _ => None,
     };
     let created = job
@@ -864,7 +875,7 @@ impl JobStore for SqliteStore {
             for row in rows {
                 let (phase, n) = row.map_err(db_err)?;
                 if let Ok(phase) = phase.parse::<JobPhase>() {
-                    counts.by_phase.insert(phase, n as u64);
+                    counts.by_phase.insert(phase, u64::try_from(n).unwrap_or(0));
                 }
             }
             let mut stmt = conn
@@ -887,7 +898,7 @@ impl JobStore for SqliteStore {
                     counts.queued.push(QueuedCount {
                         pool,
                         arch,
-                        count: n as u64,
+                        count: u64::try_from(n).unwrap_or(0),
                     });
                 }
             }

@@ -206,7 +206,10 @@ impl Farm {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).expect("running")
+        self.child
+            .as_ref()
+            .map(|c| i32::try_from(c.id()).expect("a pid"))
+            .expect("running")
     }
 
     pub fn log_text(&self) -> String {

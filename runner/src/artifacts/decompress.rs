@@ -142,7 +142,9 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn sample(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+        (0..len)
+            .map(|i| u8::try_from(i * 7 % 251).expect("below 251"))
+            .collect()
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl Downloader {
                 }
                 Err(Failure::Retry(reason)) => {
                     let delay = backoff(attempt);
-                    tracing::warn!(url = %redacted(url), attempt, %reason, delay_ms = delay.as_millis() as u64, "Download failed, retrying");
+                    tracing::warn!(url = %redacted(url), attempt, %reason, delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "Download failed, retrying");
                     tokio::time::sleep(delay).await;
                 }
             }

@@ -84,7 +84,7 @@ impl Memo {
 fn now_ns() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
 }
 
 fn memo_path(memo_dir: &Path, path: &Path) -> PathBuf {

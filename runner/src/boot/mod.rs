@@ -153,7 +153,10 @@ pub struct BootHooks {
 pub async fn run_boot(req: BootRequest, hooks: BootHooks) -> BootResult {
     let arch = req.arch;
     // A panic in our code must still give a result (and QEMU dies with the task's guard).
-    let mut task = AbortOnDrop(tokio::spawn(run::boot(req, hooks)));
+    // The boot logs under the caller's span (a farm runner's job, attempt and lease).
+    let mut task = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(
+        run::boot(req, hooks),
+    )));
     let mut result = match task.await_result().await {
         Ok(r) => r,
         Err(e) => BootResult::error(ErrorKind::Internal, format!("boot task failed: {e}")),

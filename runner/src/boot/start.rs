@@ -97,7 +97,7 @@ impl Prepared {
 fn log_spawned(qemu: &QemuProcess, accel: &str, started: Instant) {
     let unix_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0);
     tracing::info!(
         pid = qemu.pid(),

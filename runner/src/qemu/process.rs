@@ -30,7 +30,7 @@ impl QemuProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let parent = std::process::id() as libc::pid_t;
+        let parent = nix::unistd::getpid().as_raw();
         let mut cmd = Command::new(binary);
         // QEMU needs nothing of our environment (which may hold the runner token); only TMPDIR,
         // where snapshot=on puts its overlay.
@@ -65,7 +65,7 @@ impl QemuProcess {
         let mut child = cmd.spawn()?;
         let pid = child
             .id()
-            .map(|p| p as i32)
+            .and_then(|p| i32::try_from(p).ok())
             .ok_or_else(|| io::Error::other("QEMU exited before its pid was known"))?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let stderr_task = child.stderr.take().map(|mut pipe| {

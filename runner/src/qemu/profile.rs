@@ -50,15 +50,6 @@ impl DiskInterface {
     }
 }
 
-/// The kernel image format the machine's loader expects (informational, for error messages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KernelFormat {
-    BzImage,
-    Image,
-    ZImage,
-    Vmlinux,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     pub arch: Arch,
@@ -73,7 +64,6 @@ pub struct Profile {
     /// Kernel console device name (`console=<this>,115200`).
     pub console: &'static str,
     pub disk: DiskInterface,
-    pub kernel_format: KernelFormat,
     pub memory: &'static str,
     pub smp: u32,
     /// A pvpanic device so QEMU reports GUEST_PANICKED even when the console is lost.
@@ -97,7 +87,6 @@ impl Profile {
                 cpu_kvm: "host",
                 console: "ttyS0",
                 disk: DiskInterface::Ide,
-                kernel_format: KernelFormat::BzImage,
                 memory: "512M",
                 smp: 1,
                 pvpanic: Some("pvpanic"),
@@ -114,7 +103,6 @@ impl Profile {
                 cpu_kvm: "host",
                 console: "ttyS0",
                 disk: DiskInterface::Ide,
-                kernel_format: KernelFormat::BzImage,
                 memory: "512M",
                 smp: 1,
                 pvpanic: Some("pvpanic"),
@@ -133,7 +121,6 @@ impl Profile {
                 cpu_kvm: "host",
                 console: "ttyAMA0",
                 disk: DiskInterface::Virtio,
-                kernel_format: KernelFormat::Image,
                 memory: "512M",
                 smp: 1,
                 pvpanic: Some("pvpanic-pci"),
@@ -150,7 +137,6 @@ impl Profile {
                 cpu_kvm: "host",
                 console: "ttyAMA0",
                 disk: DiskInterface::Virtio,
-                kernel_format: KernelFormat::ZImage,
                 memory: "512M",
                 smp: 1,
                 pvpanic: Some("pvpanic-pci"),
@@ -167,7 +153,6 @@ impl Profile {
                 cpu_kvm: "host",
                 console: "ttyS0",
                 disk: DiskInterface::Virtio,
-                kernel_format: KernelFormat::Image,
                 memory: "512M",
                 smp: 1,
                 pvpanic: Some("pvpanic-pci"),
@@ -185,7 +170,6 @@ impl Profile {
                 cpu_kvm: "host",
                 console: "hvc0",
                 disk: DiskInterface::Scsi,
-                kernel_format: KernelFormat::Vmlinux,
                 // SLOF and the pseries kernel want more than the others.
                 memory: "1G",
                 smp: 1,
@@ -203,7 +187,6 @@ impl Profile {
                 cpu_kvm: "host",
                 console: "ttyS0",
                 disk: DiskInterface::Virtio,
-                kernel_format: KernelFormat::Image,
                 memory: "512M",
                 smp: 1,
                 // No pvpanic device on s390x; the console and panic=-1 still end the run.

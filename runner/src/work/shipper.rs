@@ -164,7 +164,7 @@ impl Shipper {
             lock(&p).closed = true;
             w.notify_one();
         });
-        let task = tokio::spawn(async move {
+        let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let mut lost = 0u64;
             loop {
                 let batch = lock(&pending).take_batch();
@@ -197,7 +197,7 @@ impl Shipper {
                     }
                 }
             }
-        });
+        }));
         (tx, Shipper { task })
     }
 

@@ -147,7 +147,7 @@ impl ArtifactCache {
             path = %fetched.path.display(),
             size = fetched.info.size,
             decompressed = fetched.decompressed,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "Artifact ready"
         );
         Ok(fetched)
