@@ -361,30 +361,16 @@ fn record_metrics(ctx: &Context, pool: &str, pool_spec: &RunnerPoolSpec, plan: &
             .with_label_values(&[pool, arch.as_str()])
             .set(n as f64);
     }
+    let in_state = |state: RunnerState| {
+        let n = plan.views.iter().filter(|v| v.runner.state == state).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    };
     for (state, n) in [
         ("pending", s.pending),
         ("idle", s.idle),
         ("busy", s.busy),
-        (
-            "failed",
-            u32::try_from(
-                plan.views
-                    .iter()
-                    .filter(|v| v.runner.state == RunnerState::Failed)
-                    .count(),
-            )
-            .unwrap_or(u32::MAX),
-        ),
-        (
-            "terminating",
-            u32::try_from(
-                plan.views
-                    .iter()
-                    .filter(|v| v.runner.state == RunnerState::Terminating)
-                    .count(),
-            )
-            .unwrap_or(u32::MAX),
-        ),
+        ("failed", in_state(RunnerState::Failed)),
+        ("terminating", in_state(RunnerState::Terminating)),
     ] {
         m.runners
             .with_label_values(&[pool, state])
