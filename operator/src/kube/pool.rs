@@ -362,7 +362,11 @@ fn record_metrics(ctx: &Context, pool: &str, pool_spec: &RunnerPoolSpec, plan: &
             .set(n as f64);
     }
     let in_state = |state: RunnerState| {
-        let n = plan.views.iter().filter(|v| v.runner.state == state).count();
+        let n = plan
+            .views
+            .iter()
+            .filter(|v| v.runner.state == state)
+            .count();
         u32::try_from(n).unwrap_or(u32::MAX)
     };
     for (state, n) in [

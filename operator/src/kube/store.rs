@@ -11,6 +11,7 @@ use super::status::{StatusWriter, WriteError};
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::store::transitions::{self, Backend, Swap};
+use crate::store::valid_name;
 use crate::store::{
     Claim, ClaimRequest, CompleteOutcome, Expired, JobCounts, JobFilter, JobStore, LeaseState,
     QueuedCount, StoreError,
@@ -424,11 +425,6 @@ fn written(e: WriteError) -> StoreError {
         WriteError::Kube(e) => backend(e),
         e @ WriteError::Timeout(_) => StoreError::Backend(e.to_string()),
     }
-}
-
-/// Kubernetes object names; anything else cannot exist, so there is nothing to ask the server.
-fn valid_name(name: &str) -> bool {
-    bootfarm_core::names::is_dns_subdomain(name)
 }
 
 /// Jobs by phase, queued by (pool, arch), running by runner.

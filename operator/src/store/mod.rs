@@ -126,6 +126,13 @@ impl Claim {
     }
 }
 
+/// Whether a job of this name can exist: a DNS subdomain, as Kubernetes requires for object
+/// names (also safe as a directory name). Both stores ask this before anything else, so a name
+/// the API server would refuse is refused (or simply not found) alike in both modes.
+pub fn valid_name(name: &str) -> bool {
+    bootfarm_core::names::is_dns_subdomain(name)
+}
+
 /// The answer to a heartbeat (decided by the pure transitions).
 pub use crate::queue::LeaseState;
 

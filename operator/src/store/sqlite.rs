@@ -8,6 +8,7 @@
 //! loses at most the last transactions on power loss, never consistency.
 
 use super::transitions::{self, Backend, Swap};
+use super::valid_name;
 use super::{
     Claim, ClaimRequest, CompleteOutcome, Expired, JobCounts, JobFilter, JobStore, LeaseState,
     QueuedCount, StoreError,
@@ -603,11 +604,6 @@ fn expired(job: &BootJob, runner: Option<String>, requeued: bool) -> Expired {
         attempts: job.status.as_ref().map(|s| s.attempts).unwrap_or(0),
         requeued,
     }
-}
-
-/// A DNS subdomain, as Kubernetes requires for object names (also safe as a directory name).
-pub fn valid_name(name: &str) -> bool {
-    bootfarm_core::names::is_dns_subdomain(name)
 }
 
 /// `generateName` + five random characters from Kubernetes' alphabet (no vowels, no 0/1/3).
