@@ -1,6 +1,8 @@
 //! What the operator has seen of each runner over HTTP: polls, claims, idle times.
 
-use super::*;
+use jiff::Timestamp;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// What the operator has seen of each runner over HTTP (in memory: after a restart runners
 /// count as starting until they poll again, which they do within one long-poll).

@@ -1,18 +1,11 @@
 //! Runner pods as data: what state a pod is in, what a new one looks like, and the annotations
 //! that keep cluster autoscalers off busy runners. Pure functions, no client.
 
-use crate::scaler::{Runner, RunnerState};
 use bootfarm_core::spec::RunnerPool;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{
-    Container, EnvVar, HostPathVolumeSource, Pod, PodSecurityContext, PodSpec, SecurityContext,
-    Toleration, Volume, VolumeMount,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::core::v1::Pod;
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 /// Every runner pod carries its pool's name in this label.
 pub const POOL_LABEL: &str = "bootfarm.dev/pool";
@@ -75,8 +68,10 @@ pub fn owned_by(pod: &Pod, pool: &RunnerPool) -> bool {
 mod tests {
     use super::pod_template::yaml11_file_modes;
     use super::*;
+    use crate::scaler::RunnerState;
     use bootfarm_core::spec::RunnerPoolSpec;
     use bootfarm_core::Arch;
+    use k8s_openapi::api::core::v1::Container;
 
     fn pool(kvm: bool) -> RunnerPool {
         let mut p = RunnerPool::new(

@@ -1,6 +1,10 @@
 //! What state a runner pod is in, and whether its pods can start at all.
 
-use super::*;
+use super::{Seen, IDLE_SINCE, RUNNER_CONTAINER};
+use crate::scaler::{Runner, RunnerState};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 
 /// One runner pod as the pool reconciler sees it: the scaler's view plus the pod's uid (the
 /// precondition of its deletion).

@@ -1,7 +1,17 @@
 //! What a new runner pod looks like: the chart's template (or the built-in one) made into a
 //! runner of one pool.
 
-use super::*;
+use super::{COMPONENT_LABEL, COMPONENT_RUNNER, POOL_LABEL, RUNNER_CONTAINER, SAFE_TO_EVICT};
+use bootfarm_core::spec::RunnerPool;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, HostPathVolumeSource, Pod, PodSecurityContext, PodSpec, SecurityContext,
+    Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
 
 /// How runner pods are built: the base pod (the chart's template, or the built-in default) and
 /// how they reach the operator.
