@@ -324,3 +324,36 @@ async fn follow_streams_new_bytes_until_the_job_finishes() {
     assert_eq!(String::from_utf8_lossy(&body), "early\nlate\n");
     assert_eq!(app.phase("followed").await, "Failed");
 }
+
+/// A client that saw the verdict in the status and asks for the document at once gets it, even
+/// while the document is still being put in place (the status is written first).
+#[tokio::test]
+async fn a_recorded_verdict_waits_for_its_document_instead_of_a_404() {
+    let app = app();
+    app.submit_yaml(&job_yaml("racy")).await;
+    let (name, lease) = app.claim("r1").await.unwrap();
+    let done = app
+        .runner_post(
+            &format!("jobs/{name}/complete"),
+            json!({"leaseId": lease, "result": result(Verdict::Pass)}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    // Take the document away, as if its rename had not happened yet; put it back a little later.
+    let doc = app
+        .state
+        .files
+        .read_result("racy")
+        .unwrap()
+        .expect("stored");
+    std::fs::remove_file(app.state.files.result_path("racy").unwrap()).unwrap();
+    let files = app.state.files.clone();
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        files.write_result("racy", &doc).unwrap();
+    });
+    let res = app.get("/api/v1/bootjobs/racy/result").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(res.json()["result"], "pass");
+    writer.await.unwrap();
+}

@@ -165,16 +165,29 @@ pub async fn cancel(
     Ok(Json(job))
 }
 
+/// How long `GET …/result` waits for the document of a verdict the status already shows.
+const RESULT_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub async fn result(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    find(&state, &name).await?;
-    let files = state.files.clone();
-    let lookup = name.clone();
-    let read = tokio::task::spawn_blocking(move || files.read_result(&lookup))
-        .await
-        .map_err(ApiError::internal)?;
+    let job = find(&state, &name).await?;
+    // The verdict reaches the status a moment before its document is renamed into place (the
+    // document is committed only once the store accepted the lease's result): a client that saw
+    // the job finish and asks at once waits for the rename instead of getting a 404.
+    let recorded = job.status.as_ref().is_some_and(|s| s.result.is_some());
+    let deadline = tokio::time::Instant::now() + RESULT_COMMIT_WAIT;
+    let read = loop {
+        let (files, lookup) = (state.files.clone(), name.clone());
+        let read = tokio::task::spawn_blocking(move || files.read_result(&lookup))
+            .await
+            .map_err(ApiError::internal)?;
+        if !matches!(read, Ok(None)) || !recorded || tokio::time::Instant::now() >= deadline {
+            break read;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     match read {
         Ok(Some(result)) => Ok(Json(result).into_response()),
         Ok(None) => Err(ApiError::NotFound(format!(
