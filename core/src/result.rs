@@ -3,6 +3,7 @@
 
 pub mod check;
 mod error_kind;
+pub mod junit;
 
 pub use error_kind::ErrorKind;
 

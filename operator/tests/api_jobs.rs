@@ -357,3 +357,30 @@ async fn a_recorded_verdict_waits_for_its_document_instead_of_a_404() {
     assert_eq!(res.json()["result"], "pass");
     writer.await.unwrap();
 }
+
+#[tokio::test]
+async fn the_result_is_served_as_junit_once_there_is_one() {
+    let app = app();
+    app.submit_yaml(&job_yaml("junit-job")).await;
+    let (name, lease) = app.claim("r1").await.unwrap();
+    let none = app.get("/api/v1/bootjobs/junit-job/junit").await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
+    let done = app
+        .runner_post(
+            &format!("jobs/{name}/complete"),
+            json!({"leaseId": lease, "result": result(Verdict::Fail)}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    let r = app.get("/api/v1/bootjobs/junit-job/junit").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/xml"));
+    let report = quick_junit::Report::deserialize_from_str(&r.text()).expect("JUnit XML");
+    let suite = &report.test_suites[0];
+    assert_eq!(suite.name.as_str(), "junit-job");
+    assert_eq!(suite.test_cases[0].name.as_str(), "boot");
+    assert!(suite.failures >= 1, "a failed boot is a failed case");
+}

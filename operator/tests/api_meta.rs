@@ -28,6 +28,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/api/v1/bootjobs/{name}/result",
         "/api/v1/bootjobs/x/result",
     ),
+    (
+        "get",
+        "/api/v1/bootjobs/{name}/junit",
+        "/api/v1/bootjobs/x/junit",
+    ),
     ("post", "/api/v1/runner/claim", "/api/v1/runner/claim"),
     (
         "post",

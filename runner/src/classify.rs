@@ -24,6 +24,9 @@ pub struct ClassifyArgs {
     /// `json` (the bootfarm.result/v1 document) or `text` (one line).
     #[arg(long, value_enum, default_value = "json")]
     pub output: Output,
+    /// Also write the result as JUnit XML to FILE (its testsuite is named after the log).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,6 +92,13 @@ pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
     };
     // A full disk or a closed pipe is an error to report, not a panic (print! would panic).
     crate::output::write_stdout(&text).context("writing the result")?;
+    if let Some(path) = &args.junit {
+        let suite = args
+            .file
+            .file_name()
+            .map_or("stdin".into(), |n| n.to_string_lossy().into_owned());
+        crate::output::write_junit(path, &result, &suite)?;
+    }
     Ok(result.result.exit_code())
 }
 

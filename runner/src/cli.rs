@@ -47,6 +47,10 @@ pub struct BootArgs {
     /// Write the console here instead of stderr.
     #[arg(long)]
     pub log: Option<PathBuf>,
+    /// Also write the result as JUnit XML to FILE (a testsuite with the boot, one case per
+    /// kernel issue and one per test).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Cap of the stored console log (bytes, K/M/G suffixes); head and tail are kept.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub console_limit: u64,

@@ -257,6 +257,8 @@ fn arm64_powers_off() {
 #[test]
 fn login_and_commands_become_test_cases() {
     let dir = fixtures();
+    let junit = tempfile::TempDir::new().unwrap();
+    let junit_file = junit.path().join("boot.xml");
     let run = boot(
         &[
             "--arch",
@@ -275,6 +277,8 @@ fn login_and_commands_become_test_cases() {
             "uname -r",
             "--command",
             "test -e /nonexistent",
+            "--junit",
+            junit_file.to_str().unwrap(),
         ],
         Duration::from_secs(200),
     );
@@ -285,6 +289,19 @@ fn login_and_commands_become_test_cases() {
     assert_eq!(tests.len(), 2, "{tests:?}");
     assert_eq!(tests[0]["result"], "pass");
     assert_eq!(tests[1]["result"], "fail");
+    // The same verdict as JUnit: the boot failed because a command did, one case per command.
+    let xml = std::fs::read_to_string(&junit_file).expect("--junit wrote its file");
+    let report = quick_junit::Report::deserialize_from_str(&xml).expect("JUnit XML");
+    let suite = &report.test_suites[0];
+    assert_eq!(suite.name.as_str(), "kernel");
+    assert_eq!(suite.tests, 1 + run.json["issues"].as_array().unwrap().len() + 2);
+    assert_eq!(suite.test_cases[0].name.as_str(), "boot");
+    let last = suite.test_cases.last().unwrap();
+    assert_eq!(last.name.as_str(), tests[1]["name"].as_str().unwrap());
+    assert!(matches!(
+        last.status,
+        quick_junit::TestCaseStatus::NonSuccess { .. }
+    ));
     assert!(run.log.contains(&kernel_version(&dir, "x86_64")));
 }
 

@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bootfarm_core::result::BootResult;
 use bootfarm_core::spec::{BootJob, JobPhase, API_VERSION};
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -172,14 +173,34 @@ pub async fn result(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = find(&state, &name).await?;
+    Ok(Json(stored_result(&state, &name).await?).into_response())
+}
+
+/// The result as JUnit XML: one testsuite named after the job.
+pub async fn junit(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let result = stored_result(&state, &name).await?;
+    let xml = bootfarm_core::result::junit::to_junit(&result, &name)
+        .map_err(|e| ApiError::internal(format!("rendering the JUnit report of {name}: {e}")))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        xml,
+    )
+        .into_response())
+}
+
+/// The job's result document; 404 while it has none.
+async fn stored_result(state: &AppState, name: &str) -> Result<BootResult, ApiError> {
+    let job = find(state, name).await?;
     // The verdict reaches the status a moment before its document is renamed into place (the
     // document is committed only once the store accepted the lease's result): a client that saw
     // the job finish and asks at once waits for the rename instead of getting a 404.
     let recorded = job.status.as_ref().is_some_and(|s| s.result.is_some());
     let deadline = tokio::time::Instant::now() + RESULT_COMMIT_WAIT;
     let read = loop {
-        let (files, lookup) = (state.files.clone(), name.clone());
+        let (files, lookup) = (state.files.clone(), name.to_string());
         let read = tokio::task::spawn_blocking(move || files.read_result(&lookup))
             .await
             .map_err(ApiError::internal)?;
@@ -189,7 +210,7 @@ pub async fn result(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     match read {
-        Ok(Some(result)) => Ok(Json(result).into_response()),
+        Ok(Some(result)) => Ok(result),
         Ok(None) => Err(ApiError::NotFound(format!(
             "bootjob {name:?} has no result yet"
         ))),

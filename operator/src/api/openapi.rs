@@ -130,6 +130,12 @@ fn paths(s: &mut Schemas, job: &Value, job_json: &Value, user: &Value, runner: &
                     "responses": {"200": {"description": "result", "content": s.json::<BootResult>()},
                         "404": s.error("no such job, or no result yet")}}
             },
+            "/api/v1/bootjobs/{name}/junit": {
+                "parameters": [name_param()],
+                "get": {"summary": "The result as JUnit XML: a testsuite with the boot, one case per kernel issue (check-kernel-<kind>: <title>) and one per test", "security": user,
+                    "responses": {"200": {"description": "JUnit XML", "content": {"application/xml": {}}},
+                        "404": s.error("no such job, or no result yet")}}
+            },
             "/api/v1/runner/claim": {"post": {"summary": "Long-poll for work (up to ~25 s)", "security": runner,
                 "requestBody": s.body::<ClaimRequest>(),
                 "responses": {"200": {"description": "a job under a lease", "content": s.json::<ClaimReply<BootJob>>()},
