@@ -294,7 +294,10 @@ fn login_and_commands_become_test_cases() {
     let report = quick_junit::Report::deserialize_from_str(&xml).expect("JUnit XML");
     let suite = &report.test_suites[0];
     assert_eq!(suite.name.as_str(), "kernel");
-    assert_eq!(suite.tests, 1 + run.json["issues"].as_array().unwrap().len() + 2);
+    assert_eq!(
+        suite.tests,
+        1 + run.json["issues"].as_array().unwrap().len() + 2
+    );
     assert_eq!(suite.test_cases[0].name.as_str(), "boot");
     let last = suite.test_cases.last().unwrap();
     assert_eq!(last.name.as_str(), tests[1]["name"].as_str().unwrap());

@@ -191,6 +191,21 @@ impl App {
         }
     }
 
+    /// Submits `name`, claims it and completes it with `verdict` (typed as a runner sends it).
+    pub async fn finish(&self, name: &str, verdict: Verdict) {
+        self.submit_yaml(&job_yaml(name)).await;
+        let (claimed, lease) = self.claim("r1").await.expect("the job is claimable");
+        assert_eq!(claimed, name);
+        let body = protocol::CompleteRequest {
+            lease_id: lease,
+            result: result(verdict),
+        };
+        let done = self
+            .runner_send(&format!("jobs/{name}/complete"), &body)
+            .await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    }
+
     /// Names of all stored jobs.
     pub async fn names(&self) -> Vec<String> {
         let r = self.get("/api/v1/bootjobs").await;
