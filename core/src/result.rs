@@ -4,6 +4,7 @@
 pub mod check;
 mod error_kind;
 pub mod junit;
+pub mod tuxrun;
 
 pub use error_kind::ErrorKind;
 

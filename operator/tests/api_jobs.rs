@@ -370,3 +370,24 @@ async fn the_result_is_served_as_junit_once_there_is_one() {
     assert_eq!(suite.test_cases[0].name.as_str(), "boot");
     assert!(suite.failures >= 1, "a failed boot is a failed case");
 }
+
+#[tokio::test]
+async fn the_result_is_served_in_tuxruns_shape_on_request() {
+    let app = app();
+    app.finish("tux", Verdict::Pass).await;
+    let ours = app.get("/api/v1/bootjobs/tux/results.json").await;
+    assert_eq!(ours.status, StatusCode::OK);
+    assert_eq!(ours.json()["schema"], "bootfarm.result/v1");
+    let tux = app
+        .get("/api/v1/bootjobs/tux/results.json?format=tuxrun")
+        .await;
+    assert_eq!(tux.status, StatusCode::OK, "{}", tux.text());
+    let doc = tux.json();
+    assert_eq!(doc["lava"]["job"]["result"], "pass");
+    assert_eq!(doc["lava"]["login-action"]["result"], "pass");
+    let bad = app
+        .get("/api/v1/bootjobs/tux/results.json?format=squad")
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.field().as_deref(), Some("format"));
+}

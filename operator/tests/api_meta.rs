@@ -33,6 +33,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/api/v1/bootjobs/{name}/junit",
         "/api/v1/bootjobs/x/junit",
     ),
+    (
+        "get",
+        "/api/v1/bootjobs/{name}/results.json",
+        "/api/v1/bootjobs/x/results.json",
+    ),
     ("post", "/api/v1/runner/claim", "/api/v1/runner/claim"),
     (
         "post",

@@ -27,6 +27,9 @@ pub struct ClassifyArgs {
     /// Also write the result as JUnit XML to FILE (its testsuite is named after the log).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<std::path::PathBuf>,
+    /// Also write the result in the shape of TuxRun's results.json to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub tuxrun_results: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +101,9 @@ pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
             .file_name()
             .map_or("stdin".into(), |n| n.to_string_lossy().into_owned());
         crate::output::write_junit(path, &result, &suite)?;
+    }
+    if let Some(path) = &args.tuxrun_results {
+        crate::output::write_tuxrun(path, &result)?;
     }
     Ok(result.result.exit_code())
 }

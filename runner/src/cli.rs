@@ -51,6 +51,9 @@ pub struct BootArgs {
     /// kernel issue and one per test).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Also write the result in the shape of TuxRun's results.json to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub tuxrun_results: Option<PathBuf>,
     /// Cap of the stored console log (bytes, K/M/G suffixes); head and tail are kept.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub console_limit: u64,

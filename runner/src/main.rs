@@ -98,6 +98,12 @@ async fn boot(args: BootArgs) -> anyhow::Result<i32> {
             return Ok(3);
         }
     }
+    if let Some(path) = &args.tuxrun_results {
+        if let Err(e) = bootfarm_runner::output::write_tuxrun(path, &result) {
+            bootfarm_runner::output::write_stderr(&format!("bootfarm-runner: {e:#}\n"));
+            return Ok(3);
+        }
+    }
     Ok(result.result.exit_code())
 }
 

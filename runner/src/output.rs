@@ -15,7 +15,7 @@ pub fn write_stderr(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
-/// Writes `result` as JUnit XML to `path` (whole or not at all: a temporary file renamed).
+/// Writes `result` as JUnit XML to `path`.
 pub fn write_junit(
     path: &std::path::Path,
     result: &bootfarm_core::BootResult,
@@ -24,16 +24,31 @@ pub fn write_junit(
     use anyhow::Context;
     let xml = bootfarm_core::result::junit::to_junit(result, suite)
         .context("rendering the JUnit report")?;
+    write_whole(path, xml.as_bytes(), "the JUnit report")
+}
+
+/// Writes `result` in TuxRun's `results.json` shape to `path`.
+pub fn write_tuxrun(
+    path: &std::path::Path,
+    result: &bootfarm_core::BootResult,
+) -> anyhow::Result<()> {
+    let doc = bootfarm_core::result::tuxrun::to_tuxrun(result);
+    let text = format!("{}\n", serde_json::to_string_pretty(&doc)?);
+    write_whole(path, text.as_bytes(), "the TuxRun results")
+}
+
+/// Writes `data` to `path` whole or not at all (a temporary file beside it, renamed).
+fn write_whole(path: &std::path::Path, data: &[u8], what: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let context = || format!("writing {what} {}", path.display());
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("writing the JUnit report {}", path.display()))?;
-    tmp.write_all(xml.as_bytes())
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(context)?;
+    tmp.write_all(data)
         .and_then(|()| tmp.flush())
-        .with_context(|| format!("writing the JUnit report {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("writing the JUnit report {}", path.display()))?;
+        .with_context(context)?;
+    tmp.persist(path).with_context(context)?;
     Ok(())
 }

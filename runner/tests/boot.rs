@@ -279,6 +279,8 @@ fn login_and_commands_become_test_cases() {
             "test -e /nonexistent",
             "--junit",
             junit_file.to_str().unwrap(),
+            "--tuxrun-results",
+            junit.path().join("results.json").to_str().unwrap(),
         ],
         Duration::from_secs(200),
     );
@@ -305,6 +307,24 @@ fn login_and_commands_become_test_cases() {
         last.status,
         quick_junit::TestCaseStatus::NonSuccess { .. }
     ));
+    // And as TuxRun writes it: the boot went fine, the commands are cases of their suite.
+    let tux: Value =
+        serde_json::from_slice(&std::fs::read(junit.path().join("results.json")).unwrap()).unwrap();
+    assert_eq!(tux["lava"]["login-action"]["result"], "pass", "{tux:#}");
+    let suite = tests[1]["suite"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("commands");
+    assert_eq!(
+        tux[suite][tests[1]["name"].as_str().unwrap()]["result"],
+        "fail",
+        "{tux:#}"
+    );
+    assert_eq!(
+        tux[suite][tests[0]["name"].as_str().unwrap()]["result"],
+        "pass",
+        "{tux:#}"
+    );
     assert!(run.log.contains(&kernel_version(&dir, "x86_64")));
 }
 

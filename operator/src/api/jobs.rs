@@ -191,6 +191,29 @@ pub async fn junit(
         .into_response())
 }
 
+/// `GET …/results.json?format=tuxrun|bootfarm`: the result in TuxRun's results.json shape, or
+/// bootfarm's own document (the default, as `/result`).
+pub async fn results_json(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<ResultsQuery>,
+) -> Result<Response, ApiError> {
+    let result = stored_result(&state, &name).await?;
+    match q.format.as_deref().unwrap_or("bootfarm") {
+        "tuxrun" => Ok(Json(bootfarm_core::result::tuxrun::to_tuxrun(&result)).into_response()),
+        "bootfarm" => Ok(Json(result).into_response()),
+        other => Err(ApiError::BadRequest {
+            message: format!("format {other:?}: expected tuxrun or bootfarm"),
+            field: Some("format".into()),
+        }),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResultsQuery {
+    format: Option<String>,
+}
+
 /// The job's result document; 404 while it has none.
 async fn stored_result(state: &AppState, name: &str) -> Result<BootResult, ApiError> {
     let job = find(state, name).await?;

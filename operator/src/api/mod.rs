@@ -105,6 +105,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/bootjobs/{name}/log", get(logs::log))
         .route("/api/v1/bootjobs/{name}/result", get(jobs::result))
         .route("/api/v1/bootjobs/{name}/junit", get(jobs::junit))
+        .route(
+            "/api/v1/bootjobs/{name}/results.json",
+            get(jobs::results_json),
+        )
         .route_layer(middleware::from_fn(move |req: Request, next: Next| {
             auth::require(user_tokens.clone(), Role::User, req, next)
         }));

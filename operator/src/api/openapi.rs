@@ -136,6 +136,15 @@ fn paths(s: &mut Schemas, job: &Value, job_json: &Value, user: &Value, runner: &
                     "responses": {"200": {"description": "JUnit XML", "content": {"application/xml": {}}},
                         "404": s.error("no such job, or no result yet")}}
             },
+            "/api/v1/bootjobs/{name}/results.json": {
+                "parameters": [name_param(),
+                    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["bootfarm", "tuxrun"], "default": "bootfarm"},
+                     "description": "`tuxrun`: the shape of TuxRun's results.json (suites of cases, a `lava` suite for the boot)"}],
+                "get": {"summary": "The result document, or the same result as TuxRun writes it", "security": user,
+                    "responses": {"200": {"description": "result", "content": {"application/json": {}}},
+                        "400": s.error("unknown format"),
+                        "404": s.error("no such job, or no result yet")}}
+            },
             "/api/v1/runner/claim": {"post": {"summary": "Long-poll for work (up to ~25 s)", "security": runner,
                 "requestBody": s.body::<ClaimRequest>(),
                 "responses": {"200": {"description": "a job under a lease", "content": s.json::<ClaimReply<BootJob>>()},
