@@ -75,11 +75,33 @@ pub fn set_condition(
     generation: Option<i64>,
     now: Timestamp,
 ) {
+    upsert_condition(
+        &mut status.conditions,
+        type_,
+        value,
+        reason,
+        message,
+        generation,
+        now,
+    );
+}
+
+/// Sets a condition in a list of them (BootJobs' and RunnerPools'); `lastTransitionTime` moves
+/// only when the status value changes.
+pub fn upsert_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     let value = if value { "True" } else { "False" };
     let time = now.round(jiff::Unit::Second).unwrap_or(now);
     // Messages quote results and runners; a status must stay small whatever they say.
     let message = &bootfarm_core::result::check::truncate(message, MAX_CONDITION_MESSAGE);
-    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != value {
                 c.last_transition_time = time;
@@ -89,7 +111,7 @@ pub fn set_condition(
             c.message = message.to_string();
             c.observed_generation = generation;
         }
-        None => status.conditions.push(Condition {
+        None => conditions.push(Condition {
             type_: type_.to_string(),
             status: value.to_string(),
             reason: reason.to_string(),

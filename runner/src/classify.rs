@@ -24,12 +24,8 @@ pub struct ClassifyArgs {
     /// `json` (the bootfarm.result/v1 document) or `text` (one line).
     #[arg(long, value_enum, default_value = "json")]
     pub output: Output,
-    /// Also write the result as JUnit XML to FILE (its testsuite is named after the log).
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<std::path::PathBuf>,
-    /// Also write the result in the shape of TuxRun's results.json to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub tuxrun_results: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub reports: crate::output::ReportArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,16 +91,11 @@ pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
     };
     // A full disk or a closed pipe is an error to report, not a panic (print! would panic).
     crate::output::write_stdout(&text).context("writing the result")?;
-    if let Some(path) = &args.junit {
-        let suite = args
-            .file
-            .file_name()
-            .map_or("stdin".into(), |n| n.to_string_lossy().into_owned());
-        crate::output::write_junit(path, &result, &suite)?;
-    }
-    if let Some(path) = &args.tuxrun_results {
-        crate::output::write_tuxrun(path, &result)?;
-    }
+    let suite = args
+        .file
+        .file_name()
+        .map_or("stdin".into(), |n| n.to_string_lossy().into_owned());
+    args.reports.write(&result, &suite)?;
     Ok(result.result.exit_code())
 }
 

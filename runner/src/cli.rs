@@ -47,13 +47,8 @@ pub struct BootArgs {
     /// Write the console here instead of stderr.
     #[arg(long)]
     pub log: Option<PathBuf>,
-    /// Also write the result as JUnit XML to FILE (a testsuite with the boot, one case per
-    /// kernel issue and one per test).
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-    /// Also write the result in the shape of TuxRun's results.json to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub tuxrun_results: Option<PathBuf>,
+    #[command(flatten)]
+    pub reports: crate::output::ReportArgs,
     /// Cap of the stored console log (bytes, K/M/G suffixes); head and tail are kept.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub console_limit: u64,

@@ -84,25 +84,17 @@ async fn boot(args: BootArgs) -> anyhow::Result<i32> {
         ));
         return Ok(3);
     }
-    if let Some(path) = &args.junit {
-        // The suite is named after the kernel, as a job is in the farm.
-        let suite = args
-            .job
-            .kernel
-            .as_deref()
-            .and_then(|k| k.rsplit('/').next())
-            .filter(|k| !k.is_empty())
-            .unwrap_or("boot");
-        if let Err(e) = bootfarm_runner::output::write_junit(path, &result, suite) {
-            bootfarm_runner::output::write_stderr(&format!("bootfarm-runner: {e:#}\n"));
-            return Ok(3);
-        }
-    }
-    if let Some(path) = &args.tuxrun_results {
-        if let Err(e) = bootfarm_runner::output::write_tuxrun(path, &result) {
-            bootfarm_runner::output::write_stderr(&format!("bootfarm-runner: {e:#}\n"));
-            return Ok(3);
-        }
+    // The JUnit suite is named after the kernel, as a job is in the farm.
+    let suite = args
+        .job
+        .kernel
+        .as_deref()
+        .and_then(|k| k.rsplit('/').next())
+        .filter(|k| !k.is_empty())
+        .unwrap_or("boot");
+    if let Err(e) = args.reports.write(&result, suite) {
+        bootfarm_runner::output::write_stderr(&format!("bootfarm-runner: {e:#}\n"));
+        return Ok(3);
     }
     Ok(result.result.exit_code())
 }

@@ -15,8 +15,34 @@ pub fn write_stderr(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
+/// The result's other formats, written beside the one printed: the same flags for `boot` and
+/// `classify`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ReportArgs {
+    /// Also write the result as JUnit XML to FILE (a testsuite named after the kernel or the
+    /// log, with the boot, one case per kernel issue and one per test).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<std::path::PathBuf>,
+    /// Also write the result in the shape of TuxRun's results.json to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub tuxrun_results: Option<std::path::PathBuf>,
+}
+
+impl ReportArgs {
+    /// Writes every report asked for; `suite` names the JUnit testsuite.
+    pub fn write(&self, result: &bootfarm_core::BootResult, suite: &str) -> anyhow::Result<()> {
+        if let Some(path) = &self.junit {
+            write_junit(path, result, suite)?;
+        }
+        if let Some(path) = &self.tuxrun_results {
+            write_tuxrun(path, result)?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes `result` as JUnit XML to `path`.
-pub fn write_junit(
+fn write_junit(
     path: &std::path::Path,
     result: &bootfarm_core::BootResult,
     suite: &str,
@@ -28,10 +54,7 @@ pub fn write_junit(
 }
 
 /// Writes `result` in TuxRun's `results.json` shape to `path`.
-pub fn write_tuxrun(
-    path: &std::path::Path,
-    result: &bootfarm_core::BootResult,
-) -> anyhow::Result<()> {
+fn write_tuxrun(path: &std::path::Path, result: &bootfarm_core::BootResult) -> anyhow::Result<()> {
     let doc = bootfarm_core::result::tuxrun::to_tuxrun(result);
     let text = format!("{}\n", serde_json::to_string_pretty(&doc)?);
     write_whole(path, text.as_bytes(), "the TuxRun results")

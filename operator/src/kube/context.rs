@@ -118,7 +118,6 @@ impl ReconcileError {
         }
     }
 
-    /// A short, fixed label for logs and metrics.
     /// Records one reconcile's duration and outcome, and a failure's kind.
     pub fn observe(
         metrics: &Metrics,
@@ -144,6 +143,7 @@ impl ReconcileError {
         }
     }
 
+    /// A short, fixed label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             ReconcileError::Kube(_) => "kube",

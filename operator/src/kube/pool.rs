@@ -118,7 +118,7 @@ pub fn conditions_of(
     let (value, reason, message) = match evidence {
         None => return conditions,
         Some(runners::StartEvidence::Started) => (
-            "True",
+            true,
             "RunnerStarted".to_string(),
             "runner pods start".to_string(),
         ),
@@ -127,31 +127,20 @@ pub fn conditions_of(
             reason,
             message,
         }) => (
-            "False",
+            false,
             reason.clone(),
             format!("runner pod {pod} cannot start: {reason}: {message}"),
         ),
     };
-    let time = now.round(jiff::Unit::Second).unwrap_or(now);
-    match conditions.iter_mut().find(|c| c.type_ == RUNNERS_CAN_START) {
-        Some(c) => {
-            if c.status != value {
-                c.last_transition_time = time;
-            }
-            c.status = value.into();
-            c.reason = reason;
-            c.message = message;
-            c.observed_generation = generation;
-        }
-        None => conditions.push(Condition {
-            type_: RUNNERS_CAN_START.into(),
-            status: value.into(),
-            reason,
-            message,
-            last_transition_time: time,
-            observed_generation: generation,
-        }),
-    }
+    queue::upsert_condition(
+        &mut conditions,
+        RUNNERS_CAN_START,
+        value,
+        &reason,
+        &message,
+        generation,
+        now,
+    );
     conditions
 }
 
@@ -164,10 +153,13 @@ pub fn cannot_start(pool: &RunnerPool) -> Option<&Condition> {
         .find(|c| c.type_ == RUNNERS_CAN_START && c.status == "False")
 }
 
+/// The pool's runners in a state.
+fn count_runners(plan: &PoolPlan, f: impl Fn(&RunnerState) -> bool) -> u32 {
+    u32::try_from(plan.views.iter().filter(|v| f(&v.runner.state)).count()).unwrap_or(u32::MAX)
+}
+
 pub fn status_of(plan: &PoolPlan) -> RunnerPoolStatus {
-    let count = |f: fn(&RunnerState) -> bool| {
-        u32::try_from(plan.views.iter().filter(|v| f(&v.runner.state)).count()).unwrap_or(u32::MAX)
-    };
+    let count = |f: fn(&RunnerState) -> bool| count_runners(plan, f);
     RunnerPoolStatus {
         desired: plan.decision.desired,
         pending: count(|s| matches!(s, RunnerState::Pending | RunnerState::Starting)),
@@ -361,14 +353,7 @@ fn record_metrics(ctx: &Context, pool: &str, pool_spec: &RunnerPoolSpec, plan: &
             .with_label_values(&[pool, arch.as_str()])
             .set(n as f64);
     }
-    let in_state = |state: RunnerState| {
-        let n = plan
-            .views
-            .iter()
-            .filter(|v| v.runner.state == state)
-            .count();
-        u32::try_from(n).unwrap_or(u32::MAX)
-    };
+    let in_state = |state: RunnerState| count_runners(plan, |s| *s == state);
     for (state, n) in [
         ("pending", s.pending),
         ("idle", s.idle),
