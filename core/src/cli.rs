@@ -13,7 +13,9 @@ use crate::result::IssueKind;
 use crate::spec::validate::{
     compile_pattern, parse_login, DEFAULT_BOOT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT,
 };
-use crate::spec::{validate, AccelMode, ArtifactRef, BootJobSpec, Timeouts, ValidatedSpec};
+use crate::spec::{
+    validate, AccelMode, ArtifactRef, BootJobSpec, KernelBoot, Timeouts, ValidatedSpec,
+};
 use crate::verdict::Expect;
 use crate::Arch;
 use clap::Args;
@@ -74,6 +76,11 @@ pub struct JobArgs {
     /// Accelerator: auto (KVM when it works on the host, else TCG), kvm or tcg.
     #[arg(long, default_value = "auto", value_parser = parse_accel)]
     pub accel: Option<AccelMode>,
+    /// How the kernel is booted: auto (a bzImage's ELF, extracted on the host and cached, is
+    /// entered at its PVH entry point: no firmware, no in-guest decompression, but no KASLR;
+    /// else the image as given) or as-is (exactly the image given).
+    #[arg(long, default_value = "auto", value_parser = parse_kernel_boot)]
+    pub kernel_boot: Option<KernelBoot>,
     /// What counts as a successful boot.
     #[arg(long, default_value = "auto", value_parser = parse_expect)]
     pub expect: Option<Expect>,
@@ -127,6 +134,10 @@ impl PolicyArgs {
 }
 
 fn parse_accel(s: &str) -> Result<AccelMode, String> {
+    s.parse()
+}
+
+fn parse_kernel_boot(s: &str) -> Result<KernelBoot, String> {
     s.parse()
 }
 
@@ -195,6 +206,7 @@ impl JobArgs {
         spec.memory = self.memory.clone();
         spec.smp = self.smp;
         spec.accel = self.accel.map(|a| a.as_str().to_string());
+        spec.kernel_boot = self.kernel_boot.map(|k| k.as_str().to_string());
         spec.expect = self.expect.map(|e| e.as_str().to_string());
         spec.login = self.login.as_ref().map(|l| match &l.password {
             Some(p) => format!("{}:{p}", l.user),

@@ -288,6 +288,38 @@ pub struct ErrorInfo {
 pub struct QemuInfo {
     pub version: Option<String>,
     pub argv: Vec<String>,
+    /// What was given to QEMU as `-kernel`, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelBooted>,
+}
+
+/// The kernel QEMU booted: the image as given, or its ELF extracted on the host (the fast path
+/// of `--kernel-boot auto`), with the reason when the image was booted as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct KernelBooted {
+    /// `pvh-elf` (the ELF a bzImage carries, entered at its PVH entry point) or the format of
+    /// the image as given: `bzImage`, `zImage`, `Image`, `elf`, `pe`, `unknown`.
+    pub format: String,
+    /// The format of the image the booted kernel was extracted from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The codec of the extracted payload (gzip, xz, zstd, lzma, lz4, bzip2, lzo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
+    /// Time spent extracting for this boot (0 when the artifact cache already had it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract_ms: Option<u64>,
+    /// True when the extracted kernel came from the artifact cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<bool>,
+    /// False on the PVH path: the decompressor's KASLR does not run, so the kernel runs at its
+    /// link address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kaslr: Option<bool>,
+    /// Why the image was booted as given (the mode asked for it, or the fast path does not apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

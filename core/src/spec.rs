@@ -18,7 +18,7 @@ pub mod validate;
 pub use location::{LocalDirs, Location};
 pub use qemu_opts::{Cpu, Machine};
 pub use summary::summarize;
-pub use validate::{validate, AccelMode, Artifact, FieldError, Slot, ValidatedSpec};
+pub use validate::{validate, AccelMode, Artifact, FieldError, KernelBoot, Slot, ValidatedSpec};
 
 #[cfg(feature = "crd")]
 use kube::CustomResource;
@@ -97,6 +97,9 @@ pub struct BootJobSpec {
     /// `auto`, `kvm` or `tcg`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accel: Option<String>,
+    /// `auto` (a bzImage's ELF booted at its PVH entry point when it has one) or `as-is`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_boot: Option<String>,
     /// `auto`, `poweroff`, `login` or `shell`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
@@ -147,6 +150,7 @@ impl BootJobSpec {
             memory: None,
             smp: None,
             accel: None,
+            kernel_boot: None,
             expect: None,
             login: None,
             commands: Vec::new(),

@@ -59,6 +59,9 @@ prop_compose! {
         patterns in prop::collection::vec(field(), 0..3),
         timeouts in prop::option::of((prop::option::of(any::<u64>()), prop::option::of(any::<u64>()))),
         pool in opt(),
+        (kernel_sha256, modules, dtb, kernel_boot) in (opt(), artifact(), artifact(), opt()),
+        (expect_tests, ignore) in (prop::collection::vec(field(), 0..3), prop::collection::vec(field(), 0..3)),
+        (priority, max_attempts, ttl) in (any::<i32>(), prop::option::of(any::<u32>()), prop::option::of(any::<u64>())),
     ) -> BootJobSpec {
         let mut s = BootJobSpec::new(arch, kernel);
         s.initrd = initrd;
@@ -76,6 +79,15 @@ prop_compose! {
         s.failure_patterns = patterns;
         s.timeouts = timeouts.map(|(boot, total)| Timeouts { boot, total });
         s.pool = pool;
+        s.kernel.sha256 = kernel_sha256;
+        s.modules = modules;
+        s.dtb = dtb;
+        s.kernel_boot = kernel_boot;
+        s.expect_tests = expect_tests;
+        s.ignore = ignore;
+        s.priority = priority;
+        s.max_attempts = max_attempts;
+        s.ttl_seconds_after_finished = ttl;
         s
     }
 }

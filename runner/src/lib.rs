@@ -10,6 +10,7 @@ pub mod classify;
 pub mod cli;
 pub mod console_sink;
 pub mod host;
+pub mod kernel;
 pub mod output;
 pub mod qemu;
 pub mod qmp;

@@ -141,6 +141,12 @@ pub fn bound(r: &mut BootResult) {
     }
     if let Some(q) = &mut r.qemu {
         cut_opt(&mut q.version, MAX_REASON);
+        if let Some(k) = &mut q.kernel {
+            cut(&mut k.format, MAX_REASON);
+            cut_opt(&mut k.from, MAX_REASON);
+            cut_opt(&mut k.codec, MAX_REASON);
+            cut_opt(&mut k.reason, MAX_SUMMARY);
+        }
         q.argv.truncate(MAX_ARGV);
         for a in &mut q.argv {
             cut(a, MAX_ARG);

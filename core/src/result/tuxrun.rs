@@ -128,6 +128,7 @@ mod tests {
         r.qemu = Some(QemuInfo {
             version: Some("7.2.19".into()),
             argv: vec![],
+            kernel: None,
         });
         r.artifacts.insert(
             "kernel".into(),

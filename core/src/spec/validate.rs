@@ -88,6 +88,39 @@ impl std::str::FromStr for AccelMode {
     }
 }
 
+/// How the kernel image is handed to QEMU (`spec.kernelBoot`, `--kernel-boot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelBoot {
+    /// The fastest way QEMU boots the same kernel: a bzImage's ELF extracted on the host and
+    /// entered at its PVH entry point (no firmware, no in-guest decompression), else as given.
+    #[default]
+    Auto,
+    /// The image exactly as given: for KASLR-sensitive bugs and for testing the decompressor.
+    AsIs,
+}
+
+impl KernelBoot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelBoot::Auto => "auto",
+            KernelBoot::AsIs => "as-is",
+        }
+    }
+}
+
+impl std::str::FromStr for KernelBoot {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(KernelBoot::Auto),
+            "as-is" => Ok(KernelBoot::AsIs),
+            other => Err(format!(
+                "unknown kernel boot mode {other:?} (expected auto or as-is)"
+            )),
+        }
+    }
+}
+
 /// An artifact ready to fetch: where from, as given, and the digest it must have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
@@ -181,6 +214,7 @@ pub struct ValidatedSpec {
     pub memory: Option<u64>,
     pub smp: Option<u32>,
     pub accel: AccelMode,
+    pub kernel_boot: KernelBoot,
     pub expect: Expect,
     pub login: Option<Login>,
     pub commands: Vec<String>,
@@ -294,6 +328,13 @@ pub fn validate(spec: &BootJobSpec) -> Result<ValidatedSpec, Vec<FieldError>> {
         Some(a) => a.parse().unwrap_or_else(|e| {
             errs.push("spec.accel", e);
             AccelMode::Auto
+        }),
+    };
+    let kernel_boot = match spec.kernel_boot.as_deref() {
+        None | Some("") => KernelBoot::Auto,
+        Some(k) => k.parse().unwrap_or_else(|e| {
+            errs.push("spec.kernelBoot", e);
+            KernelBoot::Auto
         }),
     };
     if accel == AccelMode::Tcg && cpu.as_ref().is_some_and(Cpu::needs_kvm) {
@@ -427,6 +468,7 @@ pub fn validate(spec: &BootJobSpec) -> Result<ValidatedSpec, Vec<FieldError>> {
         memory,
         smp: spec.smp,
         accel,
+        kernel_boot,
         expect,
         login,
         commands: spec.commands.clone(),
@@ -604,6 +646,11 @@ mod tests {
     #[test]
     fn unknown_accel_and_expect_are_rejected() {
         let mut s = spec();
+        s.kernel_boot = Some("as-is".into());
+        assert_eq!(validate(&s).unwrap().kernel_boot, KernelBoot::AsIs);
+        s.kernel_boot = Some("pvh".into());
+        assert_eq!(fields(&s), ["spec.kernelBoot"]);
+        s.kernel_boot = None;
         s.accel = Some("hvf".into());
         s.expect = Some("prompt".into());
         assert_eq!(fields(&s), ["spec.accel", "spec.expect"]);

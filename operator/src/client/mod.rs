@@ -71,6 +71,7 @@ pub enum ClientCommand {
     mut_arg("kernel", |a| a.required(false).required_unless_present("file")),
     mut_arg("boot_args", |a| a.default_value(None)),
     mut_arg("accel", |a| a.default_value(None)),
+    mut_arg("kernel_boot", |a| a.default_value(None)),
     mut_arg("expect", |a| a.default_value(None)),
     mut_arg("timeout", |a| a.default_value(None)),
     mut_arg("boot_timeout", |a| a.default_value(None)),
@@ -511,6 +512,7 @@ mod tests {
         ("--machine", "virt"),
         ("--cpu", "max"),
         ("--accel", "tcg"),
+        ("--kernel-boot", "as-is"),
         ("--expect", "shell"),
         ("--timeout", "60"),
         ("--boot-timeout", "30"),
@@ -554,6 +556,7 @@ mod tests {
         // ...and the same boot once validated.
         let (s, l) = (validate(&submitted).unwrap(), validate(&local).unwrap());
         assert_eq!((s.accel, s.expect), (l.accel, l.expect));
+        assert_eq!(s.kernel_boot, l.kernel_boot);
         assert_eq!(
             (s.boot_timeout, s.total_timeout),
             (l.boot_timeout, l.total_timeout)

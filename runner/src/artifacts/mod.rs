@@ -37,11 +37,12 @@ mod tests;
 use std::time::Duration;
 
 pub use boot_copy::per_boot_copy;
-pub use cache::{ArtifactCache, Fetched, InUse, PruneReport};
+pub use cache::{ArtifactCache, Derived, Fetched, InUse, PruneReport};
 pub use decompress::Codec;
 pub use error::ArtifactError;
 pub use policy::{FetchPolicy, PolicyError};
 pub use source::{parse as parse_source, Source};
+pub(crate) use verify::{is_limit_exceeded, HashingWriter};
 
 /// The cache's default size budget: below the runner pod's cache volume (4 GiB in the chart),
 /// with room left for a download in progress.

@@ -35,7 +35,9 @@ impl From<ArtifactError> for InfraError {
 /// The boot's files, ready for the command line.
 #[derive(Debug)]
 pub struct Inputs {
+    /// The kernel QEMU boots: the fetched image, or its extracted PVH ELF.
     pub kernel: PathBuf,
+    pub kernel_booted: bootfarm_core::result::KernelBooted,
     pub initrd: Option<PathBuf>,
     pub rootfs: Option<DiskImage>,
     pub dtb: Option<PathBuf>,
@@ -58,7 +60,16 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
     };
     let cache = ArtifactCache::with_policy(cache_dir, Limits::default(), req.fetch_policy.clone())?;
     let mut got = Got::default();
-    let kernel = got.fetch(&cache, "kernel", &req.kernel).await?;
+    let fetched_kernel = got.fetch(&cache, "kernel", &req.kernel).await?;
+    let sha256 = got
+        .artifacts
+        .get("kernel")
+        .map(|a| a.sha256.clone())
+        .unwrap_or_default();
+    let chosen =
+        crate::kernel::choose(req.arch, req.kernel_boot, &cache, &fetched_kernel, &sha256).await;
+    got.held.extend(chosen.held);
+    let kernel = chosen.path;
     let mut ramdisk_parts = Vec::new();
     if let Some(src) = &req.initrd {
         ramdisk_parts.push(got.fetch(&cache, "initrd", src).await?);
@@ -107,6 +118,7 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
     }
     Ok(Inputs {
         kernel,
+        kernel_booted: chosen.booted,
         initrd,
         rootfs,
         dtb,

@@ -29,6 +29,7 @@ use crate::accel::AccelRequest;
 use crate::artifacts::FetchPolicy;
 use bootfarm_core::console::ClassifierConfig;
 use bootfarm_core::result::ErrorKind;
+use bootfarm_core::spec::KernelBoot;
 use bootfarm_core::spec::{Cpu, Machine};
 use bootfarm_core::verdict::Expect;
 use bootfarm_core::{Arch, BootResult};
@@ -87,6 +88,8 @@ pub struct BootRequest {
     pub memory: Option<u64>,
     pub smp: Option<u32>,
     pub accel: AccelRequest,
+    /// As given, or the fastest equivalent form of the image (a bzImage's PVH ELF).
+    pub kernel_boot: KernelBoot,
     pub expect: Expect,
     /// Everything, artifacts included.
     pub timeout: Duration,
@@ -124,6 +127,7 @@ impl Default for BootRequest {
             memory: None,
             smp: None,
             accel: AccelRequest::Auto,
+            kernel_boot: KernelBoot::Auto,
             expect: Expect::Auto,
             timeout: bootfarm_core::spec::validate::DEFAULT_TOTAL_TIMEOUT,
             boot_timeout: bootfarm_core::spec::validate::DEFAULT_BOOT_TIMEOUT,

@@ -63,6 +63,7 @@ impl Prepared {
         .or_stop(&mut facts)?;
         let Inputs {
             kernel,
+            kernel_booted,
             initrd,
             rootfs,
             dtb,
@@ -124,6 +125,7 @@ impl Prepared {
         facts.qemu = Some(QemuInfo {
             version: None,
             argv,
+            kernel: Some(kernel_booted),
         });
         Ok(Prepared {
             facts,

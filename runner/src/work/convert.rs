@@ -81,6 +81,7 @@ pub fn request_from(v: &ValidatedSpec, settings: &RunnerSettings) -> BootRequest
         memory: v.memory,
         smp: v.smp,
         accel: v.accel,
+        kernel_boot: v.kernel_boot,
         expect: v.expect,
         timeout: v.total_timeout,
         boot_timeout: v.boot_timeout,
@@ -114,6 +115,7 @@ mod tests {
             "initrd": {"url": "/i.cpio.gz"},
             "bootArgs": "quiet",
             "accel": "tcg",
+            "kernelBoot": "as-is",
             "expect": "shell",
             "login": "tester:secret",
             "commands": ["uname -a"],
@@ -143,6 +145,7 @@ mod tests {
         assert_eq!(r.initrd.unwrap().source, "/i.cpio.gz");
         assert_eq!(r.boot_args, "quiet");
         assert_eq!(r.accel, AccelRequest::Tcg);
+        assert_eq!(r.kernel_boot, bootfarm_core::spec::KernelBoot::AsIs);
         assert_eq!(r.expect, Expect::Shell);
         let login = r.login.unwrap();
         assert_eq!(

@@ -49,6 +49,16 @@ pub struct Fetched {
     pub in_use: InUse,
 }
 
+/// An entry [`ArtifactCache::derive`] made or found.
+#[derive(Debug)]
+pub struct Derived {
+    /// Read-only.
+    pub path: PathBuf,
+    /// False when the entry was already there.
+    pub made: bool,
+    pub in_use: InUse,
+}
+
 /// Two fetches of the same artifact are equal, whatever holds them.
 impl PartialEq for Fetched {
     fn eq(&self, other: &Self) -> bool {
@@ -382,6 +392,39 @@ impl ArtifactCache {
         let meta = blocking(move || e.commit(content, meta)).await?;
         let fetched = url_fetched(name, source, &entry, &meta, expected)?;
         self.held(fetched, &guard, &key)
+    }
+
+    /// The entry `key`, made by `make` (in the cache's temporary directory, returning the file
+    /// with its size and sha256) unless another boot, here or in another process, made it
+    /// first. Derived entries (a kernel's extracted ELF) are held and pruned like fetched ones.
+    pub async fn derive<F>(
+        &self,
+        key: &str,
+        origin: &str,
+        make: F,
+    ) -> Result<Derived, ArtifactError>
+    where
+        F: FnOnce(&Path) -> Result<(NamedTempFile, u64, String), ArtifactError> + Send + 'static,
+    {
+        let guard = self.lock_key(key).await?;
+        let entry = self.entry(key);
+        if self.valid_entry(&entry).await?.is_some() {
+            return Ok(Derived {
+                in_use: self.hold(&guard, key)?,
+                path: entry.data,
+                made: false,
+            });
+        }
+        let tmp_dir = self.dir.join(TMP);
+        let (content, size, sha256) = blocking(move || make(&tmp_dir)).await?;
+        let meta = EntryMeta::plain(origin, &sha256, size);
+        let e = entry.clone();
+        blocking(move || e.commit(content, meta)).await?;
+        Ok(Derived {
+            in_use: self.hold(&guard, key)?,
+            path: entry.data,
+            made: true,
+        })
     }
 
     fn entry(&self, key: &str) -> Entry {
