@@ -230,7 +230,115 @@ fn x86_64_boots_to_userspace_and_powers_off() {
     assert_eq!(kernel["sha256"].as_str().unwrap().len(), 64);
     assert!(run.json["artifacts"]["initrd"]["size"].as_u64().unwrap() > 0);
     assert!(run.json["console"]["bytes"].as_u64().unwrap() > 1000);
+    // The fast path: Debian's bzImage carries an xz-compressed ELF with a PVH note.
+    let booted = &run.json["qemu"]["kernel"];
+    assert_eq!(booted["format"], "pvh-elf", "{booted}");
+    assert_eq!(booted["from"], "bzImage");
+    assert_eq!(booted["codec"], "xz");
+    assert_eq!(booted["kaslr"], false);
+    let given = argv
+        .windows(2)
+        .find(|w| w[0] == "-kernel")
+        .map(|w| w[1])
+        .unwrap();
+    assert_ne!(given, f(&dir, "x86_64/kernel"));
+    assert!(std::fs::read(given).unwrap().starts_with(b"\x7fELF"));
     assert_classify_agrees(&run);
+}
+
+fn qemu_kernel_arg(run: &Run) -> String {
+    let argv = run.json["qemu"]["argv"].as_array().unwrap();
+    let at = argv.iter().position(|a| a == "-kernel").unwrap();
+    argv[at + 1].as_str().unwrap().to_string()
+}
+
+#[test]
+fn as_is_boots_the_bzimage_itself_to_the_same_verdict() {
+    let dir = fixtures();
+    let kernel = f(&dir, "x86_64/kernel");
+    let initrd = f(&dir, "x86_64/initrd-poweroff.cpio.gz");
+    let common = [
+        "--arch",
+        "x86_64",
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--accel",
+        "tcg",
+        "--boot-timeout",
+        BOOT_TIMEOUT,
+    ];
+    let as_is = boot(
+        &[&common[..], &["--kernel-boot", "as-is"]].concat(),
+        Duration::from_secs(200),
+    );
+    assert_pass(&as_is, "userspace");
+    let booted = &as_is.json["qemu"]["kernel"];
+    assert_eq!(booted["format"], "bzImage", "{booted}");
+    assert!(booted["reason"].as_str().unwrap().contains("as-is"));
+    assert_eq!(qemu_kernel_arg(&as_is), kernel);
+    let fast = boot(&common, Duration::from_secs(200));
+    assert_pass(&fast, "userspace");
+    assert_eq!(fast.json["qemu"]["kernel"]["format"], "pvh-elf");
+    // The same kernel, judged alike.
+    for field in ["result", "reason", "stage", "kernel_version", "issues"] {
+        assert_eq!(as_is.json[field], fast.json[field], "{field}");
+    }
+    // The firmware and the decompressor are what the fast path saves.
+    let (slow, quick) = (
+        as_is.json["durations"]["to_kernel"].as_f64().unwrap(),
+        fast.json["durations"]["to_kernel"].as_f64().unwrap(),
+    );
+    assert!(
+        quick < slow,
+        "to kernel: {quick} s on the fast path, {slow} s as is"
+    );
+}
+
+#[test]
+fn a_bzimage_whose_payload_merely_looks_compressed_is_booted_as_given_and_fails_at_stage_none() {
+    let dir = fixtures();
+    let mut image = std::fs::read(dir.join("x86_64/kernel")).unwrap();
+    // Keep the setup header and the payload's xz magic; the rest of the payload is noise.
+    let setup = (usize::from(image[0x1f1]) + 1) * 512;
+    let offset =
+        usize::try_from(u32::from_le_bytes(image[0x248..0x24c].try_into().unwrap())).unwrap();
+    let start = setup + offset;
+    assert!(image[start..].starts_with(b"\xfd7zXZ\x00"));
+    let mut x = 0x9e37_79b9_u32;
+    for b in &mut image[start + 64..] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x.to_le_bytes()[0];
+    }
+    let work = tempfile::tempdir().unwrap();
+    let kernel = work.path().join("bzImage");
+    std::fs::write(&kernel, &image).unwrap();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--accel",
+            "tcg",
+            "--boot-timeout",
+            "8",
+        ],
+        Duration::from_secs(40),
+    );
+    assert_eq!(run.code, 1, "{:#}", run.json);
+    assert_eq!(run.json["result"], "fail");
+    assert_eq!(run.json["stage"], "none");
+    let booted = &run.json["qemu"]["kernel"];
+    assert_eq!(booted["format"], "bzImage", "{booted}");
+    assert!(
+        booted["reason"].as_str().unwrap().contains("corrupt xz"),
+        "{booted}"
+    );
+    assert_eq!(qemu_kernel_arg(&run), kernel.to_str().unwrap());
 }
 
 #[test]

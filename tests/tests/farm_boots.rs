@@ -79,6 +79,14 @@ fn real_boots_end_in_the_right_phase_with_their_logs_and_results() {
         let doc: serde_json::Value = serde_json::from_slice(&doc.stdout).unwrap();
         assert_eq!(doc["schema"], "bootfarm.result/v1");
         assert_eq!(doc["result"], *result);
+        // The farm boots x86 kernels the fast way, and its runners share the extracted ELF.
+        let booted = &doc["qemu"]["kernel"];
+        let want = if name.starts_with("x86") {
+            "pvh-elf"
+        } else {
+            "Image"
+        };
+        assert_eq!(booted["format"], want, "{name}: {doc}");
 
         let log = farm.cli(&["log", name]);
         let log = String::from_utf8_lossy(&log.stdout);
