@@ -723,10 +723,64 @@ const NAMED: &[Named] = &[
     ),
     (
         "hard-lockup.log",
+        0,
+        IssueKind::HardLockup,
+        "hard LOCKUP in test_lockup_init",
+        Some("test_lockup_init"),
+        1,
+    ),
+    (
+        "hard-lockup.log",
         1,
         IssueKind::Panic,
         "kernel panic: Hard LOCKUP",
         None,
+        1,
+    ),
+    // test_kasan's `kmalloc_oob_right` and `kmalloc_tests_init` match the allocator skip
+    // pattern `k?v?(?:m|z|c)alloc` (syzkaller's), so syzbot's rule names the next frame.
+    (
+        "kasan.log",
+        0,
+        IssueKind::Kasan,
+        "KASAN: slab-out-of-bounds Write in do_one_initcall",
+        Some("do_one_initcall"),
+        1,
+    ),
+    // The lockdep samples are real reports as their kernels printed them: an i386 QEMU
+    // boot of 5.6-rc7 (kernel test robot), an arm64 5.18-rc1 kgdb session (cut after the
+    // held locks), syzbot's 5.18-rc6 io_uring report (without syzbot's symbolization) and a
+    // 7.0 QEMU x86_64 dmesg (cut inside the trace).
+    (
+        "lockdep-held-lock-freed.log",
+        0,
+        IssueKind::Lockdep,
+        "WARNING: held lock freed in __device_driver_lock",
+        Some("__device_driver_lock"),
+        1,
+    ),
+    (
+        "lockdep-bad-unlock.log",
+        0,
+        IssueKind::Lockdep,
+        "WARNING: bad unlock balance in kgdb_cpu_enter",
+        Some("kgdb_cpu_enter"),
+        1,
+    ),
+    (
+        "lockdep-still-held.log",
+        0,
+        IssueKind::Lockdep,
+        "WARNING: still has locks held in io_ring_submit_lock",
+        Some("io_ring_submit_lock"),
+        1,
+    ),
+    (
+        "lockdep-suspicious-rcu.log",
+        0,
+        IssueKind::Lockdep,
+        "WARNING: suspicious RCU usage in mas_start",
+        Some("mas_start"),
         1,
     ),
     (

@@ -357,6 +357,25 @@ const SKIP: &[&str] = &[
     "^unwind_backtrace$",
 ];
 
+/// Entry code: the syscall, exception and interrupt entry and exit paths of x86 and arm64,
+/// and the first frame of every kernel thread. Never the guilty frame while the trace shows
+/// another; a trace of nothing else (a `scheduling while atomic` on the way back to user
+/// space) is named by its first entry frame, as syzbot does. Kept apart from `SKIP` because
+/// stalls anchor on some of them (`do_syscall_64`, `invoke_syscall`, `ret_from_fork`).
+const ENTRY: &[&str] = &[
+    "^do_syscall_64$",
+    "^entry_SYSCALL_64",
+    "^asm_exc_",
+    "^exc_",
+    "^irqentry_",
+    "^exit_to_user_mode",
+    "^syscall_exit_to_user_mode",
+    "^(?:do_)?el0_svc",
+    "^el0t_64_sync",
+    "^invoke_syscall$",
+    "^ret_from_fork",
+];
+
 /// Syscall wrappers differ between arches and kernels: `__x64_sys_ioctl`, `__arm64_sys_ioctl`.
 const STRIP_PREFIXES: &[&str] = &[
     "SYSC_",
@@ -379,6 +398,16 @@ const STRIP_PREFIXES: &[&str] = &[
 fn skip_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| Regex::new(&SKIP.join("|")).expect("static skip list"))
+}
+
+fn entry_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(&ENTRY.join("|")).expect("static entry list"))
+}
+
+/// Whether a frame is entry code (see `ENTRY`).
+pub fn is_entry(name: &str) -> bool {
+    entry_re().is_match(name)
 }
 
 fn stack_start(line: &str) -> bool {
@@ -548,10 +577,12 @@ pub fn guilty(lines: &[&str], fmt: &StackFmt) -> Option<String> {
 
 fn pick(how: Pick, raw: &[String]) -> Option<String> {
     let frames: Vec<&str> = raw.iter().map(|f| strip_prefix(f)).collect();
+    // Entry code only where the trace has nothing else.
+    let own: Vec<&str> = frames.iter().copied().filter(|f| !is_entry(f)).collect();
     match how {
-        Pick::First => frames.first().map(|f| f.to_string()),
+        Pick::First => own.first().or(frames.first()).map(|f| f.to_string()),
         Pick::Stall => stall(&frames),
-        Pick::Hang => hang(&frames),
+        Pick::Hang => hang(&own).or_else(|| hang(&frames)),
     }
 }
 
@@ -635,6 +666,8 @@ fn stall_anchors() -> &'static Regex {
     RE.get_or_init(|| Regex::new(&STALL_ANCHORS.join("|")).expect("static anchors"))
 }
 
+/// The frame before the first dispatching one. Entry frames still anchor (`do_syscall_64`)
+/// but never name the stall while another frame comes before them.
 fn stall(frames: &[&str]) -> Option<String> {
     let mut prev = *frames.first()?;
     for f in frames {
@@ -644,10 +677,16 @@ fn stall(frames: &[&str]) -> Option<String> {
             }
             return Some(prev.to_string());
         }
-        prev = f;
+        if !is_entry(f) || is_entry(prev) {
+            prev = f;
+        }
     }
     // No dispatching frame (a short or cut trace): the top frame still names it.
-    frames.first().map(|f| f.to_string())
+    frames
+        .iter()
+        .find(|f| !is_entry(f))
+        .or(frames.first())
+        .map(|f| f.to_string())
 }
 
 fn hang(frames: &[&str]) -> Option<String> {
@@ -756,6 +795,103 @@ mod tests {
             guilty(&riscv_epc, &rip).as_deref(),
             Some("sysrq_handle_crash")
         );
+    }
+
+    #[test]
+    fn entry_code_is_skipped_unless_the_trace_has_nothing_else() {
+        // x86_64 6.1, a panic in a syscall (`x86_64-sysrq.log`).
+        let x86 = [
+            "Kernel panic - not syncing: sysrq triggered crash",
+            "Call Trace:",
+            " <TASK>",
+            " dump_stack_lvl+0x44/0x5c",
+            " panic+0x118/0x2f4",
+            " ? _printk+0x68/0x83",
+            " ksys_write+0x6b/0xf0",
+            " do_syscall_64+0x5d/0xb0",
+            " entry_SYSCALL_64_after_hwframe+0x6e/0xd8",
+        ];
+        assert_eq!(guilty(&x86, &CALL).as_deref(), Some("write"));
+        // arm64 6.12: init exits (`arm64-panic-init-exit.log`), entry frames below.
+        let arm64 = [
+            "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100",
+            "Call trace:",
+            " dump_backtrace+0xd8/0x130",
+            " panic+0x164/0x378",
+            " invoke_syscall+0x60/0xe0",
+            " el0_svc_common.constprop.0+0x48/0xf0",
+            " do_el0_svc+0x24/0x38",
+            " el0_svc+0xbc/0x148",
+            " el0t_64_sync_handler+0xc8/0xe0",
+            " el0t_64_sync+0x190/0x198",
+            " ret_from_fork+0x10/0x20",
+        ];
+        // Nothing but entry code: its first frame, as syzbot names it.
+        assert_eq!(guilty(&arm64, &CALL).as_deref(), Some("invoke_syscall"));
+        let mut with_caller = arm64.to_vec();
+        with_caller.insert(4, " do_group_exit+0x3c/0xa0");
+        assert_eq!(
+            guilty(&with_caller, &CALL).as_deref(),
+            Some("do_group_exit")
+        );
+        let exc = [
+            "x",
+            "Call Trace:",
+            " irqentry_exit_to_user_mode+0x5/0x40",
+            " exc_page_fault+0xc6/0x180",
+            " asm_exc_page_fault+0x1e/0x30",
+        ];
+        assert_eq!(
+            guilty(&exc, &CALL).as_deref(),
+            Some("irqentry_exit_to_user_mode")
+        );
+        for f in [
+            "do_syscall_64",
+            "entry_SYSCALL_64_after_hwframe",
+            "asm_exc_invalid_op",
+            "exc_invalid_op",
+            "irqentry_exit",
+            "exit_to_user_mode_prepare",
+            "exit_to_user_mode_loop",
+            "syscall_exit_to_user_mode",
+            "el0_svc",
+            "el0t_64_sync_handler",
+            "invoke_syscall",
+            "ret_from_fork_asm",
+        ] {
+            assert!(is_entry(f), "{f}");
+        }
+        // Only the entry wrappers: functions that merely contain the words are not.
+        for f in [
+            "do_exit",
+            "handle_exception",
+            "kvm_handle_exc_entry",
+            "do_syscall_trace_enter",
+            "sys_exit_group",
+        ] {
+            assert!(!is_entry(f), "{f}");
+        }
+    }
+
+    #[test]
+    fn stalls_anchor_on_entry_frames_but_are_never_named_by_them() {
+        let frames = [
+            "bootfarm_spin",
+            "bootfarm_trigger_init",
+            "do_one_initcall",
+            "finit_module",
+            "do_syscall_64",
+            "entry_SYSCALL_64_after_hwframe",
+        ];
+        assert_eq!(stall(&frames).as_deref(), Some("finit_module"));
+        let frames = ["irqentry_exit", "spin_forever", "do_syscall_64"];
+        assert_eq!(stall(&frames).as_deref(), Some("spin_forever"));
+        let frames = ["spin_forever", "exc_page_fault", "do_syscall_64"];
+        assert_eq!(stall(&frames).as_deref(), Some("spin_forever"));
+        let frames = ["exc_nmi", "spin_forever"];
+        assert_eq!(stall(&frames).as_deref(), Some("spin_forever"));
+        let frames = ["do_syscall_64", "entry_SYSCALL_64_after_hwframe"];
+        assert_eq!(stall(&frames).as_deref(), Some("do_syscall_64"));
     }
 
     #[test]

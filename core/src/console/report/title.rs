@@ -113,13 +113,29 @@ fn panic(head: &str, lines: &[&str]) -> Named {
         let fmt = CALL.skip(&["bad_stack"]).pick(Pick::Stall);
         return framed("kernel stack overflow", guilty(lines, &fmt));
     }
-    if msg.starts_with("Attempted to kill init!") {
-        return plain("kernel panic: Attempted to kill init!".to_string());
+    // The title is the message alone (syzbot's); the function is still the trace's.
+    let title = if msg.starts_with("Attempted to kill init!") {
+        "kernel panic: Attempted to kill init!".to_string()
+    } else if msg.starts_with("Couldn't open N_TTY ldisc") {
+        "kernel panic: Couldn't open N_TTY ldisc".to_string()
+    } else {
+        sanitize(&format!("kernel panic: {msg}"))
+    };
+    Named {
+        title,
+        function: panic_frame(lines),
     }
-    if msg.starts_with("Couldn't open N_TTY ldisc") {
-        return plain("kernel panic: Couldn't open N_TTY ldisc".to_string());
+}
+
+/// The guilty frame of the panic's own trace: `panic()` dumps it right after the panic line
+/// (`CPU:` and `Hardware name:` between). A panic that dumps none (`Fatal exception` after an
+/// Oops) is not named by some later trace.
+fn panic_frame(lines: &[&str]) -> Option<String> {
+    const NEAR: usize = 8;
+    if !lines.iter().take(NEAR).any(|l| frames::starts_trace(l)) {
+        return None;
     }
-    plain(sanitize(&format!("kernel panic: {msg}")))
+    guilty(lines, &CALL)
 }
 
 fn kasan(head: &str, lines: &[&str]) -> Named {
@@ -843,6 +859,66 @@ mod tests {
         );
         assert_eq!(n.title, "kernel panic: Attempted to kill init!");
         assert_eq!(n.function, None);
+    }
+
+    #[test]
+    fn a_panic_keeps_its_title_and_takes_its_traces_function() {
+        // x86_64 6.1, the test module's panic() (`x86_64-trigger-panic.log`).
+        let lines = [
+            "Kernel panic - not syncing: bootfarm_trigger: panic requested",
+            "CPU: 0 PID: 84 Comm: insmod Tainted: G           OE      6.1.0-56-amd64 #1  Debian 6.1.192-2",
+            "Hardware name: QEMU Standard PC (Q35 + ICH9, 2009), BIOS 1.16.2-debian-1.16.2-1 04/01/2014",
+            "Call Trace:",
+            " <TASK>",
+            " dump_stack_lvl+0x44/0x5c",
+            " panic+0x118/0x2f4",
+            " bootfarm_trigger_init+0xc6/0x1000 [bootfarm_trigger]",
+            " ? 0xffffffffc05c1000",
+            " do_one_initcall+0x59/0x220",
+        ];
+        let n = name(IssueKind::Panic, &lines);
+        assert_eq!(n.title, "kernel panic: bootfarm_trigger: panic requested");
+        assert_eq!(n.function.as_deref(), Some("bootfarm_trigger_init"));
+        // arm64 6.12 and `Attempted to kill init!` (`arm64-panic-init-exit.log`): the title
+        // stays syzbot's.
+        let arm64 = [
+            "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100",
+            "CPU: 0 UID: 0 PID: 1 Comm: init Not tainted 6.12.107+deb13-arm64 #1  Debian 6.12.107-1",
+            "Hardware name: linux,dummy-virt (DT)",
+            "Call trace:",
+            " dump_backtrace+0xd8/0x130",
+            " show_stack+0x20/0x38",
+            " dump_stack_lvl+0x60/0x80",
+            " dump_stack+0x18/0x28",
+            " panic+0x164/0x378",
+            " do_exit+0xa2c/0xa38",
+            " do_group_exit+0x3c/0xa0",
+        ];
+        let n = name(IssueKind::Panic, &arm64);
+        assert_eq!(n.title, "kernel panic: Attempted to kill init!");
+        assert_eq!(n.function.as_deref(), Some("do_exit"));
+        // `Fatal exception` after an Oops dumps no trace of its own: a later one is not its.
+        let mut late = vec!["Kernel panic - not syncing: Fatal exception"];
+        late.extend(["Kernel Offset: disabled"; 10]);
+        late.extend(["Call Trace:", " other_function+0x1/0x2"]);
+        let n = name(IssueKind::Panic, &late);
+        assert_eq!(n.title, "kernel panic: Fatal exception");
+        assert_eq!(n.function, None);
+    }
+
+    #[test]
+    fn lockdep_running_out_of_room_is_named_by_its_head() {
+        for head in [
+            "BUG: MAX_LOCK_DEPTH too low!",
+            "BUG: MAX_STACK_TRACE_ENTRIES too low!",
+            "BUG: MAX_LOCKDEP_CHAIN_HLOCKS too low!",
+        ] {
+            let n = name(
+                IssueKind::Lockdep,
+                &[head, "turning off the locking correctness validator."],
+            );
+            assert_eq!((n.title.as_str(), n.function), (head, None));
+        }
     }
 
     #[test]

@@ -42,7 +42,11 @@ const LOCKDEP_HEADS: &[&str] = &[
     "bad contention detected",
     "trying to register non-static key",
     "looking up invalid subclass",
+    // lockdep running out of room (`BUG: MAX_LOCKDEP_KEYS too low!`, `..._ENTRIES`,
+    // `..._CHAINS`, `..._CHAIN_HLOCKS`, and the two below): it turns itself off.
     "MAX_LOCKDEP",
+    "MAX_LOCK_DEPTH too low",
+    "MAX_STACK_TRACE_ENTRIES too low",
     "lock held at task exit time",
     "still has locks held",
 ];
@@ -389,6 +393,12 @@ mod tests {
             "[ INFO: possible circular locking dependency detected ]",
             "INFO: trying to register non-static key.",
             "WARNING: CPU: 1 PID: 9 at kernel/locking/lockdep.c:4893 __lock_acquire+0x1/0x2",
+            "BUG: MAX_LOCK_DEPTH too low!",
+            "BUG: MAX_STACK_TRACE_ENTRIES too low!",
+            "BUG: MAX_LOCKDEP_KEYS too low!",
+            "BUG: MAX_LOCKDEP_ENTRIES too low!",
+            "BUG: MAX_LOCKDEP_CHAINS too low!",
+            "BUG: MAX_LOCKDEP_CHAIN_HLOCKS too low!",
         ] {
             assert_eq!(kind(l), Some(Lockdep), "{l}");
             assert!(strict(l), "{l}");
