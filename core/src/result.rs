@@ -4,6 +4,7 @@
 pub mod check;
 mod error_kind;
 pub mod junit;
+pub mod reproducer;
 pub mod tuxrun;
 
 pub use error_kind::ErrorKind;
@@ -317,6 +318,9 @@ pub struct KernelBooted {
     /// link address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kaslr: Option<bool>,
+    /// sha256 of the extracted kernel (what QEMU booted, when it is not the artifact itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Why the image was booted as given (the mode asked for it, or the fast path does not apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

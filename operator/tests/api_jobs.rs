@@ -372,6 +372,60 @@ async fn the_result_is_served_as_junit_once_there_is_one() {
 }
 
 #[tokio::test]
+async fn a_finished_boot_is_served_as_a_reproducer_script() {
+    let app = app();
+    let mut r = api_support::result(Verdict::Fail);
+    r.qemu = Some(bootfarm_core::result::QemuInfo {
+        version: None,
+        argv: [
+            "/usr/bin/qemu-system-x86_64",
+            "-S",
+            "-kernel",
+            "/cache/k",
+            "-append",
+            "console=ttyS0",
+        ]
+        .map(String::from)
+        .to_vec(),
+        kernel: None,
+    });
+    r.artifacts.insert(
+        "kernel".into(),
+        bootfarm_core::result::ArtifactInfo {
+            source: "https://example.org/bzImage".into(),
+            sha256: "b".repeat(64),
+            size: 1,
+        },
+    );
+    app.finish_with("repro", r).await;
+    let script = app.get("/api/v1/bootjobs/repro/reproducer").await;
+    assert_eq!(script.status, StatusCode::OK, "{}", script.text());
+    assert!(script.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/x-shellscript"));
+    let text = script.text();
+    assert!(
+        text.starts_with("#!/bin/sh\n# Reproduces bootfarm boot repro\n"),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "fetch kernel https://example.org/bzImage {}",
+        "b".repeat(64)
+    )));
+    assert!(text.contains("-kernel \"$WORK/kernel.boot\""), "{text}");
+    // A boot that never started QEMU has nothing to reproduce.
+    app.finish("no-qemu", Verdict::Fail).await;
+    let none = app.get("/api/v1/bootjobs/no-qemu/reproducer").await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
+    assert!(
+        none.message().contains("before QEMU started"),
+        "{}",
+        none.text()
+    );
+}
+
+#[tokio::test]
 async fn the_result_is_served_in_tuxruns_shape_on_request() {
     let app = app();
     app.finish("tux", Verdict::Pass).await;

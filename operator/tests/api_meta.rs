@@ -35,6 +35,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ),
     (
         "get",
+        "/api/v1/bootjobs/{name}/reproducer",
+        "/api/v1/bootjobs/x/reproducer",
+    ),
+    (
+        "get",
         "/api/v1/bootjobs/{name}/results.json",
         "/api/v1/bootjobs/x/results.json",
     ),

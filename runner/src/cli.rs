@@ -49,6 +49,11 @@ pub struct BootArgs {
     pub log: Option<PathBuf>,
     #[command(flatten)]
     pub reports: crate::output::ReportArgs,
+    /// Also write a shell script that reproduces this boot on a machine without bootfarm: it
+    /// fetches each artifact from its source, checks its sha256 and runs the same QEMU command
+    /// with the console on stdio.
+    #[arg(long, value_name = "FILE")]
+    pub reproducer: Option<PathBuf>,
     /// Cap of the stored console log (bytes, K/M/G suffixes); head and tail are kept.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub console_limit: u64,

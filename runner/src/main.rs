@@ -96,6 +96,17 @@ async fn boot(args: BootArgs) -> anyhow::Result<i32> {
         bootfarm_runner::output::write_stderr(&format!("bootfarm-runner: {e:#}\n"));
         return Ok(3);
     }
+    if let Some(path) = &args.reproducer {
+        if let Err(e) = bootfarm_runner::output::write_reproducer(path, &result, suite) {
+            bootfarm_runner::output::write_stderr(&format!(
+                "bootfarm-runner: no reproducer: {e:#}\n"
+            ));
+            // A boot that never reached QEMU has nothing to reproduce; its verdict stands.
+            if result.qemu.is_some() {
+                return Ok(3);
+            }
+        }
+    }
     Ok(result.result.exit_code())
 }
 

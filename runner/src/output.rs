@@ -60,15 +60,35 @@ fn write_tuxrun(path: &std::path::Path, result: &bootfarm_core::BootResult) -> a
     write_whole(path, text.as_bytes(), "the TuxRun results")
 }
 
+/// Writes the shell script that reproduces `result`'s boot to `path` (executable).
+pub fn write_reproducer(
+    path: &std::path::Path,
+    result: &bootfarm_core::BootResult,
+    title: &str,
+) -> anyhow::Result<()> {
+    let script = bootfarm_core::result::reproducer::reproducer(result, title)?;
+    write_file(path, script.as_bytes(), "the reproducer", 0o777)
+}
+
 /// Writes `data` to `path` whole or not at all (a temporary file beside it, renamed).
 fn write_whole(path: &std::path::Path, data: &[u8], what: &str) -> anyhow::Result<()> {
+    write_file(path, data, what, 0o666)
+}
+
+/// [`write_whole`] with the file's mode before the umask (as any file a user asks for gets).
+fn write_file(path: &std::path::Path, data: &[u8], what: &str, mode: u32) -> anyhow::Result<()> {
     use anyhow::Context;
+    use std::os::unix::fs::PermissionsExt;
     let context = || format!("writing {what} {}", path.display());
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(context)?;
+    // The mode is given to open(2), so the umask applies (a NamedTempFile alone is 0600).
+    let mut tmp = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .with_context(context)?;
     tmp.write_all(data)
         .and_then(|()| tmp.flush())
         .with_context(context)?;

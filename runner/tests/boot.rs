@@ -963,3 +963,119 @@ fn every_arch_profile_starts_under_the_installed_qemu() {
         assert!(run.json["qemu"]["version"].is_string() || run.json["reason"] == "kernel_rejected");
     }
 }
+
+/// Runs a reproducer script (console on stdout) and classifies what it printed.
+fn run_reproducer(script: &Path, limit: Duration) -> Value {
+    use std::os::unix::process::CommandExt;
+    let work = tempfile::tempdir().unwrap();
+    let console = work.path().join("console.log");
+    let child = Command::new("sh")
+        .arg(script)
+        // Its own process group: a timeout takes QEMU and any helper with it.
+        .process_group(0)
+        .env("WORK", work.path().join("files"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&console).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let ended = wait_until(limit, || out.is_finished());
+    if !ended {
+        let _ = Command::new("kill")
+            .arg("-9")
+            .arg(format!("-{pid}"))
+            .status();
+        let _ = Command::new("pkill")
+            .args(["-9", "-P", &pid.to_string()])
+            .status();
+    }
+    let out = out.join().unwrap();
+    assert!(ended, "the reproducer ran past {limit:?}");
+    assert!(
+        out.status.success(),
+        "reproducer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let classified = Command::new(RUNNER)
+        .arg("classify")
+        .arg(&console)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&classified.stdout).unwrap()
+}
+
+#[test]
+fn a_reproducer_boots_the_same_kernel_to_the_same_verdict() {
+    let dir = fixtures();
+    for (arch, initrd) in [
+        ("x86_64", "initrd-poweroff.cpio.gz"),
+        ("x86_64", "initrd-panic.cpio.gz"),
+        ("arm64", "initrd-poweroff.cpio.gz"),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let script = work.path().join("reproduce.sh");
+        let run = boot(
+            &[
+                "--arch",
+                arch,
+                "--kernel",
+                &f(&dir, &format!("{arch}/kernel")),
+                "--initrd",
+                &f(&dir, &format!("{arch}/{initrd}")),
+                "--accel",
+                "tcg",
+                "--boot-timeout",
+                BOOT_TIMEOUT,
+                "--reproducer",
+                script.to_str().unwrap(),
+            ],
+            Duration::from_secs(200),
+        );
+        let text = std::fs::read_to_string(&script).unwrap();
+        assert!(text.starts_with("#!/bin/sh"), "{text}");
+        let mode = std::fs::metadata(&script).unwrap().permissions();
+        assert_ne!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o111,
+            0,
+            "executable"
+        );
+        let again = run_reproducer(&script, Duration::from_secs(200));
+        for field in ["result", "reason", "stage", "kernel_version"] {
+            assert_eq!(
+                again[field], run.json[field],
+                "{arch} {initrd}: {field}\n{text}"
+            );
+        }
+        let kinds = |v: &Value| -> Vec<Value> {
+            v["issues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["title"].clone())
+                .collect()
+        };
+        assert_eq!(kinds(&again), kinds(&run.json), "{arch} {initrd}");
+    }
+}
+
+#[test]
+fn a_boot_that_never_reached_qemu_has_no_reproducer_but_keeps_its_verdict() {
+    let work = tempfile::tempdir().unwrap();
+    let script = work.path().join("reproduce.sh");
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            "/nonexistent/bzImage",
+            "--reproducer",
+            script.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, 3);
+    assert_eq!(run.json["error"]["kind"], "artifact_missing");
+    assert!(!script.exists());
+}

@@ -88,6 +88,10 @@ fn real_boots_end_in_the_right_phase_with_their_logs_and_results() {
         };
         assert_eq!(booted["format"], want, "{name}: {doc}");
 
+        if *name == "x86-ok" {
+            assert_reproducer_gives_the_same_verdict(&farm, name, &doc);
+        }
+
         let log = farm.cli(&["log", name]);
         let log = String::from_utf8_lossy(&log.stdout);
         assert!(log.contains("Linux version"), "{name} log:\n{log}");
@@ -111,6 +115,44 @@ fn real_boots_end_in_the_right_phase_with_their_logs_and_results() {
         table.contains("x86-ok") && table.contains("arm-ok") && !table.contains("x86-panic"),
         "{table}"
     );
+}
+
+/// `GET …/reproducer` run on this machine boots the same kernel to the same verdict.
+fn assert_reproducer_gives_the_same_verdict(farm: &Farm, name: &str, doc: &serde_json::Value) {
+    let (status, script) = farm.http(
+        "GET",
+        &format!("/api/v1/bootjobs/{name}/reproducer"),
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&script));
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let path = work.path().join("reproduce.sh");
+    std::fs::write(&path, &script).expect("the script written");
+    let out = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "200", "sh"])
+        .arg(&path)
+        .env("WORK", work.path().join("files"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the reproducer runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let console = work.path().join("console.log");
+    std::fs::write(&console, &out.stdout).expect("the console written");
+    let classified = std::process::Command::new(bin_dir().join("bootfarm-runner"))
+        .arg("classify")
+        .arg(&console)
+        .output()
+        .expect("classify runs");
+    let again: serde_json::Value =
+        serde_json::from_slice(&classified.stdout).expect("classify prints JSON");
+    for field in ["result", "reason", "stage", "kernel_version"] {
+        assert_eq!(again[field], doc[field], "{field}");
+    }
 }
 
 #[test]

@@ -145,6 +145,7 @@ pub fn bound(r: &mut BootResult) {
             cut(&mut k.format, MAX_REASON);
             cut_opt(&mut k.from, MAX_REASON);
             cut_opt(&mut k.codec, MAX_REASON);
+            cut_opt(&mut k.sha256, MAX_REASON + 8);
             cut_opt(&mut k.reason, MAX_SUMMARY);
         }
         q.argv.truncate(MAX_ARGV);

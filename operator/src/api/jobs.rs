@@ -191,6 +191,28 @@ pub async fn junit(
         .into_response())
 }
 
+/// The boot as a shell script for a machine without bootfarm (artifacts fetched from their
+/// sources and checked, the same QEMU command with the console on stdio).
+pub async fn reproducer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let result = stored_result(&state, &name).await?;
+    let script = bootfarm_core::result::reproducer::reproducer(&result, &name)
+        .map_err(|e| ApiError::NotFound(format!("no reproducer for bootjob {name:?}: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/x-shellscript; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"reproduce.sh\"",
+            ),
+        ],
+        script,
+    )
+        .into_response())
+}
+
 /// `GET …/results.json?format=tuxrun|bootfarm`: the result in TuxRun's results.json shape, or
 /// bootfarm's own document (the default, as `/result`).
 pub async fn results_json(

@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/bootjobs/{name}/log", get(logs::log))
         .route("/api/v1/bootjobs/{name}/result", get(jobs::result))
         .route("/api/v1/bootjobs/{name}/junit", get(jobs::junit))
+        .route("/api/v1/bootjobs/{name}/reproducer", get(jobs::reproducer))
         .route(
             "/api/v1/bootjobs/{name}/results.json",
             get(jobs::results_json),

@@ -136,6 +136,12 @@ fn paths(s: &mut Schemas, job: &Value, job_json: &Value, user: &Value, runner: &
                     "responses": {"200": {"description": "JUnit XML", "content": {"application/xml": {}}},
                         "404": s.error("no such job, or no result yet")}}
             },
+            "/api/v1/bootjobs/{name}/reproducer": {
+                "parameters": [name_param()],
+                "get": {"summary": "The boot as a self-contained shell script: fetches each artifact from its source, checks its sha256 and runs the same QEMU command with the console on stdio", "security": user,
+                    "responses": {"200": {"description": "a POSIX shell script", "content": {"text/x-shellscript": {}}},
+                        "404": s.error("no such job, no result yet, or a boot that never started QEMU")}}
+            },
             "/api/v1/bootjobs/{name}/results.json": {
                 "parameters": [name_param(),
                     {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["bootfarm", "tuxrun"], "default": "bootfarm"},

@@ -193,12 +193,17 @@ impl App {
 
     /// Submits `name`, claims it and completes it with `verdict` (typed as a runner sends it).
     pub async fn finish(&self, name: &str, verdict: Verdict) {
+        self.finish_with(name, result(verdict)).await;
+    }
+
+    /// Submits `name`, claims it and completes it with `result`.
+    pub async fn finish_with(&self, name: &str, result: BootResult) {
         self.submit_yaml(&job_yaml(name)).await;
         let (claimed, lease) = self.claim("r1").await.expect("the job is claimable");
         assert_eq!(claimed, name);
         let body = protocol::CompleteRequest {
             lease_id: lease,
-            result: result(verdict),
+            result,
         };
         let done = self
             .runner_send(&format!("jobs/{name}/complete"), &body)

@@ -166,6 +166,7 @@ pub async fn choose(
             extract_ms: Some(extract_ms),
             cached: Some(!derived.made),
             kaslr: Some(false),
+            sha256: Some(derived.sha256),
             reason: None,
         },
         held: Some(derived.in_use),

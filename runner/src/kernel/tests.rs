@@ -66,6 +66,10 @@ async fn every_codec_is_extracted_once_and_then_served_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let cache = cache(dir.path());
     let elf = std::fs::read(data("pvh.elf")).unwrap();
+    let elf_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&elf))
+    };
     for codec in PayloadCodec::ALL {
         let kernel = write(dir.path(), codec.as_str(), &bzimage_with(&sample(codec)));
         let sha = format!("{:064}", codec as u8);
@@ -78,11 +82,13 @@ async fn every_codec_is_extracted_once_and_then_served_from_the_cache() {
         assert_eq!(first.booted.codec.as_deref(), Some(codec.as_str()));
         assert_eq!(first.booted.from.as_deref(), Some("bzImage"));
         assert_eq!(first.booted.kaslr, Some(false));
+        assert_eq!(first.booted.sha256.as_deref(), Some(elf_sha.as_str()));
         assert_eq!(first.booted.cached, Some(false));
         assert!(std::fs::read(&first.path).unwrap() == elf, "{codec:?}");
         assert!(first.held.is_some());
         let again = choose(Arch::X86_64, KernelBoot::Auto, &cache, &kernel, &sha).await;
         assert_eq!(again.path, first.path);
+        assert_eq!(again.booted.sha256, first.booted.sha256);
         assert_eq!(
             (again.booted.cached, again.booted.extract_ms),
             (Some(true), Some(0))

@@ -54,6 +54,7 @@ pub struct Fetched {
 pub struct Derived {
     /// Read-only.
     pub path: PathBuf,
+    pub sha256: String,
     /// False when the entry was already there.
     pub made: bool,
     pub in_use: InUse,
@@ -408,10 +409,11 @@ impl ArtifactCache {
     {
         let guard = self.lock_key(key).await?;
         let entry = self.entry(key);
-        if self.valid_entry(&entry).await?.is_some() {
+        if let Some(meta) = self.valid_entry(&entry).await? {
             return Ok(Derived {
                 in_use: self.hold(&guard, key)?,
                 path: entry.data,
+                sha256: meta.content_sha256,
                 made: false,
             });
         }
@@ -423,6 +425,7 @@ impl ArtifactCache {
         Ok(Derived {
             in_use: self.hold(&guard, key)?,
             path: entry.data,
+            sha256,
             made: true,
         })
     }

@@ -1,0 +1,357 @@
+//! A boot as a self-contained shell script, for a machine without bootfarm: it fetches each
+//! artifact from its source, checks its sha256, prepares the files exactly as the runner did
+//! (gzip/xz/zstd artifacts decompressed, initramfs pieces concatenated, a bzImage's PVH ELF
+//! extracted) and runs the QEMU command of the result's `qemu.argv`, its console on stdio.
+//! Pure: made from the result document alone, so the farm serves it for any stored result.
+
+use super::BootResult;
+use crate::spec::location::Location;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReproError {
+    #[error("the result has no QEMU command line (the boot ended before QEMU started)")]
+    NoQemu,
+    #[error("QEMU was given the {0}, but the result records no such artifact")]
+    MissingArtifact(&'static str),
+}
+
+/// Quotes `s` as one shell word.
+fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=,:+@%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// One shell comment line (no line breaks can end the comment early).
+fn comment(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+const FUNCTIONS: &str = r#"fetch() { # NAME SOURCE SHA256: the artifact as fetched, checked, then decompressed like the runner does
+    case $2 in
+        http://* | https://*) curl -fsSL --retry 3 --connect-timeout 30 -o "$WORK/$1.fetched" -- "$2" ;;
+        *) cp -- "$2" "$WORK/$1.fetched" ;;
+    esac
+    if [ -n "$3" ]; then
+        echo "$3  $WORK/$1.fetched" | sha256sum -c --quiet - || { echo "reproduce: $1 ($2) is not the file the farm booted" >&2; exit 1; }
+    fi
+    case $(od -An -tx1 -N6 "$WORK/$1.fetched" | tr -d ' \n') in
+        1f8b*) gzip -dc "$WORK/$1.fetched" >"$WORK/$1" ;;
+        fd377a585a00) xz -dc "$WORK/$1.fetched" >"$WORK/$1" ;;
+        28b52ffd*) zstd -qdc "$WORK/$1.fetched" >"$WORK/$1" ;;
+        *) mv -- "$WORK/$1.fetched" "$WORK/$1" ;;
+    esac
+    rm -f -- "$WORK/$1.fetched"
+}
+le32() { # FILE OFFSET: a little-endian 32-bit number
+    od -An -tu1 -j"$2" -N4 "$1" | awk '{ print $1 + 256 * ($2 + 256 * ($3 + 256 * $4)) }'
+}
+extract_pvh() { # BZIMAGE CODEC OUT: the ELF a bzImage carries (its payload, per the boot protocol)
+    sects=$(od -An -tu1 -j497 -N1 "$1" | tr -d ' ')
+    [ "$sects" != 0 ] || sects=4
+    start=$(( (sects + 1) * 512 + $(le32 "$1" 584) ))
+    len=$(le32 "$1" 588)
+    # Every codec but gzip is followed by the 4-byte size the kernel's build appends.
+    case $2 in
+        gzip) unpack="gzip -dc" ;;
+        xz) unpack="xz -dc"; len=$((len - 4)) ;;
+        lzma) unpack="xz --format=lzma -dc"; len=$((len - 4)) ;;
+        zstd) unpack="zstd -qdc"; len=$((len - 4)) ;;
+        bzip2) unpack="bzip2 -dc"; len=$((len - 4)) ;;
+        lz4) unpack="lz4 -dc"; len=$((len - 4)) ;;
+        lzo) unpack="lzop -dc"; len=$((len - 4)) ;;
+        *) echo "reproduce: unknown payload codec $2" >&2; exit 1 ;;
+    esac
+    tail -c +$((start + 1)) "$1" | head -c "$len" | $unpack >"$3"
+}
+"#;
+
+/// The script reproducing the boot of `r`; `title` names it (a job name or the kernel).
+pub fn reproducer(r: &BootResult, title: &str) -> Result<String, ReproError> {
+    let qemu = r.qemu.as_ref().ok_or(ReproError::NoQemu)?;
+    let (binary, args) = qemu.argv.split_first().ok_or(ReproError::NoQemu)?;
+    let binary = binary.rsplit('/').next().unwrap_or(binary);
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    let has_disk = has("-drive");
+
+    let mut s = String::new();
+    let _ = writeln!(s, "#!/bin/sh");
+    let _ = writeln!(s, "# Reproduces bootfarm boot {}", comment(title));
+    let _ = writeln!(
+        s,
+        "# {} {}: {} ({}), stage {}: {}",
+        r.arch.map(|a| a.to_string()).unwrap_or_default(),
+        comment(r.kernel_version.as_deref().unwrap_or("")),
+        r.result.as_str(),
+        comment(&r.reason),
+        r.stage.as_str(),
+        comment(&r.summary),
+    );
+    let _ = writeln!(
+        s,
+        "# Fetches the artifacts (curl for http(s) sources), checks their sha256 and runs the QEMU\n\
+         # command the runner ran, the console on stdio. WORK=DIR keeps the files there,\n\
+         # QEMU=PATH picks the binary. Needs sha256sum, od, awk and the decompressors used."
+    );
+    let _ = writeln!(s, "set -eu");
+    let _ = writeln!(s, "WORK=${{WORK:-$(mktemp -d)}}");
+    let _ = writeln!(s, "mkdir -p \"$WORK\"");
+    let _ = writeln!(s, "QEMU=${{QEMU:-{}}}", quote(binary));
+    s.push_str(FUNCTIONS);
+
+    let fetch = |s: &mut String, name: &'static str| -> Result<(), ReproError> {
+        let a = r
+            .artifacts
+            .get(name)
+            .ok_or(ReproError::MissingArtifact(name))?;
+        // What the runner read: a file:// URL is its (decoded) path.
+        let source = match Location::parse(&a.source) {
+            Ok(Location::Local(p)) => p.display().to_string(),
+            _ => a.source.clone(),
+        };
+        let _ = writeln!(s, "fetch {name} {} {}", quote(&source), quote(&a.sha256));
+        Ok(())
+    };
+    if has("-kernel") {
+        fetch(&mut s, "kernel")?;
+        match qemu.kernel.as_ref().filter(|k| k.format == "pvh-elf") {
+            Some(k) => {
+                let codec = k.codec.as_deref().unwrap_or("");
+                let _ = writeln!(
+                    s,
+                    "# The farm booted the ELF inside the bzImage at its PVH entry point (no KASLR)."
+                );
+                let _ = writeln!(
+                    s,
+                    "extract_pvh \"$WORK/kernel\" {} \"$WORK/kernel.boot\"",
+                    quote(codec)
+                );
+                if let Some(sha) = &k.sha256 {
+                    let _ = writeln!(
+                        s,
+                        "echo {}'  '\"$WORK/kernel.boot\" | sha256sum -c --quiet -",
+                        quote(sha)
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(s, "mv -- \"$WORK/kernel\" \"$WORK/kernel.boot\"");
+            }
+        }
+    }
+    if has("-initrd") {
+        // In the order the runner concatenates them.
+        let mut parts = Vec::new();
+        for name in ["initrd", "rootfs", "modules"] {
+            if name == "rootfs" && has_disk {
+                continue;
+            }
+            if r.artifacts.contains_key(name) {
+                fetch(&mut s, name)?;
+                parts.push(format!("\"$WORK/{name}\""));
+            }
+        }
+        if parts.is_empty() {
+            return Err(ReproError::MissingArtifact("initrd"));
+        }
+        let _ = writeln!(s, "cat {} >\"$WORK/initramfs\"", parts.join(" "));
+    }
+    if has_disk {
+        fetch(&mut s, "rootfs")?;
+    }
+    if has("-dtb") {
+        fetch(&mut s, "dtb")?;
+    }
+
+    let mut words: Vec<String> = Vec::new();
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        let next = it.peek().map(|v| v.as_str());
+        match (a.as_str(), next) {
+            ("-S", _) => {}
+            ("-chardev", Some(v))
+                if v.starts_with("socket,id=con,") || v.starts_with("socket,id=qmp,") =>
+            {
+                it.next();
+            }
+            ("-serial", Some("chardev:con")) => {
+                it.next();
+                words.extend(["-serial".into(), "stdio".into()]);
+            }
+            ("-mon", Some(v)) if v.starts_with("chardev=qmp") => {
+                it.next();
+            }
+            ("-kernel", Some(_)) => {
+                it.next();
+                words.extend(["-kernel".into(), "\"$WORK/kernel.boot\"".into()]);
+            }
+            ("-initrd", Some(_)) => {
+                it.next();
+                words.extend(["-initrd".into(), "\"$WORK/initramfs\"".into()]);
+            }
+            ("-dtb", Some(_)) => {
+                it.next();
+                words.extend(["-dtb".into(), "\"$WORK/dtb\"".into()]);
+            }
+            ("-drive", Some(v)) if v.starts_with("file=") => {
+                it.next();
+                let rest = v
+                    .split_once(',')
+                    .map(|(_, r)| format!(",{r}"))
+                    .unwrap_or_default();
+                words.push("-drive".into());
+                words.push(format!("file=\"$WORK/rootfs\"{}", quote_tail(&rest)));
+            }
+            (other, _) => words.push(quote(other)),
+        }
+    }
+    // One option (and its value) per line.
+    let mut lines: Vec<String> = Vec::new();
+    for w in words {
+        match lines.last_mut() {
+            Some(last) if !w.starts_with('-') && last.starts_with('-') && !last.contains(' ') => {
+                last.push(' ');
+                last.push_str(&w);
+            }
+            _ => lines.push(w),
+        }
+    }
+    let _ = writeln!(s, "exec \"$QEMU\" \\");
+    let _ = writeln!(s, "    {}", lines.join(" \\\n    "));
+    Ok(s)
+}
+
+/// `,if=virtio,...` quoted to follow a double-quoted variable in the same word.
+fn quote_tail(s: &str) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{ArtifactInfo, ErrorKind, KernelBooted, QemuInfo};
+
+    fn result() -> BootResult {
+        let mut r = BootResult::error(ErrorKind::Internal, "x");
+        r.arch = Some(crate::Arch::X86_64);
+        r.qemu = Some(QemuInfo {
+            version: None,
+            argv: [
+                "/usr/bin/qemu-system-x86_64",
+                "-machine",
+                "q35",
+                "-S",
+                "-no-reboot",
+                "-chardev",
+                "socket,id=con,path=/tmp/w/console.sock",
+                "-serial",
+                "chardev:con",
+                "-chardev",
+                "socket,id=qmp,path=/tmp/w/qmp.sock",
+                "-mon",
+                "chardev=qmp,mode=control",
+                "-kernel",
+                "/cache/pvh1-abc",
+                "-initrd",
+                "/tmp/w/initramfs.cpio",
+                "-append",
+                "console=ttyS0,115200 panic=-1 it's",
+            ]
+            .map(String::from)
+            .to_vec(),
+            kernel: Some(KernelBooted {
+                format: "pvh-elf".into(),
+                codec: Some("xz".into()),
+                sha256: Some("e".repeat(64)),
+                ..KernelBooted::default()
+            }),
+        });
+        for (name, source) in [
+            ("kernel", "file:///srv/my%20kernels/bzImage"),
+            ("initrd", "https://example.org/i.cpio.gz"),
+            ("modules", "/m'; rm -rf /;'.cpio"),
+        ] {
+            r.artifacts.insert(
+                name.into(),
+                ArtifactInfo {
+                    source: source.into(),
+                    sha256: "a".repeat(64),
+                    size: 1,
+                },
+            );
+        }
+        r
+    }
+
+    #[test]
+    fn the_runners_plumbing_is_replaced_and_every_file_is_made_from_its_source() {
+        let s = reproducer(&result(), "job x").unwrap();
+        assert!(s.starts_with("#!/bin/sh\n"));
+        assert!(s.contains("fetch kernel '/srv/my kernels/bzImage' "), "{s}");
+        assert!(
+            s.contains("fetch initrd https://example.org/i.cpio.gz "),
+            "{s}"
+        );
+        assert!(s.contains("extract_pvh \"$WORK/kernel\" xz \"$WORK/kernel.boot\""));
+        assert!(s.contains(&format!("echo {}'  '", "e".repeat(64))));
+        assert!(s.contains("cat \"$WORK/initrd\" \"$WORK/modules\" >\"$WORK/initramfs\""));
+        let exec = &s[s.find("exec ").unwrap()..];
+        for gone in ["-S", "console.sock", "qmp", "chardev:con", "/cache/"] {
+            assert!(!exec.contains(gone), "{gone} left in {exec}");
+        }
+        assert!(exec.contains("\n    -serial stdio \\\n"), "{exec}");
+        assert!(
+            exec.contains("'console=ttyS0,115200 panic=-1 it'\\''s'"),
+            "{exec}"
+        );
+    }
+
+    #[test]
+    fn hostile_sources_stay_one_quoted_word() {
+        let s = reproducer(&result(), "job\n rm -rf /").unwrap();
+        assert!(
+            s.contains(r"fetch modules '/m'\''; rm -rf /;'\''.cpio' "),
+            "{s}"
+        );
+        assert!(s.lines().nth(1).unwrap().ends_with("job  rm -rf /"));
+    }
+
+    #[test]
+    fn disks_and_plain_kernels_and_missing_parts() {
+        let mut r = result();
+        let q = r.qemu.as_mut().unwrap();
+        q.kernel = None;
+        q.argv
+            .retain(|a| a != "-initrd" && a != "/tmp/w/initramfs.cpio");
+        q.argv.extend([
+            "-drive".into(),
+            "file=/c/disk,if=virtio,format=raw,snapshot=on".into(),
+        ]);
+        r.artifacts
+            .insert("rootfs".into(), r.artifacts["initrd"].clone());
+        let s = reproducer(&r, "d").unwrap();
+        assert!(s.contains("mv -- \"$WORK/kernel\" \"$WORK/kernel.boot\""));
+        assert!(
+            s.contains("file=\"$WORK/rootfs\"',if=virtio,format=raw,snapshot=on'"),
+            "{s}"
+        );
+        r.artifacts.remove("rootfs");
+        assert_eq!(
+            reproducer(&r, "d"),
+            Err(ReproError::MissingArtifact("rootfs"))
+        );
+        r.qemu = None;
+        assert_eq!(reproducer(&r, "d"), Err(ReproError::NoQemu));
+    }
+}
