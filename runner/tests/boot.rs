@@ -342,6 +342,26 @@ fn a_bzimage_whose_payload_merely_looks_compressed_is_booted_as_given_and_fails_
 }
 
 #[test]
+fn i386_without_pvh_boots_its_bzimage_as_given_and_remembers_why() {
+    // Debian's 686 kernel is built without CONFIG_PVH: the fast path finds no PVH entry point
+    // in the ELF it extracts, boots the bzImage itself and says so; the answer is cached.
+    for _ in 0..2 {
+        let run = boot_to("i386", "initrd-poweroff.cpio.gz", "userspace");
+        assert_eq!(run.json["reason"], "poweroff");
+        let booted = &run.json["qemu"]["kernel"];
+        assert_eq!(booted["format"], "bzImage", "{booted}");
+        assert!(
+            booted["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no PVH entry point"),
+            "{booted}"
+        );
+        assert_eq!(qemu_kernel_arg(&run), f(&fixtures(), "i386/kernel"));
+    }
+}
+
+#[test]
 fn arm64_boots_to_a_shell() {
     let _ = fixtures();
     let run = boot_to("arm64", "initrd-shell.cpio.gz", "shell");

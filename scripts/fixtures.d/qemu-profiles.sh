@@ -10,6 +10,11 @@ qemu_profile() {
       QEMU_MACHINE=(-M q35 -cpu Nehalem)
       CONSOLE=ttyS0
       ;;
+    i386)
+      QEMU_BIN=qemu-system-i386
+      QEMU_MACHINE=(-M q35 -cpu coreduo)
+      CONSOLE=ttyS0
+      ;;
     arm64)
       QEMU_BIN=qemu-system-aarch64
       QEMU_MACHINE=(-M virt,gic-version=3 -cpu max)
