@@ -447,6 +447,8 @@ mod tests {
             "max",
             "--accel",
             "tcg",
+            "--kernel-boot",
+            "as-is",
             "--expect",
             "shell",
             "--timeout",
@@ -478,7 +480,7 @@ mod tests {
             "dtb": {"url": "/d.dtb", "sha256": "dd"},
             "modules": {"url": "/m.cpio", "sha256": "ee"},
             "bootArgs": "-- quiet", "memory": "1G", "smp": 2, "machine": "virt", "cpu": "max",
-            "accel": "tcg", "expect": "shell", "login": "root:pw",
+            "accel": "tcg", "kernelBoot": "as-is", "expect": "shell", "login": "root:pw",
             "commands": ["uname -a", "true"], "expectTests": ["a", "b"],
             "failOn": ["warning", "oom"], "ignore": ["bug"], "failurePatterns": ["^FAIL"],
             "timeouts": {"boot": 30, "total": 60}, "priority": 0,
@@ -493,6 +495,7 @@ mod tests {
             .to_spec()
             .unwrap();
         assert_eq!(spec.accel.as_deref(), Some("auto"));
+        assert_eq!(spec.kernel_boot.as_deref(), Some("auto"));
         assert_eq!(spec.expect.as_deref(), Some("auto"));
         assert_eq!(spec.boot_args, None);
         assert_eq!(
