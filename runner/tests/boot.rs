@@ -175,23 +175,36 @@ fn assert_pass(run: &Run, stage: &str) {
     assert_eq!(run.json["schema"], "bootfarm.result/v1");
 }
 
+/// `boot` of a fixture kernel and initramfs under TCG, with `extra` flags.
+fn boot_fixture(
+    arch: &str,
+    initrd: &str,
+    boot_timeout: &str,
+    extra: &[&str],
+    limit: Duration,
+) -> Run {
+    let dir = fixtures();
+    let kernel = f(&dir, &format!("{arch}/kernel"));
+    let initrd = f(&dir, &format!("{arch}/{initrd}"));
+    let mut args = vec![
+        "--arch",
+        arch,
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--accel",
+        "tcg",
+        "--boot-timeout",
+        boot_timeout,
+    ];
+    args.extend_from_slice(extra);
+    boot(&args, limit)
+}
+
 fn boot_to(arch: &str, initrd: &str, stage: &str) -> Run {
     let dir = fixtures();
-    let run = boot(
-        &[
-            "--arch",
-            arch,
-            "--kernel",
-            &f(&dir, &format!("{arch}/kernel")),
-            "--initrd",
-            &f(&dir, &format!("{arch}/{initrd}")),
-            "--accel",
-            "tcg",
-            "--boot-timeout",
-            BOOT_TIMEOUT,
-        ],
-        Duration::from_secs(200),
-    );
+    let run = boot_fixture(arch, initrd, BOOT_TIMEOUT, &[], Duration::from_secs(200));
     assert_pass(&run, stage);
     assert_eq!(run.json["arch"], arch);
     assert_eq!(run.json["accel"], "tcg");
@@ -365,7 +378,6 @@ fn i386_without_pvh_boots_its_bzimage_as_given_and_remembers_why() {
 /// power-off, and a panicking init fails at once with the panic named.
 #[test]
 fn armv7_riscv64_i386_ppc64le_and_s390x_boot_and_their_panics_fail() {
-    let dir = fixtures();
     for arch in ["armv7", "riscv64", "i386", "ppc64le", "s390x"] {
         let run = boot_to(arch, "initrd-poweroff.cpio.gz", "userspace");
         assert_eq!(run.json["reason"], "poweroff", "{arch}");
@@ -374,19 +386,11 @@ fn armv7_riscv64_i386_ppc64le_and_s390x_boot_and_their_panics_fail() {
             "{arch}: {}",
             run.log
         );
-        let panic = boot(
-            &[
-                "--arch",
-                arch,
-                "--kernel",
-                &f(&dir, &format!("{arch}/kernel")),
-                "--initrd",
-                &f(&dir, &format!("{arch}/initrd-panic.cpio.gz")),
-                "--accel",
-                "tcg",
-                "--boot-timeout",
-                BOOT_TIMEOUT,
-            ],
+        let panic = boot_fixture(
+            arch,
+            "initrd-panic.cpio.gz",
+            BOOT_TIMEOUT,
+            &[],
             Duration::from_secs(200),
         );
         assert_eq!(panic.code, 1, "{arch}: {:#}", panic.json);
@@ -432,18 +436,11 @@ fn login_and_commands_become_test_cases() {
     let dir = fixtures();
     let junit = tempfile::TempDir::new().unwrap();
     let junit_file = junit.path().join("boot.xml");
-    let run = boot(
+    let run = boot_fixture(
+        "x86_64",
+        "initrd-login.cpio.gz",
+        BOOT_TIMEOUT,
         &[
-            "--arch",
-            "x86_64",
-            "--kernel",
-            &f(&dir, "x86_64/kernel"),
-            "--initrd",
-            &f(&dir, "x86_64/initrd-login.cpio.gz"),
-            "--accel",
-            "tcg",
-            "--boot-timeout",
-            BOOT_TIMEOUT,
             "--login",
             "tester:secret",
             "--command",
@@ -503,20 +500,11 @@ fn login_and_commands_become_test_cases() {
 
 #[test]
 fn a_panic_fails_at_once_not_at_the_timeout() {
-    let dir = fixtures();
-    let run = boot(
-        &[
-            "--arch",
-            "x86_64",
-            "--kernel",
-            &f(&dir, "x86_64/kernel"),
-            "--initrd",
-            &f(&dir, "x86_64/initrd-panic.cpio.gz"),
-            "--accel",
-            "tcg",
-            "--boot-timeout",
-            BOOT_TIMEOUT,
-        ],
+    let run = boot_fixture(
+        "x86_64",
+        "initrd-panic.cpio.gz",
+        BOOT_TIMEOUT,
+        &[],
         Duration::from_secs(200),
     );
     assert_eq!(run.code, 1, "{:#}", run.json);
@@ -536,20 +524,11 @@ fn a_panic_fails_at_once_not_at_the_timeout() {
 
 #[test]
 fn a_silent_guest_fails_with_timeout_at_the_boot_timeout() {
-    let dir = fixtures();
-    let run = boot(
-        &[
-            "--arch",
-            "x86_64",
-            "--kernel",
-            &f(&dir, "x86_64/kernel"),
-            "--initrd",
-            &f(&dir, "x86_64/initrd-silent.cpio.gz"),
-            "--accel",
-            "tcg",
-            "--boot-timeout",
-            "30",
-        ],
+    let run = boot_fixture(
+        "x86_64",
+        "initrd-silent.cpio.gz",
+        "30",
+        &[],
         Duration::from_secs(90),
     );
     assert_eq!(run.code, 1, "{:#}", run.json);
@@ -1071,7 +1050,6 @@ fn run_reproducer(script: &Path, limit: Duration) -> Value {
 
 #[test]
 fn a_reproducer_boots_the_same_kernel_to_the_same_verdict() {
-    let dir = fixtures();
     for (arch, initrd) in [
         ("x86_64", "initrd-poweroff.cpio.gz"),
         ("x86_64", "initrd-panic.cpio.gz"),
@@ -1079,21 +1057,11 @@ fn a_reproducer_boots_the_same_kernel_to_the_same_verdict() {
     ] {
         let work = tempfile::tempdir().unwrap();
         let script = work.path().join("reproduce.sh");
-        let run = boot(
-            &[
-                "--arch",
-                arch,
-                "--kernel",
-                &f(&dir, &format!("{arch}/kernel")),
-                "--initrd",
-                &f(&dir, &format!("{arch}/{initrd}")),
-                "--accel",
-                "tcg",
-                "--boot-timeout",
-                BOOT_TIMEOUT,
-                "--reproducer",
-                script.to_str().unwrap(),
-            ],
+        let run = boot_fixture(
+            arch,
+            initrd,
+            BOOT_TIMEOUT,
+            &["--reproducer", script.to_str().unwrap()],
             Duration::from_secs(200),
         );
         let text = std::fs::read_to_string(&script).unwrap();
