@@ -91,6 +91,36 @@ async fn a_database_deleted_while_running_stops_all_acceptance_within_seconds() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_database_replaced_while_running_stops_all_acceptance_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = token_file(dir.path());
+    let data = dir.path().join("data");
+    let farm = Farm::start(&data, &["--max-runners", "0", "--token-file", &tokens]).await;
+    let r = post(&farm, "/api/v1/bootjobs", USER, job("before")).await;
+    assert_eq!(r.status().as_u16(), 201);
+    // Another file under the same name (a restore from a backup, a careless copy): what the
+    // operator writes would go to the old, unlinked inode and be lost.
+    let db = data.join("bootfarm.db");
+    let copy = data.join("bootfarm.db.copy");
+    std::fs::copy(&db, &copy).unwrap();
+    std::fs::rename(&copy, &db).unwrap();
+    wait_status(&farm, "/readyz", 503, Duration::from_secs(5)).await;
+    let r = post(&farm, "/api/v1/bootjobs", USER, job("after")).await;
+    assert_eq!(
+        r.status().as_u16(),
+        503,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    assert!(
+        farm.log_text()
+            .contains("was replaced while the operator ran"),
+        "{}",
+        farm.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_slow_client_is_disconnected_within_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let farm = Farm::start(&dir.path().join("data"), &["--max-runners", "0"]).await;
