@@ -7,6 +7,7 @@ mod standalone_support;
 use serde_json::{json, Value};
 use standalone_support::*;
 use std::io::{Read, Write};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const USER: &str = "user-token-faults";
@@ -63,17 +64,16 @@ async fn wait_status(farm: &Farm, path: &str, want: u16, within: Duration) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_database_deleted_while_running_stops_all_acceptance_within_seconds() {
-    let dir = tempfile::tempdir().unwrap();
+/// A farm whose database `lose` takes away while it runs: it stops accepting jobs within
+/// seconds (not ready, 503) and its log says what happened (`said`).
+async fn a_lost_database_stops_all_acceptance(lose: impl FnOnce(&Path), said: &str) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let tokens = token_file(dir.path());
     let data = dir.path().join("data");
     let farm = Farm::start(&data, &["--max-runners", "0", "--token-file", &tokens]).await;
     let r = post(&farm, "/api/v1/bootjobs", USER, job("before")).await;
     assert_eq!(r.status().as_u16(), 201);
-    for f in ["bootfarm.db", "bootfarm.db-wal", "bootfarm.db-shm"] {
-        let _ = std::fs::remove_file(data.join(f));
-    }
+    lose(&data);
     wait_status(&farm, "/readyz", 503, Duration::from_secs(5)).await;
     let r = post(&farm, "/api/v1/bootjobs", USER, job("after")).await;
     assert_eq!(
@@ -82,42 +82,35 @@ async fn a_database_deleted_while_running_stops_all_acceptance_within_seconds() 
         "{}",
         r.text().await.unwrap_or_default()
     );
-    assert!(
-        farm.log_text()
-            .contains("was deleted while the operator ran"),
-        "{}",
-        farm.log_text()
-    );
+    assert!(farm.log_text().contains(said), "{}", farm.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_deleted_while_running_stops_all_acceptance_within_seconds() {
+    a_lost_database_stops_all_acceptance(
+        |data| {
+            for f in ["bootfarm.db", "bootfarm.db-wal", "bootfarm.db-shm"] {
+                let _ = std::fs::remove_file(data.join(f));
+            }
+        },
+        "was deleted while the operator ran",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_replaced_while_running_stops_all_acceptance_within_seconds() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = token_file(dir.path());
-    let data = dir.path().join("data");
-    let farm = Farm::start(&data, &["--max-runners", "0", "--token-file", &tokens]).await;
-    let r = post(&farm, "/api/v1/bootjobs", USER, job("before")).await;
-    assert_eq!(r.status().as_u16(), 201);
     // Another file under the same name (a restore from a backup, a careless copy): what the
     // operator writes would go to the old, unlinked inode and be lost.
-    let db = data.join("bootfarm.db");
-    let copy = data.join("bootfarm.db.copy");
-    std::fs::copy(&db, &copy).unwrap();
-    std::fs::rename(&copy, &db).unwrap();
-    wait_status(&farm, "/readyz", 503, Duration::from_secs(5)).await;
-    let r = post(&farm, "/api/v1/bootjobs", USER, job("after")).await;
-    assert_eq!(
-        r.status().as_u16(),
-        503,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
-    assert!(
-        farm.log_text()
-            .contains("was replaced while the operator ran"),
-        "{}",
-        farm.log_text()
-    );
+    a_lost_database_stops_all_acceptance(
+        |data| {
+            let (db, copy) = (data.join("bootfarm.db"), data.join("bootfarm.db.copy"));
+            std::fs::copy(&db, &copy).unwrap();
+            std::fs::rename(&copy, &db).unwrap();
+        },
+        "was replaced while the operator ran",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -202,6 +202,29 @@ fn boot_fixture(
     boot(&args, limit)
 }
 
+/// An x86_64 boot of `kernel` (with `initrd`) that must fail at stage none, by a short boot
+/// timeout.
+fn boot_to_stage_none(kernel: &str, initrd: Option<&str>) -> Run {
+    let mut args = vec![
+        "--arch",
+        "x86_64",
+        "--kernel",
+        kernel,
+        "--accel",
+        "tcg",
+        "--boot-timeout",
+        "8",
+    ];
+    if let Some(initrd) = initrd {
+        args.extend(["--initrd", initrd]);
+    }
+    let run = boot(&args, Duration::from_secs(40));
+    assert_eq!(run.code, 1, "{:#}", run.json);
+    assert_eq!(run.json["result"], "fail");
+    assert_eq!(run.json["stage"], "none");
+    run
+}
+
 fn boot_to(arch: &str, initrd: &str, stage: &str) -> Run {
     let dir = fixtures();
     let run = boot_fixture(arch, initrd, BOOT_TIMEOUT, &[], Duration::from_secs(200));
@@ -267,31 +290,22 @@ fn qemu_kernel_arg(run: &Run) -> String {
 
 #[test]
 fn as_is_boots_the_bzimage_itself_to_the_same_verdict() {
-    let dir = fixtures();
-    let kernel = f(&dir, "x86_64/kernel");
-    let initrd = f(&dir, "x86_64/initrd-poweroff.cpio.gz");
-    let common = [
-        "--arch",
+    let kernel = f(&fixtures(), "x86_64/kernel");
+    let initrd = "initrd-poweroff.cpio.gz";
+    let limit = Duration::from_secs(200);
+    let as_is = boot_fixture(
         "x86_64",
-        "--kernel",
-        &kernel,
-        "--initrd",
-        &initrd,
-        "--accel",
-        "tcg",
-        "--boot-timeout",
+        initrd,
         BOOT_TIMEOUT,
-    ];
-    let as_is = boot(
-        &[&common[..], &["--kernel-boot", "as-is"]].concat(),
-        Duration::from_secs(200),
+        &["--kernel-boot", "as-is"],
+        limit,
     );
     assert_pass(&as_is, "userspace");
     let booted = &as_is.json["qemu"]["kernel"];
     assert_eq!(booted["format"], "bzImage", "{booted}");
     assert!(booted["reason"].as_str().unwrap().contains("as-is"));
     assert_eq!(qemu_kernel_arg(&as_is), kernel);
-    let fast = boot(&common, Duration::from_secs(200));
+    let fast = boot_fixture("x86_64", initrd, BOOT_TIMEOUT, &[], limit);
     assert_pass(&fast, "userspace");
     assert_eq!(fast.json["qemu"]["kernel"]["format"], "pvh-elf");
     // The same kernel, judged alike.
@@ -329,22 +343,7 @@ fn a_bzimage_whose_payload_merely_looks_compressed_is_booted_as_given_and_fails_
     let work = tempfile::tempdir().unwrap();
     let kernel = work.path().join("bzImage");
     std::fs::write(&kernel, &image).unwrap();
-    let run = boot(
-        &[
-            "--arch",
-            "x86_64",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--accel",
-            "tcg",
-            "--boot-timeout",
-            "8",
-        ],
-        Duration::from_secs(40),
-    );
-    assert_eq!(run.code, 1, "{:#}", run.json);
-    assert_eq!(run.json["result"], "fail");
-    assert_eq!(run.json["stage"], "none");
+    let run = boot_to_stage_none(kernel.to_str().unwrap(), None);
     let booted = &run.json["qemu"]["kernel"];
     assert_eq!(booted["format"], "bzImage", "{booted}");
     assert!(
@@ -541,46 +540,17 @@ fn a_silent_guest_fails_with_timeout_at_the_boot_timeout() {
 #[test]
 fn random_bytes_as_a_kernel_fail_at_stage_none_by_the_boot_timeout() {
     let dir = fixtures();
-    let run = boot(
-        &[
-            "--arch",
-            "x86_64",
-            "--kernel",
-            &f(&dir, "garbage.bin"),
-            "--accel",
-            "tcg",
-            "--boot-timeout",
-            "8",
-        ],
-        Duration::from_secs(40),
-    );
-    assert_eq!(run.code, 1, "{:#}", run.json);
-    assert_eq!(run.json["result"], "fail");
-    assert_eq!(run.json["stage"], "none");
+    let run = boot_to_stage_none(&f(&dir, "garbage.bin"), None);
     assert!(run.elapsed < Duration::from_secs(20), "{:?}", run.elapsed);
 }
 
 #[test]
 fn an_arm64_kernel_booted_as_x86_64_fails_at_stage_none() {
     let dir = fixtures();
-    let run = boot(
-        &[
-            "--arch",
-            "x86_64",
-            "--kernel",
-            &f(&dir, "arm64/kernel"),
-            "--initrd",
-            &f(&dir, "arm64/initrd-poweroff.cpio.gz"),
-            "--accel",
-            "tcg",
-            "--boot-timeout",
-            "8",
-        ],
-        Duration::from_secs(40),
+    boot_to_stage_none(
+        &f(&dir, "arm64/kernel"),
+        Some(&f(&dir, "arm64/initrd-poweroff.cpio.gz")),
     );
-    assert_eq!(run.code, 1, "{:#}", run.json);
-    assert_eq!(run.json["result"], "fail");
-    assert_eq!(run.json["stage"], "none");
 }
 
 #[test]

@@ -96,77 +96,72 @@ async fn every_codec_is_extracted_once_and_then_served_from_the_cache() {
     }
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
 #[tokio::test]
 async fn what_cannot_be_booted_by_pvh_is_booted_as_given_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let cache = cache(dir.path());
-    let check = |c: &Chosen, kernel: &Path, want: &str| {
-        assert_eq!(c.path, kernel);
-        assert_eq!(c.booted.format, "bzImage");
-        let reason = c.booted.reason.as_deref().unwrap_or_default();
-        assert!(reason.contains(want), "{reason:?} lacks {want:?}");
-        assert!(c.held.is_none());
-    };
-    // A kernel without CONFIG_PVH: decided once, remembered.
+    // Writes `image` as `name`, chooses for `arch` (`digit` makes its cache key) and checks
+    // that the image itself is booted, for a reason saying `want`.
+    let as_given =
+        |arch: Arch, name: &'static str, image: Vec<u8>, digit: char, want: &'static str| {
+            let kernel = write(dir.path(), name, &image);
+            let cache = &cache;
+            async move {
+                let sha = digit.to_string().repeat(64);
+                let c = choose(arch, KernelBoot::Auto, cache, &kernel, &sha).await;
+                assert_eq!(c.path, kernel);
+                assert_eq!(c.booted.format, "bzImage");
+                let reason = c.booted.reason.as_deref().unwrap_or_default();
+                assert!(reason.contains(want), "{reason:?} lacks {want:?}");
+                assert!(c.held.is_none());
+            }
+        };
+    // A kernel without CONFIG_PVH: decided once, remembered (the same key, the image rewritten).
     let mut elf = std::fs::read(data("pvh.elf")).unwrap();
     elf[64 + 56 + 8] = 17;
-    let mut gz = Vec::new();
-    {
-        let mut e = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::fast());
-        e.write_all(&elf).unwrap();
-        e.finish().unwrap();
-    }
-    let kernel = write(dir.path(), "nopvh", &bzimage_with(&gz));
-    let sha = "1".repeat(64);
-    let c = choose(Arch::X86_64, KernelBoot::Auto, &cache, &kernel, &sha).await;
-    check(&c, &kernel, "no PVH entry point");
-    std::fs::remove_file(&kernel).unwrap();
-    std::fs::write(&kernel, bzimage_with(&gz)).unwrap();
-    let c = choose(Arch::X86_64, KernelBoot::Auto, &cache, &kernel, &sha).await;
-    check(&c, &kernel, "no PVH entry point");
-    // A 64-bit kernel given as i386.
-    let kernel = write(
-        dir.path(),
-        "x86_64",
-        &bzimage_with(&sample(PayloadCodec::Gzip)),
-    );
-    let c = choose(
-        Arch::I386,
-        KernelBoot::Auto,
-        &cache,
-        &kernel,
-        &"2".repeat(64),
+    let nopvh = bzimage_with(&gzip(&elf));
+    as_given(
+        Arch::X86_64,
+        "nopvh",
+        nopvh.clone(),
+        '1',
+        "no PVH entry point",
     )
     .await;
-    check(&c, &kernel, "not i386");
+    std::fs::remove_file(dir.path().join("nopvh")).unwrap();
+    as_given(Arch::X86_64, "nopvh", nopvh, '1', "no PVH entry point").await;
+    // A 64-bit kernel given as i386.
+    let x86_64 = bzimage_with(&sample(PayloadCodec::Gzip));
+    as_given(Arch::I386, "x86_64", x86_64, '2', "not i386").await;
     // Garbage that merely looks compressed.
     let mut fake = vec![0xfd, b'7', b'z', b'X', b'Z', 0x00];
     fake.extend((0..65536u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
-    let kernel = write(dir.path(), "fake", &bzimage_with(&fake));
-    let c = choose(
+    as_given(
         Arch::X86_64,
-        KernelBoot::Auto,
-        &cache,
-        &kernel,
-        &"3".repeat(64),
+        "fake",
+        bzimage_with(&fake),
+        '3',
+        "corrupt xz payload",
     )
     .await;
-    check(&c, &kernel, "corrupt xz payload");
-    // A payload that is not an ELF at all.
-    let kernel = write(
-        dir.path(),
-        "notelf",
-        &bzimage_with(&sample(PayloadCodec::Gzip)[..0]),
-    );
-    let c = choose(
+    // An empty payload.
+    as_given(
         Arch::X86_64,
-        KernelBoot::Auto,
-        &cache,
-        &kernel,
-        &"4".repeat(64),
+        "empty",
+        bzimage_with(&[]),
+        '4',
+        "payload not found",
     )
     .await;
-    check(&c, &kernel, "payload not found");
+    // A payload that decompresses, but not to an ELF.
+    let text = bzimage_with(&gzip(b"not a kernel at all"));
+    as_given(Arch::X86_64, "notelf", text, '6', "is not a readable ELF").await;
     let missing = dir.path().join("missing");
     let c = choose(
         Arch::X86_64,
