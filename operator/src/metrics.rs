@@ -87,6 +87,42 @@ impl Metrics {
     }
 }
 
+/// The outcomes `jobs_finished_total` counts, in `job_finished`'s words (canceled jobs have no
+/// duration or time to verdict).
+const RESULTS: [&str; 4] = ["pass", "fail", "error", "canceled"];
+
+impl Metrics {
+    /// Makes a pool's counters exist at zero. A counter series born at its first increment loses
+    /// that increment to `increase()` (there is no earlier sample), and an alert on "expirations
+    /// rising" sees no series at all until the first one; so every pool's series start at 0.
+    pub fn pool_seen(&self, pool: &str) {
+        self.infra_retries_total.with_label_values(&[pool]).inc_by(0.0);
+        self.lease_expirations_total
+            .with_label_values(&[pool])
+            .inc_by(0.0);
+        for direction in ["up", "down"] {
+            self.scale_decisions_total
+                .with_label_values(&[pool, direction])
+                .inc_by(0.0);
+        }
+        self.runner_startup_seconds.with_label_values(&[pool]);
+    }
+
+    /// Makes an arch's histograms exist, empty, before its first job is claimed: `rate()` of a
+    /// series born with its first observation never sees that observation. Called at start for
+    /// the arches served (every one in standalone, the pools' in Kubernetes) and on submission, so
+    /// only arches in use carry series.
+    pub fn arch_seen(&self, arch: bootfarm_core::arch::Arch) {
+        let arch = arch.as_str();
+        self.job_queue_wait_seconds.with_label_values(&[arch]);
+        for result in ["pass", "fail", "error"] {
+            self.job_duration_seconds.with_label_values(&[arch, result]);
+            self.time_to_verdict_seconds
+                .with_label_values(&[arch, result]);
+        }
+    }
+}
+
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
@@ -235,6 +271,14 @@ impl Metrics {
             ),
             registry: r.clone(),
         };
+        // Seven arches by four outcomes: few enough to exist from the start (see `pool_seen`).
+        for arch in bootfarm_core::arch::Arch::ALL {
+            for result in RESULTS {
+                m.jobs_finished_total
+                    .with_label_values(&[arch.as_str(), result])
+                    .inc_by(0.0);
+            }
+        }
         (m, r)
     }
 
@@ -380,5 +424,44 @@ mod tests {
             text.contains(r#"le="4096""#),
             "boot buckets reach an hour: {text}"
         );
+    }
+
+    #[test]
+    fn counters_and_histograms_exist_at_zero_before_their_first_event() {
+        let (m, _) = Metrics::new();
+        let text = m.render();
+        // Every arch and outcome is counted from the start; no pool or arch histogram yet.
+        for arch in bootfarm_core::arch::Arch::ALL {
+            for result in RESULTS {
+                let line = format!(
+                    "bootfarm_jobs_finished_total{{arch=\"{}\",result=\"{result}\"}} 0",
+                    arch.as_str()
+                );
+                assert!(text.contains(&line), "{line} missing");
+            }
+        }
+        assert!(!text.contains("bootfarm_lease_expirations_total{"), "{text}");
+        assert!(!text.contains("bootfarm_job_queue_wait_seconds_count"), "{text}");
+
+        m.pool_seen("tcg");
+        m.arch_seen(bootfarm_core::arch::Arch::Riscv64);
+        let text = m.render();
+        for line in [
+            r#"bootfarm_lease_expirations_total{pool="tcg"} 0"#,
+            r#"bootfarm_infra_retries_total{pool="tcg"} 0"#,
+            r#"bootfarm_scale_decisions_total{direction="up",pool="tcg"} 0"#,
+            r#"bootfarm_scale_decisions_total{direction="down",pool="tcg"} 0"#,
+            r#"bootfarm_runner_startup_seconds_count{pool="tcg"} 0"#,
+            r#"bootfarm_job_queue_wait_seconds_count{arch="riscv64"} 0"#,
+            r#"bootfarm_job_duration_seconds_count{arch="riscv64",result="fail"} 0"#,
+            r#"bootfarm_time_to_verdict_seconds_count{arch="riscv64",result="error"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        // Seen twice is still zero: marking a series never counts anything.
+        m.pool_seen("tcg");
+        assert!(m
+            .render()
+            .contains(r#"bootfarm_lease_expirations_total{pool="tcg"} 0"#));
     }
 }

@@ -27,7 +27,7 @@ step() { echo "chart-check: $*"; }
 # name → extra helm args
 declare -A VARIANTS=(
     [default]=""
-    [full]="--set runnerPools.kvm.enabled=true --set runnerPools.kvm.deviceGroupId=108 --set watchAllNamespaces=true --set metrics.serviceMonitor.enabled=true"
+    [full]="--set runnerPools.kvm.enabled=true --set runnerPools.kvm.deviceGroupId=108 --set watchAllNamespaces=true --set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true"
     [nodeselector-kvm]="--set runnerPools.kvm.enabled=true --set runnerPools.kvm.useDevicePlugin=false --set-string runnerPools.kvm.nodeSelector.bootfarm\.dev/kvm=true --set persistence.enabled=false --set networkPolicy.enabled=false"
     [hostnet]="--set operator.hostNetwork=true --set runner.hostNetwork=true --set runner.serverURL=http://192.0.2.10:8080 --set runner.logLevel=debug --set artifacts.allowLocal={/srv/kernels} --set artifacts.allowNet={10.20.0.0/16}"
 )
@@ -141,6 +141,11 @@ f = docs("full")
 check(len(kinds(f, "ClusterRole")) == 1 and len(kinds(f, "ClusterRoleBinding")) == 1 and not kinds(f, "Role"),
       "watchAllNamespaces: ClusterRole + binding, no Role")
 check(len(kinds(f, "ServiceMonitor")) == 1, "serviceMonitor.enabled renders a ServiceMonitor")
+check(not kinds(d, "PrometheusRule"), "no PrometheusRule by default")
+rules = kinds(f, "PrometheusRule")
+check(len(rules) == 1 and sorted(r["alert"] for g in rules[0]["spec"]["groups"] for r in g["rules"])
+      == ["BootfarmLeaseExpirationsSpiking", "BootfarmOperatorDown", "BootfarmQueueStuck", "BootfarmRunnersNotStarting"],
+      "prometheusRule.enabled renders the four alerts (tests/metrics/alerts.sh tests them with promtool)")
 dep = kinds(f, "Deployment")[0]["spec"]["template"]["spec"]
 check(not any(a.startswith("--namespace") for a in dep["containers"][0]["args"]), "watchAllNamespaces drops --namespace")
 kvm = [p for p in kinds(f, "RunnerPool") if p["spec"]["kvm"]]

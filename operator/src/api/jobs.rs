@@ -33,6 +33,7 @@ pub async fn submit(
     let job = document::parse_bootjob(content_type, &bytes)?;
     admit(&state, &job)?;
     let stored = state.store.create(job, Timestamp::now()).await?;
+    state.metrics.arch_seen(stored.spec.arch);
     state.work_available();
     let name = stored.metadata.name.clone().unwrap_or_default();
     tracing::info!(job = %name, arch = %stored.spec.arch, "BootJob submitted");

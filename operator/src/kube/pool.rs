@@ -344,10 +344,12 @@ async fn reconcile_pool(pool: Arc<RunnerPool>, ctx: &Context) -> Result<Action, 
 fn record_metrics(ctx: &Context, pool: &str, pool_spec: &RunnerPoolSpec, plan: &PoolPlan) {
     let s = status_of(plan);
     let m = &ctx.metrics;
+    m.pool_seen(pool);
     m.runners_desired
         .with_label_values(&[pool])
         .set(f64::from(s.desired));
     for arch in &pool_spec.arches {
+        m.arch_seen(*arch);
         let n = plan.queued_by_arch.get(arch).copied().unwrap_or(0);
         m.queue_depth
             .with_label_values(&[pool, arch.as_str()])

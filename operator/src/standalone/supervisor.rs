@@ -107,6 +107,12 @@ impl LocalPool {
     /// Sizes the pool until `shutdown`, then stops every runner.
     pub async fn run(mut self, state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.cfg.log_dir)?;
+        // Every series from the first scrape (this farm serves every arch), so that no early
+        // observation is lost to rate() on a series born with it.
+        state.metrics.pool_seen(LOCAL_POOL);
+        for arch in bootfarm_core::arch::Arch::ALL {
+            state.metrics.arch_seen(arch);
+        }
         let work = state.work.clone();
         loop {
             tokio::select! {
@@ -533,10 +539,17 @@ fn record_metrics(
             .with_label_values(&[LOCAL_POOL, "down"])
             .inc();
     }
-    m.queue_depth.reset();
-    for q in queued {
+    m.pool_seen(LOCAL_POOL);
+    // Every arch's depth is written (0 when none is queued), so an emptied queue reads 0, not
+    // "no data", on the dashboard and in the alerts.
+    for arch in bootfarm_core::arch::Arch::ALL {
+        let n: u64 = queued
+            .iter()
+            .filter(|q| q.arch == arch)
+            .map(|q| q.count)
+            .sum();
         m.queue_depth
-            .with_label_values(&[LOCAL_POOL, q.arch.as_str()])
-            .add(q.count as f64);
+            .with_label_values(&[LOCAL_POOL, arch.as_str()])
+            .set(n as f64);
     }
 }
