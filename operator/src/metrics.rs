@@ -96,7 +96,9 @@ impl Metrics {
     /// that increment to `increase()` (there is no earlier sample), and an alert on "expirations
     /// rising" sees no series at all until the first one; so every pool's series start at 0.
     pub fn pool_seen(&self, pool: &str) {
-        self.infra_retries_total.with_label_values(&[pool]).inc_by(0.0);
+        self.infra_retries_total
+            .with_label_values(&[pool])
+            .inc_by(0.0);
         self.lease_expirations_total
             .with_label_values(&[pool])
             .inc_by(0.0);
@@ -440,8 +442,14 @@ mod tests {
                 assert!(text.contains(&line), "{line} missing");
             }
         }
-        assert!(!text.contains("bootfarm_lease_expirations_total{"), "{text}");
-        assert!(!text.contains("bootfarm_job_queue_wait_seconds_count"), "{text}");
+        assert!(
+            !text.contains("bootfarm_lease_expirations_total{"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("bootfarm_job_queue_wait_seconds_count"),
+            "{text}"
+        );
 
         m.pool_seen("tcg");
         m.arch_seen(bootfarm_core::arch::Arch::Riscv64);
