@@ -20,11 +20,7 @@ fail() {
     exit 1
 }
 [[ -x $BIN/bootfarm-runner ]] || fail "no $BIN/bootfarm-runner (build first)"
-"$ROOT/scripts/venv" "$VENV"
-if ! "$VENV/bin/python" -c "import junitparser, sys; sys.exit(junitparser.version != '$JUNITPARSER_VERSION')" 2>/dev/null; then
-    timeout 300 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "junitparser==$JUNITPARSER_VERSION" >&2 ||
-        fail "cannot install junitparser"
-fi
+"$ROOT/scripts/venv" "$VENV" "junitparser==$JUNITPARSER_VERSION" || fail "cannot install junitparser"
 
 # The recorded logs have issues but no tests: one KTAP run adds a pass, a failure and a skip.
 printf '%s\n' '[    0.000000] Linux version 6.1.0 (x@y) #1' '[    1.000000] Run /init as init process' \

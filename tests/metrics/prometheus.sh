@@ -24,11 +24,7 @@ command -v prometheus >/dev/null || fail "no prometheus (scripts/setup-host inst
 for b in bootfarm-operator bootfarm-runner; do
     [[ -x $BIN/$b ]] || fail "no $BIN/$b (build first)"
 done
-"$ROOT/scripts/venv" "$VENV"
-if ! "$VENV/bin/python" -c "import matplotlib, sys; sys.exit(matplotlib.__version__ != '$MATPLOTLIB_VERSION')" 2>/dev/null; then
-    timeout 600 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "matplotlib==$MATPLOTLIB_VERSION" >&2 ||
-        fail "cannot install matplotlib"
-fi
+"$ROOT/scripts/venv" "$VENV" "matplotlib==$MATPLOTLIB_VERSION" || fail "cannot install matplotlib"
 "$ROOT/tests/metrics/render-rules.sh" "$WORK/bootfarm.rules.yaml" || fail "rendering the PrometheusRule"
 mkdir -p "$OUT"
 "$VENV/bin/python" "$ROOT/tests/metrics/dashboard.py" --bin-dir "$BIN" --fixtures "$FX" \
