@@ -87,6 +87,16 @@ impl Metrics {
     }
 }
 
+/// The states `bootfarm_runners` has series for.
+const RUNNER_STATES: [&str; 6] = [
+    "pending",
+    "starting",
+    "idle",
+    "busy",
+    "failed",
+    "terminating",
+];
+
 /// The outcomes `jobs_finished_total` counts, in `job_finished`'s words (canceled jobs have no
 /// duration or time to verdict).
 const RESULTS: [&str; 4] = ["pass", "fail", "error", "canceled"];
@@ -108,6 +118,30 @@ impl Metrics {
                 .inc_by(0.0);
         }
         self.runner_startup_seconds.with_label_values(&[pool]);
+    }
+
+    /// Drops the gauges of pools that no longer exist (their counters stay: they only grow, and
+    /// nothing alerts on a counter that stopped).
+    pub fn forget_pools_except(&self, live: &std::collections::BTreeSet<String>) {
+        use prometheus::core::Collector;
+        let exported: std::collections::BTreeSet<String> = self
+            .runners_desired
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .flat_map(|m| m.get_label())
+            .filter(|l| l.name() == "pool")
+            .map(|l| l.value().to_string())
+            .collect();
+        for pool in exported.difference(live) {
+            let _ = self.runners_desired.remove_label_values(&[pool]);
+            for state in RUNNER_STATES {
+                let _ = self.runners.remove_label_values(&[pool, state]);
+            }
+            for arch in bootfarm_core::arch::Arch::ALL {
+                let _ = self.queue_depth.remove_label_values(&[pool, arch.as_str()]);
+            }
+        }
     }
 
     /// Makes an arch's histograms exist, empty, before its first job is claimed: `rate()` of a
@@ -471,5 +505,37 @@ mod tests {
         assert!(m
             .render()
             .contains(r#"bootfarm_lease_expirations_total{pool="tcg"} 0"#));
+    }
+
+    #[test]
+    fn a_gone_pool_loses_its_gauges_and_keeps_its_counters() {
+        let (m, _) = Metrics::new();
+        for pool in ["keep", "gone"] {
+            m.pool_seen(pool);
+            m.runners_desired.with_label_values(&[pool]).set(2.0);
+            m.runners.with_label_values(&[pool, "busy"]).set(1.0);
+            m.queue_depth.with_label_values(&[pool, "arm64"]).set(3.0);
+        }
+        m.forget_pools_except(&["keep".to_string()].into_iter().collect());
+        let text = m.render();
+        assert!(
+            text.contains(r#"bootfarm_runners_desired{pool="keep"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bootfarm_queue_depth{arch="arm64",pool="keep"} 3"#),
+            "{text}"
+        );
+        for gone in [
+            r#"bootfarm_runners_desired{pool="gone"}"#,
+            r#"bootfarm_runners{pool="gone",state="busy"}"#,
+            r#"bootfarm_queue_depth{arch="arm64",pool="gone"}"#,
+        ] {
+            assert!(!text.contains(gone), "{gone} still exported:\n{text}");
+        }
+        assert!(
+            text.contains(r#"bootfarm_lease_expirations_total{pool="gone"} 0"#),
+            "{text}"
+        );
     }
 }

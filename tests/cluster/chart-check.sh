@@ -201,6 +201,10 @@ step "rendered manifests keep the chart's promises"
 
 # Values that must be rejected.
 "$HELM" template bf "$CHART" --set operator.nosuchkey=1 >/dev/null 2>&1 && fail "values.schema.json accepted an unknown key"
+"$HELM" template bf "$CHART" --set metrics.prometheusRule.enabled=true >/dev/null 2>&1 &&
+    fail "a PrometheusRule without a ServiceMonitor or a selector rendered (BootfarmOperatorDown would always fire)"
+"$HELM" template bf "$CHART" --set metrics.prometheusRule.enabled=true --set-string 'metrics.prometheusRule.selector=job="bootfarm"' \
+    --set metrics.prometheusRule.queueStuckFor=1h30m >/dev/null || fail "a PrometheusRule with its own selector did not render"
 "$HELM" template bf "$CHART" --set runnerPools.tcg.arches='{mips}' >/dev/null 2>&1 && fail "values.schema.json accepted an unknown arch"
 "$HELM" template bf "$CHART" --set runner.serverURL=bootfarm:8080 >/dev/null 2>&1 && fail "values.schema.json accepted a serverURL that is not http(s)"
 "$HELM" template bf "$CHART" --set runnerPools.kvm.enabled=true --set runnerPools.kvm.useDevicePlugin=false \

@@ -10,7 +10,8 @@ shift
 HELM=$("$ROOT/scripts/helm")
 KV=$("$ROOT/scripts/helm" --validate)
 PY=$(dirname "$KV")/python # the validator's venv has PyYAML
-"$HELM" template bf "$ROOT/charts/bootfarm" --namespace bootfarm --set metrics.prometheusRule.enabled=true "$@" \
+"$HELM" template bf "$ROOT/charts/bootfarm" --namespace bootfarm --set metrics.prometheusRule.enabled=true \
+    --set metrics.serviceMonitor.enabled=true "$@" \
     --show-only templates/prometheusrule.yaml |
     "$PY" -c '
 import sys, yaml

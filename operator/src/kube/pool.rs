@@ -183,9 +183,13 @@ async fn reconcile_pool(pool: Arc<RunnerPool>, ctx: &Context) -> Result<Action, 
         // Its pods go with it (owner references).
         return Ok(Action::await_change());
     }
-    let (Some(jobs), Some(_)) = (ctx.jobs.get(), ctx.pools.get()) else {
+    let (Some(jobs), Some(pools)) = (ctx.jobs.get(), ctx.pools.get()) else {
         return Err(ReconcileError::NotSynced);
     };
+    // A deleted pool is never reconciled again: its gauges go here, or its alerts would fire on.
+    let live: std::collections::BTreeSet<String> =
+        pools.state().iter().map(|p| p.name_any()).collect();
+    ctx.metrics.forget_pools_except(&live);
     let ns = pool
         .namespace()
         .ok_or_else(|| ReconcileError::NoNamespace(pool.name_any()))?;
@@ -348,12 +352,17 @@ fn record_metrics(ctx: &Context, pool: &str, pool_spec: &RunnerPoolSpec, plan: &
     m.runners_desired
         .with_label_values(&[pool])
         .set(f64::from(s.desired));
-    for arch in &pool_spec.arches {
-        m.arch_seen(*arch);
-        let n = plan.queued_by_arch.get(arch).copied().unwrap_or(0);
-        m.queue_depth
-            .with_label_values(&[pool, arch.as_str()])
-            .set(n as f64);
+    // A pool with no arches serves every arch; arches it stopped serving lose their series.
+    for arch in bootfarm_core::arch::Arch::ALL {
+        if pool_spec.arches.is_empty() || pool_spec.arches.contains(&arch) {
+            m.arch_seen(arch);
+            let n = plan.queued_by_arch.get(&arch).copied().unwrap_or(0);
+            m.queue_depth
+                .with_label_values(&[pool, arch.as_str()])
+                .set(n as f64);
+        } else {
+            let _ = m.queue_depth.remove_label_values(&[pool, arch.as_str()]);
+        }
     }
     let in_state = |state: RunnerState| count_runners(plan, |s| *s == state);
     for (state, n) in [
