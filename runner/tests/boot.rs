@@ -219,10 +219,24 @@ fn boot_to_stage_none(kernel: &str, initrd: Option<&str>) -> Run {
         args.extend(["--initrd", initrd]);
     }
     let run = boot(&args, Duration::from_secs(40));
-    assert_eq!(run.code, 1, "{:#}", run.json);
-    assert_eq!(run.json["result"], "fail");
-    assert_eq!(run.json["stage"], "none");
+    assert_eq!(run.json["stage"], "none", "{:#}", run.json);
+    if !qemu_aborted_on_guest_code(&run.json) {
+        assert_eq!(run.code, 1, "{:#}", run.json);
+        assert_eq!(run.json["result"], "fail");
+    }
     run
+}
+
+/// Bytes that are not a kernel, run as code, sometimes hit an assertion in QEMU 7.2's device
+/// models (`serial_ioport_read: Assertion 'size == 1 && addr < 8'`, depending on what the random
+/// code reads from the clock): QEMU started and accepted the command line, then died of the guest.
+/// An error at stage none, not the stage-none failure a guest that merely never prints gets.
+fn qemu_aborted_on_guest_code(json: &Value) -> bool {
+    let msg = json["error"]["message"].as_str().unwrap_or_default();
+    json["result"] == "error"
+        && json["error"]["kind"] == "qemu_failed"
+        && msg.starts_with("QEMU exited during the boot")
+        && msg.contains("Assertion")
 }
 
 fn boot_to(arch: &str, initrd: &str, stage: &str) -> Run {
@@ -970,8 +984,11 @@ fn every_arch_profile_starts_under_the_installed_qemu() {
         );
         // scripts/setup-host installs every arch's QEMU: a missing one is a failure.
         assert_ne!(run.json["error"]["kind"], "qemu_missing", "{arch}");
-        assert_eq!(run.code, 1, "{arch}: {:#}", run.json);
         assert_eq!(run.json["stage"], "none", "{arch}");
+        if qemu_aborted_on_guest_code(&run.json) {
+            continue;
+        }
+        assert_eq!(run.code, 1, "{arch}: {:#}", run.json);
         assert!(run.json["qemu"]["version"].is_string() || run.json["reason"] == "kernel_rejected");
     }
 }
