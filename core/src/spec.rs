@@ -366,6 +366,13 @@ pub struct RunnerPoolSpec {
     pub template: RunnerTemplate,
 }
 
+impl RunnerPoolSpec {
+    /// Whether the pool runs jobs of `arch`: a pool with no arches serves all.
+    pub fn serves(&self, arch: Arch) -> bool {
+        self.arches.is_empty() || self.arches.contains(&arch)
+    }
+}
+
 fn default_max_runners() -> u32 {
     10
 }

@@ -88,7 +88,7 @@ impl Metrics {
 }
 
 /// The states `bootfarm_runners` has series for.
-const RUNNER_STATES: [&str; 6] = [
+pub const RUNNER_STATES: [&str; 6] = [
     "pending",
     "starting",
     "idle",

@@ -176,10 +176,7 @@ pub fn choose_pool<'a>(
 ) -> Option<&'a str> {
     match job_pool {
         Some(wanted) => pools.iter().find(|(n, _)| *n == wanted).map(|(n, _)| *n),
-        None => pools
-            .iter()
-            .find(|(_, p)| p.arches.is_empty() || p.arches.contains(&arch))
-            .map(|(n, _)| *n),
+        None => pools.iter().find(|(_, p)| p.serves(arch)).map(|(n, _)| *n),
     }
 }
 

@@ -19,6 +19,7 @@ import datetime
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -395,8 +396,6 @@ def run(args, procs, work):
           f"alert rules: {[(r['name'], r['health'], r.get('lastError')) for r in rules]}")
     # Each rule's every selector must match the farm's real series: a renamed metric or label would
     # otherwise leave an alert that can never fire, and quiet.
-    import re
-
     for r in rules:
         for sel in set(re.findall(r"\b(?:bootfarm_\w+|up)\{[^}]*\}", r["query"])):
             n = prom.scalar(f"count({sel})", t_end)

@@ -354,7 +354,7 @@ fn record_metrics(ctx: &Context, pool: &str, pool_spec: &RunnerPoolSpec, plan: &
         .set(f64::from(s.desired));
     // A pool with no arches serves every arch; arches it stopped serving lose their series.
     for arch in bootfarm_core::arch::Arch::ALL {
-        if pool_spec.arches.is_empty() || pool_spec.arches.contains(&arch) {
+        if pool_spec.serves(arch) {
             m.arch_seen(arch);
             let n = plan.queued_by_arch.get(&arch).copied().unwrap_or(0);
             m.queue_depth

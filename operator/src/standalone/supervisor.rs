@@ -496,16 +496,10 @@ fn record_metrics(
     queued: &[crate::store::QueuedCount],
 ) {
     let m = &state.metrics;
-    let mut by_state: BTreeMap<&str, u32> = [
-        ("pending", 0),
-        ("starting", 0),
-        ("idle", 0),
-        ("busy", 0),
-        ("failed", 0),
-        ("terminating", 0),
-    ]
-    .into_iter()
-    .collect();
+    let mut by_state: BTreeMap<&str, u32> = crate::metrics::RUNNER_STATES
+        .into_iter()
+        .map(|state| (state, 0))
+        .collect();
     for r in runners {
         let key = match r.state {
             RunnerState::Pending => "pending",
@@ -539,7 +533,6 @@ fn record_metrics(
             .with_label_values(&[LOCAL_POOL, "down"])
             .inc();
     }
-    m.pool_seen(LOCAL_POOL);
     // Every arch's depth is written (0 when none is queued), so an emptied queue reads 0, not
     // "no data", on the dashboard and in the alerts.
     for arch in bootfarm_core::arch::Arch::ALL {
