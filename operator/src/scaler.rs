@@ -39,6 +39,20 @@ pub enum RunnerState {
     Terminating,
 }
 
+impl RunnerState {
+    /// The state's name in metrics and in the API (one of [`crate::metrics::RUNNER_STATES`]).
+    pub fn label(&self) -> &'static str {
+        match self {
+            RunnerState::Pending => "pending",
+            RunnerState::Starting => "starting",
+            RunnerState::Idle { .. } => "idle",
+            RunnerState::Busy => "busy",
+            RunnerState::Failed => "failed",
+            RunnerState::Terminating => "terminating",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runner {
     pub id: String,
@@ -193,6 +207,21 @@ pub fn queued_by_pool(
     for q in queued {
         let pool = choose_pool(q.pool.as_deref(), q.arch, pools).map(str::to_string);
         *out.entry(pool).or_default() += q.count;
+    }
+    out
+}
+
+/// The queued jobs one pool serves, by arch (arches with none left out).
+pub fn queued_by_arch(
+    queued: &[QueuedCount],
+    pool: &str,
+    pools: &[(&str, &RunnerPoolSpec)],
+) -> BTreeMap<Arch, u64> {
+    let mut out = BTreeMap::new();
+    for q in queued {
+        if q.count > 0 && choose_pool(q.pool.as_deref(), q.arch, pools) == Some(pool) {
+            *out.entry(q.arch).or_default() += q.count;
+        }
     }
     out
 }

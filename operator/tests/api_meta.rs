@@ -43,6 +43,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/api/v1/bootjobs/{name}/results.json",
         "/api/v1/bootjobs/x/results.json",
     ),
+    ("get", "/api/v1/pools", "/api/v1/pools"),
     ("post", "/api/v1/runner/claim", "/api/v1/runner/claim"),
     (
         "post",

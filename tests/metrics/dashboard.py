@@ -21,14 +21,15 @@ import math
 import os
 import re
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from farmtest import Failure, Processes, check, free_ports, http_json, wait_for  # noqa: E402
 
 SCRAPE_S = 2
 STEP_S = 2
@@ -47,87 +48,8 @@ FINAL = {"Succeeded", "Failed", "Error", "Canceled"}
 DEADLINE_S = 900
 
 
-class Failure(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failure(msg)
-
-
 def log(msg):
     print(f"dashboard: {msg}", flush=True)
-
-
-def free_ports(n):
-    """n distinct free loopback ports (all held until all are chosen)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def die_with_parent():
-    """In the child: SIGKILL when this test's process dies, however it dies."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-class Processes:
-    """Children in their own process groups, stopped (TERM, then KILL) whatever happens."""
-
-    def __init__(self):
-        self.procs = {}
-
-    def start(self, name, argv, logfile):
-        with open(logfile, "wb") as out:
-            self.procs[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                                preexec_fn=die_with_parent)
-        return self.procs[name]
-
-    def stop(self, name, grace=20):
-        p = self.procs.get(name)
-        if p is None:
-            return
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(10)
-        # Forgotten only once reaped: an interrupted stop is finished by stop_all.
-        del self.procs[name]
-
-    def stop_all(self):
-        for name in list(self.procs):
-            self.stop(name)
-
-
-def http_json(url, data=None, timeout=10):
-    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"} if data else {})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.load(r)
-
-
-def wait_for(what, fn, timeout, every=0.25):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (OSError, urllib.error.URLError, ValueError) as e:
-            last = e
-        time.sleep(every)
-    raise Failure(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
 class Prom:

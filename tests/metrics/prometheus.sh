@@ -27,6 +27,6 @@ done
 "$ROOT/scripts/venv" "$VENV" "matplotlib==$MATPLOTLIB_VERSION" || fail "cannot install matplotlib"
 "$ROOT/tests/metrics/render-rules.sh" "$WORK/bootfarm.rules.yaml" || fail "rendering the PrometheusRule"
 mkdir -p "$OUT"
-"$VENV/bin/python" "$ROOT/tests/metrics/dashboard.py" --bin-dir "$BIN" --fixtures "$FX" \
+PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" "$ROOT/tests/metrics/dashboard.py" --bin-dir "$BIN" --fixtures "$FX" \
     --rules "$WORK/bootfarm.rules.yaml" --dashboard "$ROOT/charts/bootfarm/dashboards/bootfarm.json" --out "$OUT" ||
     fail "the dashboard against a real Prometheus (logs: $OUT)"

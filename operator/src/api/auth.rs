@@ -266,6 +266,96 @@ impl Tokens {
     }
 }
 
+/// The cookie the web UI's login sets: the user token, hex-encoded (cookie-safe whatever the
+/// token's characters). HttpOnly, so the page's scripts never hold it.
+pub const SESSION_COOKIE: &str = "bootfarm_session";
+/// The header the web UI sends on every call. A cookie is sent by the browser on cross-site
+/// requests too, but a custom header cannot be added to them without a CORS grant (which this
+/// server never gives), so a change authenticated by the cookie alone is refused (CSRF).
+pub const UI_HEADER: &str = "x-bootfarm-ui";
+
+/// What a request presents: a bearer header wins over the session cookie.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Presented<'a> {
+    Header(&'a str),
+    Cookie(String),
+    Nothing,
+}
+
+impl<'a> Presented<'a> {
+    pub fn of(headers: &'a axum::http::HeaderMap) -> Self {
+        if let Some(h) = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            return Presented::Header(h);
+        }
+        session_token(headers).map_or(Presented::Nothing, Presented::Cookie)
+    }
+}
+
+/// The token in the session cookie, when there is a well-formed one.
+pub fn session_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .and_then(|(_, v)| hex_decode(v.trim()))
+}
+
+pub fn hex_encode(s: &str) -> String {
+    use std::fmt::Write;
+    s.bytes()
+        .fold(String::with_capacity(s.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+fn hex_decode(s: &str) -> Option<String> {
+    if !s.len().is_multiple_of(2) || s.len() > 2048 {
+        return None;
+    }
+    let bytes = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+impl Tokens {
+    /// Decides whether what a request presents may use a route of `needed` role. The cookie
+    /// counts only for user routes, and for a change (not GET/HEAD) only with [`UI_HEADER`].
+    pub fn check_presented(
+        &self,
+        presented: &Presented<'_>,
+        safe_method: bool,
+        ui_header: bool,
+        needed: Role,
+    ) -> Result<(), ApiError> {
+        match presented {
+            Presented::Header(h) => self.check(Some(h), needed),
+            Presented::Nothing => self.check(None, needed),
+            Presented::Cookie(_) if !self.enabled() => Ok(()),
+            Presented::Cookie(_) if needed != Role::User => self.check(None, needed),
+            Presented::Cookie(_) if !safe_method && !ui_header => Err(ApiError::Forbidden(
+                format!("a change authenticated by the session cookie needs the {UI_HEADER} header (cross-site requests are refused)"),
+            )),
+            Presented::Cookie(token) => self
+                .check(Some(&format!("Bearer {token}")), needed)
+                .map_err(|e| match e {
+                    ApiError::Unauthorized(_) => {
+                        ApiError::Unauthorized("the session's token is no longer valid; log in again".into())
+                    }
+                    other => other,
+                }),
+        }
+    }
+}
+
 /// Axum middleware guarding a group of routes for one role.
 pub async fn require(
     tokens: Tokens,
@@ -274,11 +364,13 @@ pub async fn require(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let header = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match tokens.check(header, role) {
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let ui = req.headers().contains_key(UI_HEADER);
+    let verdict = tokens.check_presented(&Presented::of(req.headers()), safe, ui, role);
+    match verdict {
         Ok(()) => next.run(req).await,
         Err(e) => {
             tokens.log_failure(req.method().as_str(), req.uri().path(), &e);
@@ -314,6 +406,47 @@ mod tests {
             err.to_string(),
             "t:2: unknown role \"runnr\" (expected user: or runner:)"
         );
+    }
+
+    #[test]
+    fn the_session_cookie_counts_for_user_reads_and_for_ui_changes_only() {
+        let t = Tokens::new([(Role::User, "u; 1".into()), (Role::Runner, "r1".into())]);
+        let mut h = axum::http::HeaderMap::new();
+        let cookie = format!("other=1; {SESSION_COOKIE}={}", hex_encode("u; 1"));
+        h.insert(axum::http::header::COOKIE, cookie.parse().unwrap());
+        let p = Presented::of(&h);
+        assert_eq!(p, Presented::Cookie("u; 1".into()));
+        assert!(t.check_presented(&p, true, false, Role::User).is_ok());
+        assert!(t.check_presented(&p, false, true, Role::User).is_ok());
+        assert!(matches!(
+            t.check_presented(&p, false, false, Role::User),
+            Err(ApiError::Forbidden(_))
+        ));
+        // Never a runner's credential, even holding a runner token.
+        let runner = Presented::Cookie("r1".into());
+        assert!(matches!(
+            t.check_presented(&runner, true, true, Role::Runner),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            t.check_presented(&Presented::Cookie("nope".into()), true, true, Role::User),
+            Err(ApiError::Unauthorized(_))
+        ));
+        // A bearer header wins over the cookie.
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            "Bearer r1".parse().unwrap(),
+        );
+        assert_eq!(Presented::of(&h), Presented::Header("Bearer r1"));
+        // Malformed cookies are no credential.
+        for bad in ["zz", "abc", ""] {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(
+                axum::http::header::COOKIE,
+                format!("{SESSION_COOKIE}={bad}").parse().unwrap(),
+            );
+            assert!(session_token(&h).is_none_or(|t| t.is_empty()), "{bad}");
+        }
     }
 
     #[test]

@@ -82,6 +82,22 @@ pub fn parse_range(value: &str, len: u64) -> Result<Option<ByteRange>, ApiError>
     Ok(Some(range))
 }
 
+/// Where a follow starts: the range's start, where `bytes=LEN-` (the byte after the last one
+/// written) is allowed too, so a follower resuming where it stopped waits for the next bytes
+/// instead of being refused.
+pub fn follow_start(value: &str, len: u64) -> Result<u64, ApiError> {
+    let open_ended = value
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|s| s.trim().strip_suffix('-'))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    match open_ended {
+        Some(n) if n <= len => Ok(n),
+        Some(_) => Err(ApiError::RangeNotSatisfiable(len)),
+        None => Ok(parse_range(value, len)?.map_or(0, |r| r.start)),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct LogQuery {
     #[serde(default)]
@@ -103,12 +119,13 @@ pub async fn log(
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::internal(format!("opening log of {name}: {e}")))?;
     let len = view.len();
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        Some(v) => parse_range(v, len)?,
-        None => None,
-    };
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     if q.follow && !crate::queue::phase(&job).is_finished() {
-        let from = view.layout().position(range.map_or(0, |r| r.start));
+        let start = match range_header {
+            Some(v) => follow_start(v, len)?,
+            None => 0,
+        };
+        let from = view.layout().position(start);
         let stream = follow(state, name, from);
         return Ok(text_response(
             StatusCode::OK,
@@ -116,6 +133,10 @@ pub async fn log(
             Body::from_stream(stream),
         ));
     }
+    let range = match range_header {
+        Some(v) => parse_range(v, len)?,
+        None => None,
+    };
     let (status, start, count) = match range {
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.start, r.end - r.start + 1),
         None => (StatusCode::OK, 0, len),
@@ -265,6 +286,18 @@ mod tests {
 
     fn r(start: u64, end: u64) -> Option<ByteRange> {
         Some(ByteRange { start, end })
+    }
+
+    #[test]
+    fn a_follow_may_resume_at_the_end_but_not_past_it() {
+        assert_eq!(follow_start("bytes=1000-", 1000).unwrap(), 1000);
+        assert_eq!(follow_start("bytes=0-", 0).unwrap(), 0);
+        assert_eq!(follow_start("bytes=10-20", 1000).unwrap(), 10);
+        assert_eq!(follow_start("bytes=-100", 1000).unwrap(), 900);
+        assert!(matches!(
+            follow_start("bytes=1001-", 1000),
+            Err(ApiError::RangeNotSatisfiable(1000))
+        ));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod server;
 use crate::admission::LocalArtifacts;
 use crate::files::JobFiles;
 use crate::metrics::Metrics;
+use crate::pools::PoolBoard;
 use crate::store::JobStore;
 use auth::{Role, Tokens};
 use axum::extract::{MatchedPath, Request, State};
@@ -56,6 +57,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Where local artifacts may come from (none by default).
     pub local_artifacts: LocalArtifacts,
+    /// The pools' views (`GET /api/v1/pools`), written by whichever scaler runs.
+    pub pools: PoolBoard,
 }
 
 impl AppState {
@@ -72,6 +75,7 @@ impl AppState {
             work: Arc::new(Notify::new()),
             shutdown: CancellationToken::new(),
             local_artifacts: LocalArtifacts::none(),
+            pools: PoolBoard::new(),
         }
     }
 
@@ -103,6 +107,7 @@ pub fn router(state: AppState) -> Router {
             get(jobs::get_one).delete(jobs::cancel),
         )
         .route("/api/v1/bootjobs/{name}/log", get(logs::log))
+        .route("/api/v1/pools", get(pools))
         .route("/api/v1/bootjobs/{name}/result", get(jobs::result))
         .route("/api/v1/bootjobs/{name}/junit", get(jobs::junit))
         .route("/api/v1/bootjobs/{name}/reproducer", get(jobs::reproducer))
@@ -139,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(user)
         .merge(runner)
+        .merge(crate::ui::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this route".into())
@@ -170,6 +176,23 @@ async fn track(metrics: Arc<Metrics>, req: Request, next: Next) -> Response {
         .with_label_values(&[route.as_str(), method.as_str()])
         .observe(started.elapsed().as_secs_f64());
     resp
+}
+
+/// `GET /api/v1/pools`: each pool's runners, desired count, queue and last scale decisions.
+async fn pools(State(state): State<AppState>) -> Json<PoolList> {
+    Json(PoolList {
+        api_version: bootfarm_core::spec::API_VERSION,
+        kind: "RunnerPoolViewList",
+        items: state.pools.snapshot(),
+    })
+}
+
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolList {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub items: Vec<crate::pools::PoolView>,
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {

@@ -151,6 +151,10 @@ fn paths(s: &mut Schemas, job: &Value, job_json: &Value, user: &Value, runner: &
                         "400": s.error("unknown format"),
                         "404": s.error("no such job, or no result yet")}}
             },
+            "/api/v1/pools": {
+                "get": {"summary": "Each runner pool: runners by state, desired against actual, the queue it serves, and its last scale decisions (newest first)", "security": user,
+                    "responses": {"200": {"description": "pools", "content": s.json::<super::PoolList>()}}}
+            },
             "/api/v1/runner/claim": {"post": {"summary": "Long-poll for work (up to ~25 s)", "security": runner,
                 "requestBody": s.body::<ClaimRequest>(),
                 "responses": {"200": {"description": "a job under a lease", "content": s.json::<ClaimReply<BootJob>>()},

@@ -31,6 +31,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Where local artifacts may come from (the same rule as the HTTP API's).
     pub local_artifacts: crate::admission::LocalArtifacts,
+    /// The pools' views for the API (`GET /api/v1/pools`), written on every pool decision.
+    pub board: crate::pools::PoolBoard,
 }
 
 /// The reporting controller named in Events.

@@ -190,6 +190,7 @@ async fn reconcile_pool(pool: Arc<RunnerPool>, ctx: &Context) -> Result<Action, 
     let live: std::collections::BTreeSet<String> =
         pools.state().iter().map(|p| p.name_any()).collect();
     ctx.metrics.forget_pools_except(&live);
+    ctx.board.retain(&live);
     let ns = pool
         .namespace()
         .ok_or_else(|| ReconcileError::NoNamespace(pool.name_any()))?;
@@ -310,6 +311,15 @@ async fn reconcile_pool(pool: Arc<RunnerPool>, ctx: &Context) -> Result<Action, 
         }
     }
     record_metrics(ctx, &name, &pool.spec, &plan);
+    let runners: Vec<scaler::Runner> = plan.views.iter().map(|v| v.runner.clone()).collect();
+    ctx.board.record(&crate::pools::Observation {
+        pool: &name,
+        policy: &pool.spec,
+        runners: &runners,
+        queued_by_arch: plan.queued_by_arch.clone(),
+        decision: &plan.decision,
+        now,
+    });
     if pool.status.as_ref() != Some(&status) {
         let patch = json!({
             "apiVersion": bootfarm_core::spec::API_VERSION,

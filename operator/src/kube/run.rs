@@ -162,6 +162,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let tokens = Tokens::load(&args.token_files, &args.runner_token_files)?;
     let work = Arc::new(Notify::new());
 
+    let board = crate::pools::PoolBoard::new();
     let ctx = Arc::new(Context {
         client: client.clone(),
         store: store.clone(),
@@ -175,6 +176,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         started: Timestamp::now(),
         recorder: super::context::recorder(client.clone()),
         local_artifacts: local_artifacts.clone(),
+        board: board.clone(),
     });
 
     let job_controller = Controller::new(jobs.clone(), watcher::Config::default());
@@ -237,6 +239,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     state.lease_ttl = Duration::from_secs(args.lease_ttl.max(1));
     state.work = work;
     state.local_artifacts = local_artifacts;
+    state.pools = board;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;

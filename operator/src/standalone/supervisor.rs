@@ -221,6 +221,14 @@ impl LocalPool {
             now,
         );
         record_metrics(state, &runners, &decision, &counts.queued);
+        state.pools.record(&crate::pools::Observation {
+            pool: LOCAL_POOL,
+            policy: &self.policy,
+            runners: &runners,
+            queued_by_arch: scaler::queued_by_arch(&counts.queued, LOCAL_POOL, &policies),
+            decision: &decision,
+            now,
+        });
 
         for (id, reason) in &decision.delete {
             if *reason == DeleteReason::Failed {
@@ -501,15 +509,7 @@ fn record_metrics(
         .map(|state| (state, 0))
         .collect();
     for r in runners {
-        let key = match r.state {
-            RunnerState::Pending => "pending",
-            RunnerState::Starting => "starting",
-            RunnerState::Idle { .. } => "idle",
-            RunnerState::Busy => "busy",
-            RunnerState::Failed => "failed",
-            RunnerState::Terminating => "terminating",
-        };
-        *by_state.entry(key).or_default() += 1;
+        *by_state.entry(r.state.label()).or_default() += 1;
     }
     for (s, n) in by_state {
         m.runners

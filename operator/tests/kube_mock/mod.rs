@@ -273,6 +273,7 @@ pub fn context(client: Client, jobs: Vec<BootJob>, pools: Vec<RunnerPool>) -> Te
         started: t(0),
         recorder: bootfarm_operator::kube::context::recorder(client_for_events),
         local_artifacts: Default::default(),
+        board: Default::default(),
     };
     TestCtx {
         ctx: Arc::new(ctx),
