@@ -325,6 +325,64 @@ async fn follow_streams_new_bytes_until_the_job_finishes() {
     assert_eq!(app.phase("followed").await, "Failed");
 }
 
+/// The web UI's console resumes a follow where it stopped (`Range: bytes=LEN-`): while the job
+/// runs that waits for the next bytes (not a 416); once the job has ended it is a 204, nothing more.
+#[tokio::test]
+async fn a_follow_resumes_at_the_end_of_the_log() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let app = app();
+    app.submit_yaml(&job_yaml("resumed")).await;
+    let (name, lease) = app.claim("r1").await.unwrap();
+    let append = |text: &'static str| {
+        let (router, name, lease) = (app.router.clone(), name.clone(), lease.clone());
+        async move {
+            let req = axum::http::Request::post(format!(
+                "/api/v1/runner/jobs/{name}/log?leaseId={lease}"
+            ))
+            .body(Body::from(text))
+            .unwrap();
+            assert_eq!(
+                router.oneshot(req).await.unwrap().status(),
+                StatusCode::NO_CONTENT
+            );
+        }
+    };
+    let follow_from = |at: usize| {
+        axum::http::Request::get("/api/v1/bootjobs/resumed/log?follow=true")
+            .header("range", format!("bytes={at}-"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    append("first\n").await;
+    let follower = {
+        let (router, req) = (app.router.clone(), follow_from(6));
+        tokio::spawn(async move {
+            let resp = router.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.into_body().collect().await.unwrap().to_bytes()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    append("second\n").await;
+    let done = app
+        .runner_post(
+            &format!("jobs/{name}/complete"),
+            json!({"leaseId": lease, "result": result(Verdict::Pass)}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK);
+    let body = tokio::time::timeout(std::time::Duration::from_secs(5), follower)
+        .await
+        .expect("the follow ends with the job")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&body), "second\n");
+    let at_end = app.router.clone().oneshot(follow_from(13)).await.unwrap();
+    assert_eq!(at_end.status(), StatusCode::NO_CONTENT);
+    let past_end = app.router.clone().oneshot(follow_from(14)).await.unwrap();
+    assert_eq!(past_end.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+}
+
 /// A client that saw the verdict in the status and asks for the document at once gets it, even
 /// while the document is still being put in place (the status is written first).
 #[tokio::test]

@@ -230,6 +230,19 @@ grep -q 'bootfarm: userspace up' "$WORK/x86.log" ||
     fail "the console log of $X86 lacks the userspace marker"
 log "ok: the HTTP API serves the job and its console log"
 
+# The web UI and its pools view in Kubernetes mode: the same page, the RunnerPools' own scaling.
+curl -fsS "$API/" >"$WORK/ui.html" || fail "GET / (the web UI)"
+grep -q 'src="/ui/app.js"' "$WORK/ui.html" || fail "GET / is not the web UI's page"
+curl -fsS -H "Authorization: Bearer $USER_TOKEN" "$API/api/v1/pools" >"$WORK/pools.json" || fail "GET /api/v1/pools"
+python3 - "$WORK/pools.json" <<'PY' || fail "the pools view does not show both RunnerPools with their scale-up: $(cat "$WORK/pools.json")"
+import json, sys
+pools = {p["name"]: p for p in json.load(open(sys.argv[1]))["items"]}
+assert {"tcg-x86-64", "tcg-arm64"} <= set(pools), pools.keys()
+for p in pools.values():
+    assert p["arches"] and any(d["create"] >= 1 for d in p["decisions"]), p
+PY
+log "ok: the web UI is served, and /api/v1/pools shows each RunnerPool's runners and scale decisions"
+
 # The scaling signals reach /metrics: runner start-up times, runners by state, desired runners.
 curl -fsS "$API/metrics" >"$WORK/metrics.txt" || fail "GET /metrics"
 for m in 'bootfarm_runner_startup_seconds_count{pool="tcg-x86-64"}' 'bootfarm_runners_desired{pool="tcg-x86-64"}' \

@@ -98,13 +98,26 @@ def start_farm(procs, name, args, work, runners, extra=()):
 
 
 def in_view(page, selector):
-    """Whether the element is inside the console's visible box."""
+    """Whether the element is inside the console's visible box, and that box in the window's."""
     return page.evaluate("""sel => {
         const e = document.querySelector(sel), v = document.getElementById('console');
         if (!e || !v) return false;
         const r = e.getBoundingClientRect(), b = v.getBoundingClientRect();
-        return r.top >= b.top && r.bottom <= b.bottom;
+        return r.top >= b.top && r.bottom <= b.bottom && r.top >= 0 && r.bottom <= window.innerHeight;
     }""", selector)
+
+
+def until(page, js, arg=None, timeout=30_000):
+    """Waits for a JS predicate by polling page.evaluate: Playwright's wait_for_function compiles
+    its predicate with eval, which the UI's Content-Security-Policy (kept on here) refuses."""
+    end = time.monotonic() + timeout / 1000
+    last = None
+    while time.monotonic() < end:
+        last = page.evaluate(js, arg)
+        if last:
+            return last
+        time.sleep(0.1)
+    raise Failure(f"timed out after {timeout / 1000:.0f} s waiting in the page for: {js} ({arg!r})")
 
 
 def shot(page, out, name):
@@ -124,22 +137,24 @@ def run(args, procs, work, pw):
         check(e.code == 401, f"no token: {e.code}, expected 401")
 
     browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
+    errors = []
     try:
         ctx = browser.new_context(viewport={"width": 1360, "height": 900})
         page = ctx.new_page()
-        errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("console", lambda m: m.type == "error" and errors.append(m.text))
         page.set_default_timeout(30_000)
 
         # -- the token prompt --
-        page.goto(f"{farm.url}/")
+        resp = page.goto(f"{farm.url}/")
+        csp = resp.headers.get("content-security-policy", "")
+        check("script-src 'self'" in csp and "default-src 'none'" in csp, f"the page's CSP is {csp!r}")
         page.wait_for_selector("#login[open]")
         check(page.is_visible("#login-token"), "the token field is not visible")
         shot(page, args.out, "login")
         page.fill("#login-token", "not-the-token")
         page.press("#login-token", "Enter")
-        page.wait_for_function("document.getElementById('login-error').textContent.length > 0")
+        until(page, "() => document.getElementById('login-error')?.textContent.length > 0")
         check(page.is_visible("#login[open]"), "a wrong token closed the prompt")
         page.fill("#login-token", USER_TOKEN)
         page.click("#login-submit")
@@ -164,15 +179,15 @@ def run(args, procs, work, pw):
         panic = farm.submit(job_spec(fx, "initrd-panic.cpio.gz", prefix="ui-panic-"))
         passing = farm.submit(job_spec(fx, "initrd-poweroff.cpio.gz", prefix="ui-pass-"))
         log(f"submitted {panic} (panics) then {passing} (passes), one runner: {passing} waits its turn")
-        page.wait_for_function(
+        until(page,
             "name => { const r = document.querySelector(`#jobs tr[data-job='${name}'] [data-col=phase]`); return r && r.textContent === 'Succeeded'; }",
             arg=passing, timeout=300_000)
         seen = page.evaluate("name => window.__phases[name]", passing)
-        check(page.evaluate("window.__noReload === true"), "the page reloaded")
+        check(page.evaluate("() => window.__noReload === true"), "the page reloaded")
         order = [p for p in seen if p in ("Queued", "Running", "Succeeded")]
         check(order == ["Queued", "Running", "Succeeded"], f"the row of {passing} showed {seen}, expected Queued, Running, Succeeded in turn")
         check(farm.phase(panic) == "Failed", f"{panic} is {farm.phase(panic)}, expected Failed")
-        page.wait_for_function(
+        until(page,
             "name => document.querySelector(`#jobs tr[data-job='${name}'] [data-col=phase]`).textContent === 'Failed'", arg=panic)
         shot(page, args.out, "jobs")
         log(f"jobs table: {passing} went {' -> '.join(seen)} without a reload")
@@ -184,8 +199,12 @@ def run(args, procs, work, pw):
         line = issue["line"]
         page.click(f"#jobs tr[data-job='{panic}'] a")
         page.wait_for_url(f"**/jobs/{panic}")
-        page.wait_for_selector(".ln.issue")
-        check(page.evaluate("window.__noReload === true"), "following a job link reloaded the page")
+        page.wait_for_selector(f".issue-link[href='#L{line}']")
+        check(page.evaluate("() => window.__noReload === true"), "following a job link reloaded the page")
+        # The panic is near the end of the log: scrolled there, its line is marked.
+        until(page, "() => document.getElementById('console-count')?.textContent.endsWith(' lines')")
+        page.evaluate("() => { const v = document.getElementById('console'); v.scrollTop = v.scrollHeight; }")
+        page.wait_for_selector(f".ln.issue[data-line='{line}']")
         marked = page.eval_on_selector_all(".ln.issue", "ls => ls.map(l => [Number(l.dataset.line), l.textContent])")
         check(any(n == line and "Kernel panic" in text for n, text in marked),
               f"line {line} (the panic, per the result) is not highlighted with its text; highlighted: {marked[:5]}")
@@ -200,10 +219,10 @@ def run(args, procs, work, pw):
         shot(page, args.out, "job-panic")
 
         # -- the issue's line link --
-        page.evaluate("document.getElementById('console').scrollTop = 0")
+        page.evaluate("() => { document.getElementById('console').scrollTop = 0; }")
         page.click(f".issue-link[href='#L{line}']")
         page.wait_for_selector(f".ln.target[data-line='{line}']")
-        check(page.evaluate("location.hash") == f"#L{line}", "the link did not set the line's address")
+        check(page.evaluate("() => location.hash") == f"#L{line}", "the link did not set the line's address")
         wait_for("the panic line in view", lambda: in_view(page, f".ln[data-line='{line}']"), 5)
         cold = ctx.new_page()
         cold.goto(f"{farm.url}/jobs/{panic}#L{line}")
@@ -216,11 +235,11 @@ def run(args, procs, work, pw):
         # -- cancel --
         stuck = farm.submit(job_spec(fx, "initrd-silent.cpio.gz", timeout=600, prefix="ui-cancel-"))
         page.goto(f"{farm.url}/jobs/{stuck}")
-        page.wait_for_function("document.querySelector('#job-phase').textContent === 'Running'", timeout=120_000)
-        page.wait_for_function("document.querySelectorAll('.ln').length > 5", timeout=120_000)
+        until(page, "() => document.querySelector('#job-phase')?.textContent === 'Running'", timeout=120_000)
+        until(page, "() => document.querySelectorAll('.ln').length > 5", timeout=120_000)
         page.once("dialog", lambda d: d.accept())
         page.click("#cancel")
-        page.wait_for_function("document.querySelector('#job-phase').textContent === 'Canceled'", timeout=60_000)
+        until(page, "() => document.querySelector('#job-phase')?.textContent === 'Canceled'", timeout=60_000)
         check(farm.phase(stuck) == "Canceled", f"{stuck} is {farm.phase(stuck)} after cancel")
         wait_for("the canceled boot's runner free again",
                  lambda: any(p["runners"]["busy"] == 0 for p in http_json(f"{farm.url}/api/v1/pools", token=USER_TOKEN)["items"]), 60, every=1)
@@ -243,6 +262,16 @@ def run(args, procs, work, pw):
         log(f"pools: desired {desired}, actual {actual}, {decisions} decisions shown")
         big_log(args, procs, ctx, result, farm.raw(f"/api/v1/bootjobs/{panic}/log"))
         check(not errors, f"the page logged errors: {errors}")
+    except BaseException:
+        # What the browser showed when it failed, for the report.
+        for i, ctx in enumerate(browser.contexts):
+            for j, pg in enumerate(ctx.pages):
+                try:
+                    pg.screenshot(path=f"{args.out}/failure-{i}-{j}.png")
+                    log(f"failure-{i}-{j}.png: {pg.url}; page errors: {errors}")
+                except Exception:  # the page may be gone; the failure itself matters more
+                    pass
+        raise
     finally:
         browser.close()
 
@@ -285,16 +314,13 @@ def big_log(args, procs, ctx, panic_result, real):
         new PerformanceObserver(l => { for (const e of l.getEntries()) window.__longest = Math.max(window.__longest, e.duration); })
             .observe({type: 'longtask', buffered: true});
     """)
-    # The session cookie belongs to the first farm's address; this farm asks for the token again.
-    page.goto(f"{farm.url}/jobs/{name}#L{line}")
-    page.wait_for_selector("#login[open]")
-    page.fill("#login-token", USER_TOKEN)
-    page.click("#login-submit")
+    # Cookies are per host, not per port: the first farm's session (the same token) serves here.
     started = time.monotonic()
+    page.goto(f"{farm.url}/jobs/{name}#L{line}")
     page.wait_for_selector(f".ln.target.issue[data-line='{line}']", timeout=120_000)
     loaded_s = time.monotonic() - started
     wait_for("the deep line in view", lambda: in_view(page, f".ln[data-line='{line}']"), 10)
-    page.wait_for_function(f"document.getElementById('console-count').textContent.startsWith('{total_lines:,} lines')", timeout=60_000)
+    until(page, "n => document.getElementById('console-count')?.textContent.startsWith(n)", f"{total_lines:,} lines", timeout=60_000)
     rendered = page.eval_on_selector_all(".ln", "ls => ls.length")
     check(rendered < 400, f"{rendered} console lines are in the page: the log is not windowed")
     # Responsive: a jump to the middle shows the middle at once.
@@ -306,7 +332,7 @@ def big_log(args, procs, ctx, panic_result, real):
         return l ? Number(l.dataset.line) : 0;
     }""")
     check(abs(mid - total_lines / 2) < total_lines * 0.01, f"the middle of the scroll shows line {mid} of {total_lines}")
-    longest = page.evaluate("window.__longest")
+    longest = page.evaluate("() => window.__longest")
     check(longest < LONGEST_TASK_MS, f"the page was blocked for {longest:.0f} ms at once while loading the log")
     check(not errors, f"the page logged errors: {errors}")
     shot(page, args.out, "big-log")

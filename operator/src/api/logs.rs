@@ -120,11 +120,17 @@ pub async fn log(
         .map_err(|e| ApiError::internal(format!("opening log of {name}: {e}")))?;
     let len = view.len();
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    if q.follow && !crate::queue::phase(&job).is_finished() {
-        let start = match range_header {
-            Some(v) => follow_start(v, len)?,
-            None => 0,
-        };
+    let finished = crate::queue::phase(&job).is_finished();
+    let follow_from = match (q.follow, range_header) {
+        (true, Some(v)) => Some(follow_start(v, len)?),
+        (true, None) => Some(0),
+        (false, _) => None,
+    };
+    // A follower that read everything of a job that has ended: there is nothing more, ever.
+    if finished && follow_from == Some(len) && len > 0 {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    if let (Some(start), false) = (follow_from, finished) {
         let from = view.layout().position(start);
         let stream = follow(state, name, from);
         return Ok(text_response(

@@ -104,12 +104,27 @@ impl App {
         content_type: Option<&str>,
         body: impl Into<Body>,
     ) -> Resp {
-        let mut req = Request::builder().method(method).uri(uri);
+        let mut headers = Vec::new();
         if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
+            headers.push(("authorization", format!("Bearer {t}")));
         }
         if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
+            headers.push(("content-type", ct.to_string()));
+        }
+        self.call_with(method, uri, &headers, body).await
+    }
+
+    /// A request with exactly these headers.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, String)],
+        body: impl Into<Body>,
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, v);
         }
         let resp = self
             .router

@@ -320,11 +320,11 @@ function jobView(main, gen, name) {
   const consoleBox = h("section", { "aria-labelledby": "console-title" });
   main.append(title, links,
     h("div", { class: "cols" },
-      h("section", {}, h("h2", {}, "Status"), facts,
-        h("h2", {}, "Conditions"),
-        h("table", {}, h("thead", {}, h("tr", {}, ["Type", "Status", "Reason", "Message", "Since"].map((c) => h("th", { scope: "col" }, c)))), conditions)),
+      h("section", {}, h("h2", {}, "Status"), facts),
       h("section", {}, h("h2", {}, "Timeline"), timeline, h("h2", {}, "Kernel issues"), issues, h("h2", {}, "Tests"), tests)),
-    h("h2", { id: "console-title" }, "Console"), consoleBox);
+    h("h2", { id: "console-title" }, "Console"), consoleBox,
+    h("h2", {}, "Conditions"),
+    h("table", {}, h("thead", {}, h("tr", {}, ["Type", "Status", "Reason", "Message", "Since"].map((c) => h("th", { scope: "col" }, c)))), conditions));
 
   const con = new Console(consoleBox, `${base}/log`, gen);
   cleanups.push(() => con.stop());
@@ -366,16 +366,20 @@ function jobView(main, gen, name) {
     if (FINISHED.has(phase) && !finishedShown) {
       finishedShown = true;
       let result = null;
-      try {
-        result = await apiJson(`${base}/result`);
-      } catch (e) {
-        if (e.status !== 404) throw e;
+      // Only a job with a verdict has a result document (a canceled one may not).
+      if (st.result) {
+        try {
+          result = await apiJson(`${base}/result`);
+        } catch (e) {
+          if (e.status !== 404) throw e;
+        }
       }
       if (!alive(gen)) return;
       renderLinks(links, base, result, cancel);
       renderTimeline(timeline, result);
       renderIssues(issues, result, con);
       renderTests(tests, result);
+      con.reveal();
     } else if (!finishedShown) {
       renderLinks(links, base, null, cancel);
     }
@@ -433,7 +437,7 @@ function renderTimeline(div, result) {
     const left = (prev / total) * 100;
     const width = Math.max(0, ((v - prev) / total) * 100);
     bar.append(h("div", { class: `seg s${Math.min(i, 2)}`, style: { left: `${left}%`, width: `${width}%` }, title: `${label}: ${v.toFixed(2)} s` }));
-    bar.append(h("span", { class: "mark", style: { left: `${(v / total) * 100}%` } }, `${label} ${v.toFixed(1)} s`));
+    bar.append(h("span", { class: `mark m${i % 2}`, style: { left: `${(v / total) * 100}%` } }, `${label} ${v.toFixed(1)} s`));
     prev = v;
   });
   div.replaceChildren(bar);
@@ -527,7 +531,7 @@ class Console {
     this.target = m ? parseInt(m[1], 10) : null;
     if (this.target === null) return this.schedule();
     this.follow.checked = false;
-    if (this.target <= this.lines.length) this.scrollToLine(this.target);
+    if (this.target <= this.lines.length) this.reveal();
     else this.pendingTarget = this.target;
     if (scroll) this.schedule();
   }
@@ -547,6 +551,12 @@ class Console {
     try {
       const headers = this.bytes ? { Range: `bytes=${this.bytes}-` } : {};
       const res = await api(`${this.url}${following ? "?follow=true" : ""}`, { headers, signal: this.controller.signal });
+      if (res.status === 204) {
+        // The job ended and everything was read.
+        this.streaming = false;
+        this.finish();
+        return;
+      }
       if (res.status === 416) {
         // Nothing new since the last read: ask again shortly.
         this.streaming = false;
@@ -575,6 +585,10 @@ class Console {
       setTimeout(() => alive(this.gen) && this.read(true), 500);
       return;
     }
+    this.finish();
+  }
+
+  finish() {
     this.flush();
     this.done = true;
     this.follow.checked = false;
@@ -587,9 +601,8 @@ class Console {
     this.partial = parts.pop();
     for (const p of parts) this.lines.push(p.replace(CONTROL, ""));
     if (this.pendingTarget !== null && this.pendingTarget <= this.lines.length) {
-      const t = this.pendingTarget;
       this.pendingTarget = null;
-      this.scrollToLine(t);
+      this.reveal();
     }
     this.schedule();
   }
@@ -598,9 +611,10 @@ class Console {
     if (this.partial) this.lines.push(this.partial.replace(CONTROL, ""));
     this.partial = "";
     if (this.pendingTarget !== null) {
-      const t = Math.min(this.pendingTarget, this.lines.length);
+      // A link past the end lands on the last line.
+      this.target = Math.min(this.pendingTarget, this.lines.length);
       this.pendingTarget = null;
-      if (t > 0) this.scrollToLine(t);
+      this.reveal();
     }
   }
 
@@ -629,6 +643,14 @@ class Console {
   // Content offset (px into the whole log) shown at the top of the view.
   offsetAt(scrollTop, g) {
     return g.total <= MAX_PX ? scrollTop : (scrollTop / g.scrollRange) * g.contentRange;
+  }
+
+  // Brings the console into the window's view, then the named line into the console's (again
+  // after the page's layout moved, e.g. once the result's sections are drawn).
+  reveal() {
+    if (this.target === null || this.target > this.lines.length) return;
+    this.view.scrollIntoView({ block: "start" });
+    this.scrollToLine(this.target);
   }
 
   scrollToLine(n) {
@@ -689,8 +711,12 @@ function poolsView(main, gen) {
   });
 }
 
+// The order a runner goes through; states the API adds later follow.
+const RUNNER_STATES = ["pending", "starting", "idle", "busy", "terminating", "failed"];
+
 function poolCard(p) {
-  const states = Object.entries(p.runners);
+  const rank = (s) => (RUNNER_STATES.indexOf(s) + 1) || RUNNER_STATES.length + 1;
+  const states = Object.entries(p.runners).sort(([a], [b]) => rank(a) - rank(b));
   const queued = Object.entries(p.queuedByArch).map(([a, n]) => `${a} ${n}`).join(", ");
   return h("section", { class: "pool", "data-pool": p.name, "aria-labelledby": `pool-${p.name}` },
     h("h2", { id: `pool-${p.name}` }, p.name),
@@ -704,7 +730,7 @@ function poolCard(p) {
       h("tbody", {}, h("tr", {}, states.map(([s, n]) => h("td", { class: "num", "data-state": s }, n))))),
     h("h3", {}, "Last scale decisions"),
     p.decisions.length
-      ? h("table", {}, h("thead", {}, h("tr", {}, ["When", "Desired", "Supply", "Queued", "Started", "Stopped"].map((c) => h("th", { scope: "col" }, c)))),
+      ? h("table", {}, h("thead", {}, h("tr", {}, [["When"], ["Desired", "num"], ["Supply", "num"], ["Queued", "num"], ["Started", "num"], ["Stopped"]].map(([c, cls]) => h("th", { scope: "col", class: cls }, c)))),
         h("tbody", {}, p.decisions.map((d) => h("tr", {},
           h("td", { title: d.at }, `${seconds(since(d.at))} ago`),
           h("td", { class: "num" }, d.desired), h("td", { class: "num" }, d.supply), h("td", { class: "num" }, d.queued),
