@@ -53,7 +53,8 @@ pub struct JobArgs {
     pub dtb: Option<String>,
     #[arg(long, value_name = "HEX")]
     pub dtb_sha256: Option<String>,
-    /// Modules as a `.cpio*` archive, appended to the initramfs.
+    /// Modules: a `.cpio*` archive, or a tarball as TuxMake writes it (`modules.tar.{gz,xz,zst}`,
+    /// `lib/modules/<version>/…`) repacked into one; appended to the initramfs.
     #[arg(long)]
     pub modules: Option<String>,
     #[arg(long, value_name = "HEX")]

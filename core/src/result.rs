@@ -375,6 +375,9 @@ pub struct BootResult {
     pub qemu: Option<QemuInfo>,
     pub artifacts: BTreeMap<String, ArtifactInfo>,
     pub console: ConsoleInfo,
+    /// What did not fail the boot but was not as asked (e.g. modules for another kernel).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl BootResult {
@@ -398,6 +401,7 @@ impl BootResult {
             qemu: None,
             artifacts: BTreeMap::new(),
             console: ConsoleInfo::default(),
+            warnings: Vec::new(),
         }
     }
 }

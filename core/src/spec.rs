@@ -79,6 +79,8 @@ pub struct BootJobSpec {
     pub initrd: Option<ArtifactRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<ArtifactRef>,
+    /// A `.cpio*` archive or a `modules.tar.{gz,xz,zst}` (repacked into a cpio), appended to
+    /// the initramfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modules: Option<ArtifactRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,6 +306,13 @@ pub struct BootJobStatus {
     pub log_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// Whether an artifact source names a cpio archive (`.cpio`, `.cpio.gz`, …): such a rootfs or
+/// modules archive is appended to the initramfs as it is; a modules tarball is repacked first.
+pub fn is_cpio_name(source: &str) -> bool {
+    let name = source.rsplit('/').next().unwrap_or(source);
+    name.contains(".cpio")
 }
 
 /// Template for runner pods (Kubernetes) or runner processes (standalone).

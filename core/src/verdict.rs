@@ -180,6 +180,7 @@ pub fn result_from(c: Classification, d: Decision) -> BootResult {
         qemu: None,
         artifacts: Default::default(),
         console: ConsoleInfo::default(),
+        warnings: Vec::new(),
     };
     record_console(&mut r, c);
     r

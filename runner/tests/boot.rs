@@ -1097,3 +1097,122 @@ fn a_boot_that_never_reached_qemu_has_no_reproducer_but_keeps_its_verdict() {
     assert_eq!(run.json["error"]["kind"], "artifact_missing");
     assert!(!script.exists());
 }
+
+/// A modules tarball as TuxMake writes it (`lib/modules/<version>/…`, xz), with `modules.dep`.
+fn modules_tarball(dir: &Path, version: &str, out: &Path) {
+    let ko = std::fs::read(dir.join("x86_64/bootfarm_trigger.ko")).expect("the trigger module fixture");
+    let xz = xz2::write::XzEncoder::new(std::fs::File::create(out).unwrap(), 1);
+    let mut tar = tar::Builder::new(xz);
+    let mut add = |path: String, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, path, data).unwrap();
+    };
+    add(format!("lib/modules/{version}/extra/bootfarm_trigger.ko"), &ko);
+    add(format!("lib/modules/{version}/modules.dep"), b"extra/bootfarm_trigger.ko:\n");
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+/// KIR: the tarball is repacked into the initramfs (no unpacked tree, no tar in the guest), the
+/// module loads in the real guest from where TuxMake put it, and lsmod shows it.
+#[test]
+fn a_modules_tarball_is_repacked_into_the_initramfs_and_its_module_loads() {
+    let dir = fixtures();
+    let version = kernel_version(&dir, "x86_64");
+    let tmp = tempfile::TempDir::new().unwrap();
+    let tarball = tmp.path().join("modules.tar.xz");
+    modules_tarball(&dir, &version, &tarball);
+    let tarball = tarball.display().to_string();
+    let run = boot_fixture(
+        "x86_64",
+        "initrd-shell.cpio.gz",
+        BOOT_TIMEOUT,
+        &[
+            "--expect",
+            "shell",
+            "--modules",
+            &tarball,
+            "--command",
+            "insmod /lib/modules/$(uname -r)/extra/bootfarm_trigger.ko",
+            "--command",
+            "lsmod",
+        ],
+        Duration::from_secs(200),
+    );
+    assert_eq!(run.code, 0, "{:#}\n{}", run.json, run.log);
+    let tests = run.json["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 2, "{tests:?}");
+    assert!(tests.iter().all(|t| t["result"] == "pass"), "{tests:?}");
+    let lsmod = tests[1]["output"].as_str().unwrap_or_default();
+    assert!(lsmod.contains("bootfarm_trigger"), "lsmod: {lsmod}");
+    assert!(run.log.contains("bootfarm_trigger: mode="), "{}", run.log);
+    assert!(run.json.get("warnings").is_none(), "{:#}", run.json);
+    assert!(run.json["artifacts"]["modules"]["sha256"].is_string());
+}
+
+/// Modules built for another kernel: the boot goes on, and the result says why they cannot load.
+#[test]
+fn modules_for_another_kernel_are_a_warning_in_the_result() {
+    let dir = fixtures();
+    let tmp = tempfile::TempDir::new().unwrap();
+    let tarball = tmp.path().join("modules.tar.xz");
+    modules_tarball(&dir, "5.10.0-99-other", &tarball);
+    let tarball = tarball.display().to_string();
+    let script = tmp.path().join("reproduce.sh");
+    let run = boot_fixture(
+        "x86_64",
+        "initrd-poweroff.cpio.gz",
+        BOOT_TIMEOUT,
+        &["--modules", &tarball, "--reproducer", script.to_str().unwrap()],
+        Duration::from_secs(200),
+    );
+    assert_eq!(run.code, 0, "{:#}\n{}", run.json, run.log);
+    // The reproducer repacks the tarball with tar and cpio, and boots to the same verdict.
+    let again = run_reproducer(&script, Duration::from_secs(200));
+    assert_eq!(again["result"], run.json["result"]);
+    assert_eq!(again["stage"], run.json["stage"]);
+    let warnings = run.json["warnings"].as_array().expect("a warnings list");
+    let w = warnings[0].as_str().unwrap();
+    assert!(
+        w.contains("lib/modules/5.10.0-99-other") && w.contains(&kernel_version(&dir, "x86_64")),
+        "{w}"
+    );
+}
+
+/// A hostile tarball never reaches the guest: the boot is an error naming the entry.
+#[test]
+fn a_modules_tarball_that_climbs_out_is_refused_before_the_boot() {
+    let dir = fixtures();
+    let tmp = tempfile::TempDir::new().unwrap();
+    let tarball = tmp.path().join("evil.tar.gz");
+    {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&tarball).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o644);
+        // The tar crate's path setters refuse `..`, as they should: write the name by hand.
+        h.as_gnu_mut().unwrap().name[..16].copy_from_slice(b"../../etc/passwd");
+        h.set_cksum();
+        tar.append(&h, &b"root"[..]).unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    let tarball = tarball.display().to_string();
+    let run = boot_fixture(
+        "x86_64",
+        "initrd-poweroff.cpio.gz",
+        BOOT_TIMEOUT,
+        &["--modules", &tarball],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.json["result"], "error", "{:#}", run.json);
+    assert_eq!(run.json["error"]["kind"], "artifact_unreadable");
+    let msg = run.json["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("../../etc/passwd") && msg.contains("climbs out"), "{msg}");
+    assert!(run.json["qemu"].is_null(), "QEMU never started: {:#}", run.json);
+}

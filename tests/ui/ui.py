@@ -120,6 +120,18 @@ def until(page, js, arg=None, timeout=30_000):
     raise Failure(f"timed out after {timeout / 1000:.0f} s waiting in the page for: {js} ({arg!r})")
 
 
+def accessible(page, view):
+    """axe-core (the engine of most accessibility checkers) finds no serious or critical problem:
+    contrast, names of controls and links, labels, table headers, keyboard traps..."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page).response["violations"]
+    bad = [v for v in found if v.get("impact") in ("serious", "critical")]
+    check(not bad, f"{view}: " + "; ".join(
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes'][:3]]}" for v in bad))
+    log(f"{view}: no serious accessibility problem (axe-core; {len(found)} minor)")
+
+
 def shot(page, out, name):
     page.screenshot(path=f"{out}/{name}.png", full_page=False)
     log(f"screenshot {name}.png")
@@ -151,6 +163,8 @@ def run(args, procs, work, pw):
         check("script-src 'self'" in csp and "default-src 'none'" in csp, f"the page's CSP is {csp!r}")
         page.wait_for_selector("#login[open]")
         check(page.is_visible("#login-token"), "the token field is not visible")
+        check(page.evaluate("() => document.activeElement?.id") == "login-token", "the token field does not have the focus")
+        accessible(page, "the token prompt")
         shot(page, args.out, "login")
         page.fill("#login-token", "not-the-token")
         page.press("#login-token", "Enter")
@@ -197,7 +211,18 @@ def run(args, procs, work, pw):
         issue = next((i for i in result["issues"] if i["kind"] == "panic"), None)
         check(issue is not None, f"{panic}'s result has no panic issue: {result['issues']}")
         line = issue["line"]
-        page.click(f"#jobs tr[data-job='{panic}'] a")
+        # From the keyboard: Tab to the job's link (its focus ring drawn), Enter opens it.
+        page.evaluate("() => document.activeElement && document.activeElement.blur()")
+        for _ in range(60):
+            page.keyboard.press("Tab")
+            if page.evaluate("n => document.activeElement?.closest('tr')?.dataset.job === n", panic):
+                break
+        else:
+            raise Failure(f"Tab never reached the link of {panic}")
+        ring = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+        check(ring not in ("", "none"), f"the focused link shows no focus ring (outline {ring!r})")
+        accessible(page, "the jobs view")
+        page.keyboard.press("Enter")
         page.wait_for_url(f"**/jobs/{panic}")
         page.wait_for_selector(f".issue-link[href='#L{line}']")
         check(page.evaluate("() => window.__noReload === true"), "following a job link reloaded the page")
@@ -217,6 +242,7 @@ def run(args, procs, work, pw):
         junit = page.request.get(f"{farm.url}{page.get_attribute('#link-junit', 'href')}")
         check(junit.status == 200 and b"<testsuite" in junit.body(), f"the JUnit link answered {junit.status}")
         shot(page, args.out, "job-panic")
+        accessible(page, "a failed job's page")
 
         # -- the issue's line link --
         page.evaluate("() => { document.getElementById('console').scrollTop = 0; }")
@@ -259,6 +285,7 @@ def run(args, procs, work, pw):
         check(decisions >= 1 and any(d["create"] >= 1 for d in pools[0]["decisions"]),
               f"no scale-up decision shown ({decisions} rows; API {pools[0]['decisions']})")
         shot(page, args.out, "pools")
+        accessible(page, "the pools view")
         log(f"pools: desired {desired}, actual {actual}, {decisions} decisions shown")
         big_log(args, procs, ctx, result, farm.raw(f"/api/v1/bootjobs/{panic}/log"))
         check(not errors, f"the page logged errors: {errors}")

@@ -14,6 +14,8 @@ FX=${BOOTFARM_FIXTURES:-$BOOTFARM_CACHE/fixtures}
 OUT=${BOOTFARM_TEST_ARTIFACTS:-$ROOT/target/test-artifacts}/ui
 VENV=$BOOTFARM_CACHE/venv
 PLAYWRIGHT_VERSION=1.65.2
+# It ships axe-core (4.12.1), run in the page to check accessibility.
+AXE_VERSION=0.1.8
 fail() {
     echo "ui: FAIL: $*" >&2
     exit 1
@@ -27,7 +29,8 @@ for b in bootfarm-operator bootfarm-runner; do
 done
 # Playwright drives the system's Chromium: its own browser downloads are never used.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
-"$ROOT/scripts/venv" "$VENV" "playwright==$PLAYWRIGHT_VERSION" || fail "cannot install playwright"
+"$ROOT/scripts/venv" "$VENV" "playwright==$PLAYWRIGHT_VERSION" "axe-playwright-python==$AXE_VERSION" ||
+    fail "cannot install playwright and axe"
 mkdir -p "$OUT"
 PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" "$ROOT/tests/ui/ui.py" --bin-dir "$BIN" --fixtures "$FX" \
     --chromium "$CHROMIUM" --out "$OUT" || fail "the web UI in Chromium (logs and screenshots: $OUT)"

@@ -153,8 +153,21 @@ pub fn reproducer(r: &BootResult, title: &str) -> Result<String, ReproError> {
             if name == "rootfs" && has_disk {
                 continue;
             }
-            if r.artifacts.contains_key(name) {
-                fetch(&mut s, name)?;
+            let Some(artifact) = r.artifacts.get(name) else {
+                continue;
+            };
+            fetch(&mut s, name)?;
+            if name == "modules" && !crate::spec::is_cpio_name(&artifact.source) {
+                // A modules tarball: the runner repacked it into a newc cpio; tar and cpio do
+                // the same here (in WORK, which is the user's own).
+                let _ = writeln!(
+                    s,
+                    "mkdir -p \"$WORK/modules.d\"\n\
+                     tar -xf \"$WORK/modules\" -C \"$WORK/modules.d\"\n\
+                     (cd \"$WORK/modules.d\" && find . -mindepth 1 | cpio -o -H newc --quiet) >\"$WORK/modules.cpio\""
+                );
+                parts.push("\"$WORK/modules.cpio\"".to_string());
+            } else {
                 parts.push(format!("\"$WORK/{name}\""));
             }
         }

@@ -67,6 +67,26 @@ pub enum DecompressError {
     Write(#[source] io::Error),
 }
 
+/// A reader of `input` decompressed with `codec` (multi-member gzip and xz, `zstd --long`).
+pub fn reader<'a>(codec: Codec, input: impl Read + 'a) -> Result<Box<dyn Read + 'a>, DecompressError> {
+    let input = io::BufReader::with_capacity(1 << 16, input);
+    Ok(match codec {
+        // Multi-member/multi-stream decoders: concatenated archives are valid and common.
+        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Codec::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(input)),
+        Codec::Zstd => {
+            let corrupt = |e| DecompressError::Corrupt {
+                codec: codec.name(),
+                source: e,
+            };
+            let mut d = zstd::stream::read::Decoder::with_buffer(input).map_err(corrupt)?;
+            // Accept archives made with `zstd --long` (windows up to 2 GiB).
+            d.window_log_max(31).map_err(corrupt)?;
+            Box::new(d)
+        }
+    })
+}
+
 /// Decompress all of `input` into `output`; returns the decompressed size and sha256.
 pub fn decompress(
     codec: Codec,
@@ -74,26 +94,7 @@ pub fn decompress(
     output: impl Write,
     limit: u64,
 ) -> Result<(u64, String), DecompressError> {
-    let input = io::BufReader::with_capacity(1 << 16, input);
-    let mut decoder: Box<dyn Read> = match codec {
-        // Multi-member/multi-stream decoders: concatenated archives are valid and common.
-        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        Codec::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(input)),
-        Codec::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(input).map_err(|e| {
-                DecompressError::Corrupt {
-                    codec: codec.name(),
-                    source: e,
-                }
-            })?;
-            // Accept archives made with `zstd --long` (windows up to 2 GiB).
-            d.window_log_max(31).map_err(|e| DecompressError::Corrupt {
-                codec: codec.name(),
-                source: e,
-            })?;
-            Box::new(d)
-        }
-    };
+    let mut decoder = reader(codec, input)?;
     let mut out = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, output), limit);
     let mut buf = vec![0u8; 1 << 16];
     loop {

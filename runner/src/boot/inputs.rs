@@ -1,12 +1,15 @@
 //! Turning a request into files QEMU can use: artifacts fetched through the cache, the
-//! initramfs pieces (initrd, cpio rootfs, cpio modules) concatenated, the QEMU binary found.
+//! initramfs pieces (initrd, cpio rootfs, cpio modules, a modules tarball repacked into a cpio)
+//! concatenated, the QEMU binary found.
 
 use super::{ArtifactSource, BootRequest};
 use crate::artifacts::{ArtifactCache, ArtifactError, InUse, Limits};
 use crate::qemu::profile::{disk_format, is_cpio_name, DiskImage, Profile};
 use bootfarm_core::result::ArtifactInfo;
 use bootfarm_core::result::ErrorKind;
-use std::collections::BTreeMap;
+use super::repack::{self, GuestDir};
+use crate::artifacts::decompress;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +47,9 @@ pub struct Inputs {
     pub artifacts: BTreeMap<String, ArtifactInfo>,
     /// Keeps the cache entries above from being pruned while the boot uses them.
     pub held: Vec<InUse>,
+    /// The `lib/modules/<version>` trees a modules tarball brought (checked against the kernel
+    /// that booted).
+    pub module_versions: BTreeSet<String>,
 }
 
 /// The default cache directory: `$BOOTFARM_CACHE`, else `/var/cache/bootfarm` for root, else
@@ -84,18 +90,23 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
             rootfs = Some(DiskImage { path, format });
         }
     }
+    let mut module_versions = BTreeSet::new();
     if let Some(src) = &req.modules {
         let path = got.fetch(&cache, "modules", src).await?;
-        if !is_cpio_name(&src.source) {
-            return Err(InfraError::new(
-                ErrorKind::ArtifactUnreadable,
-                format!(
-                    "modules {}: only cpio archives (.cpio, .cpio.gz, ...) can be added for now",
-                    src.source
-                ),
-            ));
+        if is_cpio_name(&src.source) {
+            ramdisk_parts.push(path);
+        } else {
+            // A tarball (`modules.tar.xz` as TuxMake writes it): repacked into a cpio appended
+            // to the initramfs.
+            let out = work_dir.join("modules.cpio");
+            let tarballs = vec![(path, GuestDir::root(), src.source.clone())];
+            let (cpio, report) = tokio::task::spawn_blocking(move || repack(&tarballs, &out))
+                .await
+                .map_err(|e| InfraError::new(ErrorKind::Internal, format!("repacking: {e}")))??;
+            tracing::info!(files = report.files, bytes = report.bytes, versions = ?report.module_versions, "Modules tarball repacked into the initramfs");
+            module_versions = report.module_versions;
+            ramdisk_parts.push(cpio);
         }
-        ramdisk_parts.push(path);
     }
     let dtb = match &req.dtb {
         Some(src) => Some(got.fetch(&cache, "dtb", src).await?),
@@ -124,7 +135,45 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         dtb,
         artifacts: got.artifacts,
         held: got.held,
+        module_versions,
     })
+}
+
+/// Repacks tarballs (each into its guest directory) into one newc cpio at `out`.
+fn repack(
+    tarballs: &[(PathBuf, GuestDir, String)],
+    out: &Path,
+) -> Result<(PathBuf, repack::Report), InfraError> {
+    let io = |e: std::io::Error| {
+        InfraError::new(ErrorKind::Internal, format!("repacking into {}: {e}", out.display()))
+    };
+    let file = std::io::BufWriter::new(std::fs::File::create(out).map_err(io)?);
+    let mut packer = repack::Repacker::new(file, repack::Limits::default());
+    for (path, dest, source) in tarballs {
+        let bad = |e: String| {
+            InfraError::new(ErrorKind::ArtifactUnreadable, format!("{source}: {e}"))
+        };
+        let magic = read_magic(path)?;
+        let file = std::fs::File::open(path).map_err(io)?;
+        let tar: Box<dyn Read> = match decompress::detect(&magic) {
+            Some(codec) => decompress::reader(codec, file).map_err(|e| bad(e.to_string()))?,
+            None => Box::new(std::io::BufReader::new(file)),
+        };
+        packer.add_tar(tar, dest).map_err(|e| match e {
+            repack::RepackError::TooLarge { .. } | repack::RepackError::TooManyEntries { .. } => {
+                InfraError::new(ErrorKind::ArtifactTooLarge, format!("{source}: {e}"))
+            }
+            e => bad(e.to_string()),
+        })?;
+    }
+    let (file, report) = packer
+        .finish()
+        .map_err(|e| InfraError::new(ErrorKind::Internal, e.to_string()))?;
+    file.into_inner()
+        .map_err(|e| io(e.into_error()))?
+        .sync_all()
+        .map_err(io)?;
+    Ok((out.to_path_buf(), report))
 }
 
 /// What the fetches so far gave.

@@ -17,6 +17,7 @@
 //! guest watched by `watch` until the verdict is known) → finished.
 
 mod inputs;
+mod repack;
 mod prepare;
 mod run;
 mod running;

@@ -69,8 +69,10 @@ impl Prepared {
             dtb,
             artifacts,
             held,
+            module_versions,
         } = fetched;
         facts.artifacts = artifacts;
+        facts.module_versions = module_versions;
 
         let choice = guarded(
             hooks,

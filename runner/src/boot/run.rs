@@ -28,6 +28,8 @@ pub(super) struct Facts {
     pub artifacts: BTreeMap<String, ArtifactInfo>,
     /// Once the guest ran.
     pub console: Option<ConsoleFacts>,
+    /// The module trees a modules tarball brought.
+    pub module_versions: std::collections::BTreeSet<String>,
 }
 
 /// What the console showed, for a boot that ended in an error.
@@ -47,7 +49,27 @@ impl Facts {
         }
         r.qemu = self.qemu;
         r.artifacts = self.artifacts;
+        if let Some(w) = module_mismatch(&self.module_versions, r.kernel_version.as_deref()) {
+            r.warnings.push(w);
+        }
     }
+}
+
+/// A warning when the modules given are for another kernel than the one that booted (the
+/// kernel refuses them: "disagrees about version of symbol" or no such directory).
+pub(super) fn module_mismatch(
+    versions: &std::collections::BTreeSet<String>,
+    booted: Option<&str>,
+) -> Option<String> {
+    let booted = booted?;
+    if versions.is_empty() || versions.contains(booted) {
+        return None;
+    }
+    let given: Vec<&str> = versions.iter().map(String::as_str).collect();
+    Some(format!(
+        "modules: the archive holds lib/modules/{} but the kernel that booted is {booted}; its modules cannot load",
+        given.join(", lib/modules/")
+    ))
 }
 
 /// Why a boot ended before the console gave a verdict.

@@ -336,10 +336,7 @@ pub fn disk_format(magic: &[u8]) -> &'static str {
 }
 
 /// Whether a rootfs source is an initramfs (`.cpio`, `.cpio.gz`, ...) rather than a disk image.
-pub fn is_cpio_name(source: &str) -> bool {
-    let name = source.rsplit('/').next().unwrap_or(source);
-    name.contains(".cpio")
-}
+pub use bootfarm_core::spec::is_cpio_name;
 
 #[cfg(test)]
 mod tests {
