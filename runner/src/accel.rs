@@ -2,11 +2,14 @@
 //!
 //! `/dev/kvm` opening is not enough: under broken nested virtualisation a KVM guest spins
 //! with no output forever (and `-cpu host` aborts with "failed to set MSR"). So a bounded probe
-//! (`PROBE_TIMEOUT`) runs first. On x86 hosts it boots the machine's own firmware (SeaBIOS)
-//! under KVM with no kernel and requires it to finish POST ("Booting from" / "No bootable
-//! device" on its debug port): ~0.2 s on a working host and independent of the job. Other
-//! hosts have no such firmware in QEMU, so the probe boots the job's kernel with `earlycon`
-//! and requires any console output. QEMU dying during the probe is a failed probe.
+//! (`PROBE_TIMEOUT` per stage) runs first. On x86 hosts it boots the machine's own firmware
+//! (SeaBIOS) under KVM with no kernel and requires it to finish POST ("Booting from" / "No
+//! bootable device" on its debug port): ~0.2 s on a working host and independent of the job.
+//! Firmware alone is not proof: some nested hosts run real-mode firmware (slowly) and hang the
+//! kernel once it leaves it, with no console output ever. So the job's kernel is booted next,
+//! with early console output on (`earlyprintk` on x86, `earlycon` elsewhere), and any console
+//! output is required; other hosts have no such firmware in QEMU and run only this stage.
+//! QEMU dying during the probe is a failed probe.
 //! Verdicts are cached per host (kernel release + QEMU binary identity) for `VERDICT_TTL`, so
 //! later boots skip the probe; a failed kernel probe may be that kernel's fault and is kept
 //! only for `SUSPECT_VERDICT_TTL`.
@@ -19,6 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt;
 
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Names what the probe checks (see the module's doc), for the cached verdicts' key.
+const PROBE_METHOD: &str = "probe2:firmware+kernel";
 const VERDICT_TTL: Duration = Duration::from_secs(24 * 3600);
 const SUSPECT_VERDICT_TTL: Duration = Duration::from_secs(600);
 
@@ -64,8 +69,8 @@ pub async fn choose(
     let verdict = match blocked {
         Some(why) => Err(why),
         None => {
-            let kind = ProbeKind::for_profile(profile, kernel);
-            cached_or_probe(profile, qemu_binary, kind, cache_dir).await
+            let stages = ProbeKind::stages(profile, kernel);
+            cached_or_probe(profile, qemu_binary, &stages, cache_dir).await
         }
     };
     match (verdict, request) {
@@ -157,8 +162,9 @@ fn host_key(qemu_binary: &Path) -> String {
             (m.len(), mtime)
         })
         .unwrap_or((0, 0));
+    // The probe's method is part of the key: a verdict of an older, weaker probe is not reused.
     format!(
-        "{} {} {size} {mtime}",
+        "{PROBE_METHOD} {} {} {size} {mtime}",
         release.trim(),
         qemu_binary.display()
     )
@@ -173,7 +179,7 @@ fn verdict_path(cache_dir: &Path, profile: &Profile) -> PathBuf {
 async fn cached_or_probe(
     profile: &Profile,
     qemu_binary: &Path,
-    kind: ProbeKind<'_>,
+    stages: &[ProbeKind<'_>],
     cache_dir: Option<&Path>,
 ) -> Result<String, String> {
     let key = host_key(qemu_binary);
@@ -190,10 +196,25 @@ async fn cached_or_probe(
             }
         }
     }
-    let verdict = probe(profile, qemu_binary, kind).await;
+    let mut passed = Vec::new();
+    let mut verdict = Ok(String::new());
+    let mut failed_on = None;
+    for &kind in stages {
+        match probe(profile, qemu_binary, kind).await {
+            Ok(how) => passed.push(how),
+            Err(why) => {
+                verdict = Err(why);
+                failed_on = Some(kind);
+                break;
+            }
+        }
+    }
+    if verdict.is_ok() {
+        verdict = Ok(format!("kvm probe passed ({})", passed.join(", ")));
+    }
     // A kernel probe failing may be the kernel's fault: remember that only briefly.
-    let ttl = match (&verdict, kind) {
-        (Err(_), ProbeKind::Kernel(_)) => SUSPECT_VERDICT_TTL,
+    let ttl = match failed_on {
+        Some(ProbeKind::Kernel(_)) => SUSPECT_VERDICT_TTL,
         _ => VERDICT_TTL,
     };
     if let Some(path) = &path {
@@ -234,13 +255,19 @@ pub enum ProbeKind<'a> {
 }
 
 impl ProbeKind<'_> {
-    pub fn for_profile<'a>(profile: &Profile, kernel: &'a Path) -> ProbeKind<'a> {
-        if matches!(profile.kvm_host_arch, "x86_64" | "x86") {
-            ProbeKind::Firmware
+    /// The probe's stages, in order: on x86 the firmware (cheap, job-independent), then the
+    /// kernel; elsewhere the kernel.
+    pub fn stages<'a>(profile: &Profile, kernel: &'a Path) -> Vec<ProbeKind<'a>> {
+        if is_x86(profile) {
+            vec![ProbeKind::Firmware, ProbeKind::Kernel(kernel)]
         } else {
-            ProbeKind::Kernel(kernel)
+            vec![ProbeKind::Kernel(kernel)]
         }
     }
+}
+
+fn is_x86(profile: &Profile) -> bool {
+    matches!(profile.kvm_host_arch, "x86_64" | "x86")
 }
 
 /// The probe's QEMU arguments (pure); its output goes to stdout.
@@ -277,11 +304,17 @@ pub fn probe_args(profile: &Profile, kind: ProbeKind<'_>) -> Vec<String> {
             if let Some(bios) = profile.bios {
                 a.extend(["-bios".to_string(), bios.to_string()]);
             }
+            // x86 has no firmware table naming the console for a bare `earlycon`.
+            let early = if is_x86(profile) {
+                format!("earlyprintk=serial,{},115200", profile.console)
+            } else {
+                "earlycon".to_string()
+            };
             a.extend([
                 "-kernel".to_string(),
                 kernel.display().to_string(),
                 "-append".to_string(),
-                format!("console={},115200 earlycon panic=-1", profile.console),
+                format!("console={},115200 {early} panic=-1", profile.console),
             ]);
         }
     }
@@ -338,7 +371,7 @@ async fn probe(
     };
     match outcome {
         Ok(true) => Ok(format!(
-            "kvm probe passed ({what} output in {:.2} s)",
+            "{what} output in {:.2} s",
             started.elapsed().as_secs_f64()
         )),
         Ok(false) => {
@@ -389,20 +422,27 @@ mod tests {
     }
 
     #[test]
-    fn x86_probes_the_firmware_others_their_kernel() {
+    fn x86_probes_the_firmware_then_its_kernel_others_their_kernel() {
         let k = Path::new("/k/Image");
         let x86 = Profile::for_arch(Arch::X86_64);
-        let kind = ProbeKind::for_profile(&x86, k);
-        assert_eq!(kind, ProbeKind::Firmware);
-        let args = probe_args(&x86, kind);
+        let stages = ProbeKind::stages(&x86, k);
+        assert_eq!(stages, [ProbeKind::Firmware, ProbeKind::Kernel(k)]);
+        let args = probe_args(&x86, stages[0]);
         assert!(args.windows(2).any(|w| w == ["-cpu", "host"]));
         assert!(args
             .iter()
             .any(|a| a == "isa-debugcon,iobase=0x402,chardev=dbg"));
         assert!(!args.iter().any(|a| a == "-kernel"));
+        // The kernel stage prints from its first instructions on the serial port.
+        let args = probe_args(&x86, stages[1]);
+        assert!(args.windows(2).any(|w| w == ["-kernel", "/k/Image"]));
+        assert!(args
+            .iter()
+            .any(|a| a == "console=ttyS0,115200 earlyprintk=serial,ttyS0,115200 panic=-1"));
         let arm = Profile::for_arch(Arch::Arm64);
-        let kind = ProbeKind::for_profile(&arm, k);
-        assert_eq!(kind, ProbeKind::Kernel(k));
+        let stages = ProbeKind::stages(&arm, k);
+        assert_eq!(stages, [ProbeKind::Kernel(k)]);
+        let kind = stages[0];
         let args = probe_args(&arm, kind);
         assert!(args.windows(2).any(|w| w == ["-kernel", "/k/Image"]));
         assert!(args.windows(2).any(|w| w == ["-accel", "kvm"]));

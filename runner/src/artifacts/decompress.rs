@@ -68,7 +68,10 @@ pub enum DecompressError {
 }
 
 /// A reader of `input` decompressed with `codec` (multi-member gzip and xz, `zstd --long`).
-pub fn reader<'a>(codec: Codec, input: impl Read + 'a) -> Result<Box<dyn Read + 'a>, DecompressError> {
+pub fn reader<'a>(
+    codec: Codec,
+    input: impl Read + 'a,
+) -> Result<Box<dyn Read + 'a>, DecompressError> {
     let input = io::BufReader::with_capacity(1 << 16, input);
     Ok(match codec {
         // Multi-member/multi-stream decoders: concatenated archives are valid and common.

@@ -21,7 +21,7 @@
 
 mod boot_copy;
 mod cache;
-mod decompress;
+pub(crate) mod decompress;
 mod error;
 mod fetch;
 mod local;

@@ -2,13 +2,13 @@
 //! initramfs pieces (initrd, cpio rootfs, cpio modules, a modules tarball repacked into a cpio)
 //! concatenated, the QEMU binary found.
 
+use super::repack::{self, GuestDir};
 use super::{ArtifactSource, BootRequest};
+use crate::artifacts::decompress;
 use crate::artifacts::{ArtifactCache, ArtifactError, InUse, Limits};
 use crate::qemu::profile::{disk_format, is_cpio_name, DiskImage, Profile};
 use bootfarm_core::result::ArtifactInfo;
 use bootfarm_core::result::ErrorKind;
-use super::repack::{self, GuestDir};
-use crate::artifacts::decompress;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -145,14 +145,16 @@ fn repack(
     out: &Path,
 ) -> Result<(PathBuf, repack::Report), InfraError> {
     let io = |e: std::io::Error| {
-        InfraError::new(ErrorKind::Internal, format!("repacking into {}: {e}", out.display()))
+        InfraError::new(
+            ErrorKind::Internal,
+            format!("repacking into {}: {e}", out.display()),
+        )
     };
     let file = std::io::BufWriter::new(std::fs::File::create(out).map_err(io)?);
     let mut packer = repack::Repacker::new(file, repack::Limits::default());
     for (path, dest, source) in tarballs {
-        let bad = |e: String| {
-            InfraError::new(ErrorKind::ArtifactUnreadable, format!("{source}: {e}"))
-        };
+        let bad =
+            |e: String| InfraError::new(ErrorKind::ArtifactUnreadable, format!("{source}: {e}"));
         let magic = read_magic(path)?;
         let file = std::fs::File::open(path).map_err(io)?;
         let tar: Box<dyn Read> = match decompress::detect(&magic) {
@@ -218,9 +220,15 @@ fn concatenate(parts: &[PathBuf], out: &Path) -> Result<PathBuf, InfraError> {
         InfraError::new(ErrorKind::Internal, format!("building initramfs: {e}"))
     };
     let mut dst = std::fs::File::create(out).map_err(io)?;
+    let mut at = 0u64;
     for p in parts {
+        // The kernel reads an uncompressed archive only where it starts on a 4-byte boundary,
+        // and skips the NULs between archives: a compressed part of odd length is padded.
+        let pad = (4 - at % 4) % 4;
+        std::io::Write::write_all(&mut dst, &[0u8; 3][..pad as usize]).map_err(io)?;
+        at += pad;
         let mut src = std::fs::File::open(p).map_err(io)?;
-        std::io::copy(&mut src, &mut dst).map_err(io)?;
+        at += std::io::copy(&mut src, &mut dst).map_err(io)?;
     }
     Ok(out.to_path_buf())
 }
@@ -298,7 +306,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let w = dir.path();
         std::fs::write(w.join("kernel"), b"k").unwrap();
-        std::fs::write(w.join("a.cpio"), b"AAAA").unwrap();
+        std::fs::write(w.join("a.cpio"), b"AAAAA").unwrap();
         std::fs::write(w.join("m.cpio"), b"MM").unwrap();
         std::fs::write(w.join("disk.img"), b"QFI\xfb....").unwrap();
         let src = |n: &str| Some(ArtifactSource::new(w.join(n).display().to_string()));
@@ -310,7 +318,11 @@ mod tests {
             ..BootRequest::default()
         };
         let got = fetch_all(&req, w).await.unwrap();
-        assert_eq!(std::fs::read(got.initrd.unwrap()).unwrap(), b"AAAAMM");
+        // The second archive starts on a 4-byte boundary (NULs between, which the kernel skips).
+        assert_eq!(
+            std::fs::read(got.initrd.unwrap()).unwrap(),
+            b"AAAAA\0\0\0MM"
+        );
         assert_eq!(got.artifacts.len(), 3);
         let req = BootRequest {
             rootfs: src("disk.img"),

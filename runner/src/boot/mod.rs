@@ -17,8 +17,8 @@
 //! guest watched by `watch` until the verdict is known) → finished.
 
 mod inputs;
-mod repack;
 mod prepare;
+mod repack;
 mod run;
 mod running;
 mod start;
