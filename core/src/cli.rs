@@ -14,7 +14,7 @@ use crate::spec::validate::{
     compile_pattern, parse_login, DEFAULT_BOOT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT,
 };
 use crate::spec::{
-    validate, AccelMode, ArtifactRef, BootJobSpec, KernelBoot, Timeouts, ValidatedSpec,
+    validate, AccelMode, ArtifactRef, BootJobSpec, KernelBoot, OverlayRef, Timeouts, ValidatedSpec,
 };
 use crate::verdict::Expect;
 use crate::Arch;
@@ -59,6 +59,10 @@ pub struct JobArgs {
     pub modules: Option<String>,
     #[arg(long, value_name = "HEX")]
     pub modules_sha256: Option<String>,
+    /// A tarball extracted into the guest's root filesystem at PATH (default `/`), as TuxRun's
+    /// `--overlay`; repeatable, later ones win. Repacked into the initramfs.
+    #[arg(long = "overlay", value_name = "SRC[:PATH]")]
+    pub overlays: Vec<String>,
     /// Extra kernel arguments, after `console=<dev>,115200 panic=-1` (so yours win).
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub boot_args: Option<String>,
@@ -201,6 +205,18 @@ impl JobArgs {
         spec.rootfs = art(&self.rootfs, &self.rootfs_sha256);
         spec.dtb = art(&self.dtb, &self.dtb_sha256);
         spec.modules = art(&self.modules, &self.modules_sha256);
+        spec.overlays = self
+            .overlays
+            .iter()
+            .map(|o| {
+                let (url, path) = split_overlay(o);
+                OverlayRef {
+                    url: url.to_string(),
+                    sha256: None,
+                    path: path.map(str::to_string),
+                }
+            })
+            .collect();
         spec.boot_args = self.boot_args.clone().filter(|a| !a.is_empty());
         spec.machine = self.machine.clone();
         spec.cpu = self.cpu.clone();
@@ -249,6 +265,18 @@ impl JobArgs {
     }
 }
 
+/// `SRC[:PATH]`: the last `:` starts PATH when what follows is an absolute path and what comes
+/// before is more than a URL scheme (`https://host/o.tar.gz` has no PATH).
+pub fn split_overlay(s: &str) -> (&str, Option<&str>) {
+    if let Some((src, path)) = s.rsplit_once(':') {
+        let scheme_only = !src.is_empty() && src.chars().all(|c| c.is_ascii_alphanumeric());
+        if path.starts_with('/') && !path.starts_with("//") && !src.is_empty() && !scheme_only {
+            return (src, Some(path));
+        }
+    }
+    (s, None)
+}
+
 /// Validates a spec built from flags; a problem is a usage error that names the flag.
 pub fn validate_flags(spec: &BootJobSpec) -> Result<ValidatedSpec, String> {
     validate(spec).map_err(|errs| {
@@ -277,6 +305,7 @@ pub fn flag_for(field: &str) -> String {
         "dtb.sha256" => "--dtb-sha256",
         "modules.url" => "--modules",
         "modules.sha256" => "--modules-sha256",
+        "overlays" => "--overlay",
         "bootArgs" => "--boot-args",
         "timeouts.boot" => "--boot-timeout",
         "timeouts.total" => "--timeout",
@@ -412,6 +441,19 @@ mod tests {
     }
 
     #[test]
+    fn an_overlay_path_follows_the_last_colon_unless_it_is_the_urls_own() {
+        assert_eq!(split_overlay("/o.tar:/opt/x"), ("/o.tar", Some("/opt/x")));
+        assert_eq!(
+            split_overlay("https://h/o.tar.gz:/"),
+            ("https://h/o.tar.gz", Some("/"))
+        );
+        assert_eq!(split_overlay("https://h/o.tar.gz"), ("https://h/o.tar.gz", None));
+        assert_eq!(split_overlay("file:///o.tar"), ("file:///o.tar", None));
+        assert_eq!(split_overlay("/o.tar"), ("/o.tar", None));
+        assert_eq!(split_overlay("/o.tar:rel"), ("/o.tar:rel", None));
+    }
+
+    #[test]
     fn every_flag_lands_in_its_spec_field() {
         let job = boot(&[
             "--arch",
@@ -436,6 +478,10 @@ mod tests {
             "/m.cpio",
             "--modules-sha256",
             "ee",
+            "--overlay",
+            "https://example.org/ltp.tar.xz:/opt/ltp",
+            "--overlay",
+            "/srv/o.tar.gz",
             "--boot-args",
             "-- quiet",
             "--memory",
@@ -480,6 +526,7 @@ mod tests {
             "rootfs": {"url": "/r.img", "sha256": "cc"},
             "dtb": {"url": "/d.dtb", "sha256": "dd"},
             "modules": {"url": "/m.cpio", "sha256": "ee"},
+            "overlays": [{"url": "https://example.org/ltp.tar.xz", "path": "/opt/ltp"}, {"url": "/srv/o.tar.gz"}],
             "bootArgs": "-- quiet", "memory": "1G", "smp": 2, "machine": "virt", "cpu": "max",
             "accel": "tcg", "kernelBoot": "as-is", "expect": "shell", "login": "root:pw",
             "commands": ["uname -a", "true"], "expectTests": ["a", "b"],

@@ -332,6 +332,9 @@ pub struct ArtifactInfo {
     pub source: String,
     pub sha256: String,
     pub size: u64,
+    /// An overlay's directory in the guest (`/` by default); absent for other artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

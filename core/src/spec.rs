@@ -18,7 +18,10 @@ pub mod validate;
 pub use location::{LocalDirs, Location};
 pub use qemu_opts::{Cpu, Machine};
 pub use summary::summarize;
-pub use validate::{validate, AccelMode, Artifact, FieldError, KernelBoot, Slot, ValidatedSpec};
+pub use validate::{
+    parse_guest_dir, validate, AccelMode, Artifact, FieldError, KernelBoot, Overlay, Slot,
+    ValidatedSpec, MAX_OVERLAYS,
+};
 
 #[cfg(feature = "crd")]
 use kube::CustomResource;
@@ -37,6 +40,19 @@ pub struct ArtifactRef {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+}
+
+/// A tarball extracted into the guest's root filesystem at `path` (default `/`), as TuxRun's
+/// `--overlay`: repacked into a cpio appended to the initramfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+pub struct OverlayRef {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// An absolute directory in the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -83,6 +99,9 @@ pub struct BootJobSpec {
     /// the initramfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modules: Option<ArtifactRef>,
+    /// Tarballs extracted into the guest's root filesystem, in order (later ones win).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overlays: Vec<OverlayRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtb: Option<ArtifactRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +164,7 @@ impl BootJobSpec {
             initrd: None,
             rootfs: None,
             modules: None,
+            overlays: Vec::new(),
             dtb: None,
             boot_args: None,
             machine: None,

@@ -117,5 +117,15 @@ mod tests {
         );
         let http = spec("https://artifacts.example/bzImage".into());
         assert!(admit_spec(&http, &LocalArtifacts::none()).is_ok());
+        // An overlay is an artifact like any other: its local path is checked too.
+        let mut with_overlay = ok.clone();
+        with_overlay.overlays.push(bootfarm_core::spec::OverlayRef {
+            url: "/etc/shadow".into(),
+            sha256: None,
+            path: Some("/opt".into()),
+        });
+        let errs = admit_spec(&with_overlay, &policy).unwrap_err();
+        assert_eq!(errs[0].field, "spec.overlays[].url");
+        assert!(errs[0].message.contains("refused"), "{}", errs[0].message);
     }
 }

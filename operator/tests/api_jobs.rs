@@ -453,6 +453,7 @@ async fn a_finished_boot_is_served_as_a_reproducer_script() {
             source: "https://example.org/bzImage".into(),
             sha256: "b".repeat(64),
             size: 1,
+            path: None,
         },
     );
     app.finish_with("repro", r).await;

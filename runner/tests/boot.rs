@@ -1247,3 +1247,65 @@ fn a_modules_tarball_that_climbs_out_is_refused_before_the_boot() {
         run.json
     );
 }
+
+/// A gzip tarball of (path, mode, content).
+fn tarball_gz(out: &Path, files: &[(&str, u32, &[u8])]) {
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(out).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    for (path, mode, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_cksum();
+        tar.append_data(&mut h, path, *data).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+/// `--overlay SRC[:PATH]` as TuxRun's: each tarball lands in the guest at its directory, in
+/// order (a later one wins), with its modes; the guest runs what the overlay brought.
+#[test]
+fn overlays_land_at_their_paths_in_order_and_run() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let first = tmp.path().join("suite.tar.gz");
+    tarball_gz(
+        &first,
+        &[
+            ("opt/bootfarm/hello", 0o755, b"#!/bin/sh\necho hello from the overlay\n"),
+            ("etc/bootfarm/motd", 0o644, b"the first overlay\n"),
+        ],
+    );
+    let second = tmp.path().join("conf.tar.gz");
+    tarball_gz(&second, &[("motd", 0o644, b"the second overlay wins\n")]);
+    let first = first.display().to_string();
+    let second = format!("{}:/etc/bootfarm", second.display());
+    let run = boot_fixture(
+        "x86_64",
+        "initrd-shell.cpio.gz",
+        BOOT_TIMEOUT,
+        &[
+            "--expect",
+            "shell",
+            "--overlay",
+            &first,
+            "--overlay",
+            &second,
+            "--command",
+            "/opt/bootfarm/hello",
+            "--command",
+            "cat /etc/bootfarm/motd",
+        ],
+        Duration::from_secs(200),
+    );
+    assert_eq!(run.code, 0, "{:#}\n{}", run.json, run.log);
+    let tests = run.json["tests"].as_array().unwrap();
+    let out = |i: usize| tests[i]["output"].as_str().unwrap_or_default().to_string();
+    assert_eq!(out(0).trim(), "hello from the overlay", "{tests:?}");
+    assert_eq!(out(1).trim(), "the second overlay wins", "{tests:?}");
+    let a = &run.json["artifacts"];
+    assert_eq!(a["overlay-0"]["path"], "/", "{a:#}");
+    assert_eq!(a["overlay-1"]["path"], "/etc/bootfarm", "{a:#}");
+}

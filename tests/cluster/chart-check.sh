@@ -275,7 +275,7 @@ assert json.loads(cm["data"]["bootfarm.json"]) == json.load(open(sys.argv[1]))
 # Examples are BootJobs in the contract's shape.
 "$PY" - "$CHART"/examples/*.yaml <<'EOF' || fail "examples"
 import sys, yaml
-allowed = {"arch", "kernel", "initrd", "rootfs", "modules", "dtb", "bootArgs", "machine", "cpu", "memory", "smp",
+allowed = {"arch", "kernel", "initrd", "rootfs", "modules", "overlays", "dtb", "bootArgs", "machine", "cpu", "memory", "smp",
            "accel", "expect", "login", "commands", "expectTests", "failOn", "ignore", "failurePatterns",
            "timeouts", "priority", "maxAttempts", "pool", "ttlSecondsAfterFinished"}
 n = 0

@@ -4,7 +4,7 @@
 //! extracted) and runs the QEMU command of the result's `qemu.argv`, its console on stdio.
 //! Pure: made from the result document alone, so the farm serves it for any stored result.
 
-use super::BootResult;
+use super::{ArtifactInfo, BootResult};
 use crate::spec::location::Location;
 use std::fmt::Write as _;
 
@@ -171,6 +171,27 @@ pub fn reproducer(r: &BootResult, title: &str) -> Result<String, ReproError> {
                 parts.push(format!("\"$WORK/{name}\""));
             }
         }
+        // Then the overlays, in their order, each extracted at its guest directory.
+        let mut overlays: Vec<(usize, &String, &ArtifactInfo)> = r
+            .artifacts
+            .iter()
+            .filter_map(|(name, a)| {
+                let i = name.strip_prefix("overlay-")?.parse().ok()?;
+                Some((i, name, a))
+            })
+            .collect();
+        overlays.sort_by_key(|(i, _, _)| *i);
+        for (_, name, a) in overlays {
+            fetch(&mut s, name)?;
+            let dir = quote(a.path.as_deref().unwrap_or("/"));
+            let _ = writeln!(
+                s,
+                "mkdir -p \"$WORK/{name}.d\"{dir}\n\
+                 tar -xf \"$WORK/{name}\" -C \"$WORK/{name}.d\"{dir}\n\
+                 (cd \"$WORK/{name}.d\" && find . -mindepth 1 | cpio -o -H newc --quiet) >\"$WORK/{name}.cpio\""
+            );
+            parts.push(format!("\"$WORK/{name}.cpio\""));
+        }
         if parts.is_empty() {
             return Err(ReproError::MissingArtifact("initrd"));
         }
@@ -301,10 +322,40 @@ mod tests {
                     source: source.into(),
                     sha256: "a".repeat(64),
                     size: 1,
+                    path: None,
                 },
             );
         }
         r
+    }
+
+    #[test]
+    fn tarballs_are_repacked_with_tar_and_cpio_in_the_runners_order() {
+        let mut r = result();
+        let info = |source: &str, path: Option<&str>| ArtifactInfo {
+            source: source.into(),
+            sha256: "a".repeat(64),
+            size: 1,
+            path: path.map(str::to_string),
+        };
+        r.artifacts
+            .insert("modules".into(), info("/srv/modules.tar.xz", None));
+        for i in [10, 2] {
+            r.artifacts.insert(
+                format!("overlay-{i}"),
+                info(&format!("/srv/o{i}.tar"), Some("/opt/my suite")),
+            );
+        }
+        let s = reproducer(&r, "job x").unwrap();
+        assert!(s.contains("tar -xf \"$WORK/modules\" -C \"$WORK/modules.d\"\n"), "{s}");
+        assert!(
+            s.contains("tar -xf \"$WORK/overlay-2\" -C \"$WORK/overlay-2.d\"'/opt/my suite'\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("cat \"$WORK/initrd\" \"$WORK/modules.cpio\" \"$WORK/overlay-2.cpio\" \"$WORK/overlay-10.cpio\" >\"$WORK/initramfs\""),
+            "{s}"
+        );
     }
 
     #[test]

@@ -136,6 +136,7 @@ mod tests {
                 source: "file:///boot/vmlinuz".into(),
                 sha256: "ab".repeat(32),
                 size: 8247232,
+                path: None,
             },
         );
         r

@@ -163,6 +163,8 @@ pub enum Slot {
     Rootfs,
     Modules,
     Dtb,
+    /// One of `spec.overlays[]` (not in [`Slot::ALL`]: there may be several).
+    Overlay,
 }
 
 impl Slot {
@@ -182,6 +184,7 @@ impl Slot {
             Slot::Rootfs => "rootfs",
             Slot::Modules => "modules",
             Slot::Dtb => "dtb",
+            Slot::Overlay => "overlay",
         }
     }
 
@@ -193,6 +196,7 @@ impl Slot {
             Slot::Rootfs => "spec.rootfs.url",
             Slot::Modules => "spec.modules.url",
             Slot::Dtb => "spec.dtb.url",
+            Slot::Overlay => "spec.overlays[].url",
         }
     }
 }
@@ -205,6 +209,7 @@ pub struct ValidatedSpec {
     pub initrd: Option<Artifact>,
     pub rootfs: Option<Artifact>,
     pub modules: Option<Artifact>,
+    pub overlays: Vec<Overlay>,
     pub dtb: Option<Artifact>,
     /// The user's kernel arguments: one line, no control characters, bounded.
     pub boot_args: String,
@@ -238,10 +243,77 @@ impl ValidatedSpec {
                 Slot::Rootfs => self.rootfs.as_ref(),
                 Slot::Modules => self.modules.as_ref(),
                 Slot::Dtb => self.dtb.as_ref(),
+                Slot::Overlay => None,
             }
             .map(|a| (s, a))
         })
+        .chain(self.overlays.iter().map(|o| (Slot::Overlay, &o.artifact)))
     }
+}
+
+/// A validated overlay: its tarball and its directory in the guest.
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    pub artifact: Artifact,
+    /// Normalized: `/` or `/a/b`.
+    pub path: String,
+}
+
+/// Overlays one job may carry.
+pub const MAX_OVERLAYS: usize = 16;
+
+/// A directory in the guest, as its components: absolute, no `..`, no control characters.
+pub fn parse_guest_dir(path: &str) -> Result<Vec<String>, String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must be an absolute directory in the guest"));
+    }
+    if path.len() > 1024 || has_control(path) {
+        return Err(format!(
+            "{path:?}: at most 1024 bytes, no control characters"
+        ));
+    }
+    let mut parts = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err(format!("{path:?} may not contain `..`")),
+            c => parts.push(c.to_string()),
+        }
+    }
+    Ok(parts)
+}
+
+fn overlays(errs: &mut Errors, given: &[super::OverlayRef]) -> Vec<Overlay> {
+    if given.len() > MAX_OVERLAYS {
+        errs.push(
+            "spec.overlays",
+            format!("{} overlays; the limit is {MAX_OVERLAYS}", given.len()),
+        );
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, o) in given.iter().enumerate() {
+        let url_field = format!("spec.overlays[{i}].url");
+        if o.url.trim().is_empty() {
+            errs.push(url_field, "required");
+            continue;
+        }
+        let artifact = match Artifact::parse(&o.url, o.sha256.as_deref()) {
+            Ok(a) => a,
+            Err(e) => {
+                errs.push(url_field, e);
+                continue;
+            }
+        };
+        match parse_guest_dir(o.path.as_deref().unwrap_or("/")) {
+            Ok(parts) => out.push(Overlay {
+                artifact,
+                path: format!("/{}", parts.join("/")),
+            }),
+            Err(e) => errs.push(format!("spec.overlays[{i}].path"), e),
+        }
+    }
+    out
 }
 
 /// A compiled failure pattern, with the one size limit every caller uses.
@@ -286,6 +358,7 @@ pub fn validate(spec: &BootJobSpec) -> Result<ValidatedSpec, Vec<FieldError>> {
     let initrd = artifact(&mut errs, Slot::Initrd, spec.initrd.as_ref());
     let rootfs = artifact(&mut errs, Slot::Rootfs, spec.rootfs.as_ref());
     let modules = artifact(&mut errs, Slot::Modules, spec.modules.as_ref());
+    let overlays = overlays(&mut errs, &spec.overlays);
     let dtb = artifact(&mut errs, Slot::Dtb, spec.dtb.as_ref());
 
     let boot_args = spec.boot_args.clone().unwrap_or_default();
@@ -461,6 +534,7 @@ pub fn validate(spec: &BootJobSpec) -> Result<ValidatedSpec, Vec<FieldError>> {
         initrd: initrd.flatten(),
         rootfs: rootfs.flatten(),
         modules: modules.flatten(),
+        overlays,
         dtb: dtb.flatten(),
         boot_args,
         machine,
@@ -614,6 +688,47 @@ mod tests {
             Some(Location::Http(_))
         ));
         assert_eq!(v.max_attempts, 3);
+    }
+
+    #[test]
+    fn overlays_need_a_source_and_an_absolute_directory_that_never_climbs() {
+        let mut s = spec();
+        s.overlays = vec![
+            crate::spec::OverlayRef {
+                url: "https://example.invalid/ltp.tar.xz".into(),
+                sha256: None,
+                path: Some("/opt//ltp/".into()),
+            },
+            crate::spec::OverlayRef {
+                url: "/srv/o.tar.gz".into(),
+                sha256: Some("ab".repeat(32)),
+                path: None,
+            },
+        ];
+        let v = validate(&s).unwrap();
+        assert_eq!(v.overlays.len(), 2);
+        assert_eq!(v.overlays[0].path, "/opt/ltp");
+        assert_eq!(v.overlays[1].path, "/");
+        // Every overlay is an artifact the farm's policy checks.
+        let slots: Vec<Slot> = v.artifacts().map(|(s, _)| s).collect();
+        assert_eq!(slots.iter().filter(|s| **s == Slot::Overlay).count(), 2);
+        s.overlays[0].path = Some("opt".into());
+        s.overlays[1].path = Some("/opt/../etc".into());
+        s.overlays.push(crate::spec::OverlayRef {
+            url: " ".into(),
+            sha256: None,
+            path: None,
+        });
+        assert_eq!(
+            fields(&s),
+            [
+                "spec.overlays[0].path",
+                "spec.overlays[1].path",
+                "spec.overlays[2].url"
+            ]
+        );
+        s.overlays = vec![s.overlays[0].clone(); MAX_OVERLAYS + 1];
+        assert_eq!(fields(&s), ["spec.overlays"]);
     }
 
     #[test]

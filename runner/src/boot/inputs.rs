@@ -108,6 +108,33 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
             ramdisk_parts.push(cpio);
         }
     }
+    // Overlays after the modules: later archives overwrite earlier files, as later overlays do.
+    if !req.overlays.is_empty() {
+        if rootfs.is_some() {
+            return Err(InfraError::new(
+                ErrorKind::InvalidJob,
+                "overlays are repacked into the initramfs; on a disk rootfs they are not supported yet",
+            ));
+        }
+        let mut tarballs = Vec::new();
+        for (i, (src, path)) in req.overlays.iter().enumerate() {
+            let name = format!("overlay-{i}");
+            let file = got.fetch(&cache, &name, src).await?;
+            if let Some(info) = got.artifacts.get_mut(&name) {
+                info.path = Some(path.clone());
+            }
+            let dest = GuestDir::parse(path).map_err(|e| {
+                InfraError::new(ErrorKind::InvalidJob, format!("overlay {}: {e}", src.source))
+            })?;
+            tarballs.push((file, dest, src.source.clone()));
+        }
+        let out = work_dir.join("overlays.cpio");
+        let (cpio, report) = tokio::task::spawn_blocking(move || repack(&tarballs, &out))
+            .await
+            .map_err(|e| InfraError::new(ErrorKind::Internal, format!("repacking: {e}")))??;
+        tracing::info!(files = report.files, bytes = report.bytes, "Overlays repacked into the initramfs");
+        ramdisk_parts.push(cpio);
+    }
     let dtb = match &req.dtb {
         Some(src) => Some(got.fetch(&cache, "dtb", src).await?),
         None => None,

@@ -79,8 +79,11 @@ pub struct BootRequest {
     /// `snapshot=on`, `root=` set).
     pub rootfs: Option<ArtifactSource>,
     pub dtb: Option<ArtifactSource>,
-    /// A `.cpio*` archive of modules, appended to the initramfs.
+    /// A `.cpio*` archive of modules, or a modules tarball repacked into one; appended to the
+    /// initramfs.
     pub modules: Option<ArtifactSource>,
+    /// Tarballs for the guest's root filesystem, each with its (validated) guest directory.
+    pub overlays: Vec<(ArtifactSource, String)>,
     /// Appended after `console=<dev>,115200 panic=-1` (so the user's `panic=` wins).
     pub boot_args: String,
     pub machine: Option<Machine>,
@@ -122,6 +125,7 @@ impl Default for BootRequest {
             rootfs: None,
             dtb: None,
             modules: None,
+            overlays: Vec::new(),
             boot_args: String::new(),
             machine: None,
             cpu: None,

@@ -7,6 +7,7 @@
 //! paths that climb out of the destination, symlinks that point out of it, device nodes, hard
 //! links and archives that expand past the limits are refused with the entry named.
 
+use bootfarm_core::spec::parse_guest_dir;
 use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Read, Write};
 
@@ -65,25 +66,9 @@ impl GuestDir {
         GuestDir(Vec::new())
     }
 
-    /// An absolute path without `..`, `.` or empty components beyond slashes.
-    // Overlays (`--overlay SRC:PATH`) will name their destination with it; modules go to `/`.
-    #[cfg(test)]
+    /// An absolute path without `..` (the spec's one rule, [`parse_guest_dir`]).
     pub fn parse(path: &str) -> Result<Self, String> {
-        if !path.starts_with('/') {
-            return Err(format!(
-                "{path:?}: the destination must be an absolute path"
-            ));
-        }
-        let mut parts = Vec::new();
-        for c in path.split('/') {
-            match c {
-                "" | "." => {}
-                ".." => return Err(format!("{path:?}: the destination may not contain `..`")),
-                c if c.contains('\0') => return Err(format!("{path:?}: a NUL byte")),
-                c => parts.push(c.to_string()),
-            }
-        }
-        Ok(GuestDir(parts))
+        parse_guest_dir(path).map(GuestDir)
     }
 
     fn shown(&self) -> String {

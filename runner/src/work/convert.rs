@@ -75,6 +75,11 @@ pub fn request_from(v: &ValidatedSpec, settings: &RunnerSettings) -> BootRequest
         rootfs: v.rootfs.as_ref().map(source),
         dtb: v.dtb.as_ref().map(source),
         modules: v.modules.as_ref().map(source),
+        overlays: v
+            .overlays
+            .iter()
+            .map(|o| (source(&o.artifact), o.path.clone()))
+            .collect(),
         boot_args: v.boot_args.clone(),
         machine: v.machine.clone(),
         cpu: v.cpu.clone(),
