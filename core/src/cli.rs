@@ -447,7 +447,10 @@ mod tests {
             split_overlay("https://h/o.tar.gz:/"),
             ("https://h/o.tar.gz", Some("/"))
         );
-        assert_eq!(split_overlay("https://h/o.tar.gz"), ("https://h/o.tar.gz", None));
+        assert_eq!(
+            split_overlay("https://h/o.tar.gz"),
+            ("https://h/o.tar.gz", None)
+        );
         assert_eq!(split_overlay("file:///o.tar"), ("file:///o.tar", None));
         assert_eq!(split_overlay("/o.tar"), ("/o.tar", None));
         assert_eq!(split_overlay("/o.tar:rel"), ("/o.tar:rel", None));

@@ -1274,7 +1274,11 @@ fn overlays_land_at_their_paths_in_order_and_run() {
     tarball_gz(
         &first,
         &[
-            ("opt/bootfarm/hello", 0o755, b"#!/bin/sh\necho hello from the overlay\n"),
+            (
+                "opt/bootfarm/hello",
+                0o755,
+                b"#!/bin/sh\necho hello from the overlay\n",
+            ),
             ("etc/bootfarm/motd", 0o644, b"the first overlay\n"),
         ],
     );

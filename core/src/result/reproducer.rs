@@ -73,6 +73,16 @@ extract_pvh() { # BZIMAGE CODEC OUT: the ELF a bzImage carries (its payload, per
 }
 "#;
 
+/// The script's line fetching artifact `name` from its source (checked against its sha256).
+fn fetch_line(s: &mut String, name: &str, a: &ArtifactInfo) {
+    // What the runner read: a file:// URL is its (decoded) path.
+    let source = match Location::parse(&a.source) {
+        Ok(Location::Local(p)) => p.display().to_string(),
+        _ => a.source.clone(),
+    };
+    let _ = writeln!(s, "fetch {name} {} {}", quote(&source), quote(&a.sha256));
+}
+
 /// The script reproducing the boot of `r`; `title` names it (a job name or the kernel).
 pub fn reproducer(r: &BootResult, title: &str) -> Result<String, ReproError> {
     let qemu = r.qemu.as_ref().ok_or(ReproError::NoQemu)?;
@@ -111,12 +121,7 @@ pub fn reproducer(r: &BootResult, title: &str) -> Result<String, ReproError> {
             .artifacts
             .get(name)
             .ok_or(ReproError::MissingArtifact(name))?;
-        // What the runner read: a file:// URL is its (decoded) path.
-        let source = match Location::parse(&a.source) {
-            Ok(Location::Local(p)) => p.display().to_string(),
-            _ => a.source.clone(),
-        };
-        let _ = writeln!(s, "fetch {name} {} {}", quote(&source), quote(&a.sha256));
+        fetch_line(s, name, a);
         Ok(())
     };
     if has("-kernel") {
@@ -182,7 +187,7 @@ pub fn reproducer(r: &BootResult, title: &str) -> Result<String, ReproError> {
             .collect();
         overlays.sort_by_key(|(i, _, _)| *i);
         for (_, name, a) in overlays {
-            fetch(&mut s, name)?;
+            fetch_line(&mut s, name, a);
             let dir = quote(a.path.as_deref().unwrap_or("/"));
             let _ = writeln!(
                 s,
@@ -347,7 +352,10 @@ mod tests {
             );
         }
         let s = reproducer(&r, "job x").unwrap();
-        assert!(s.contains("tar -xf \"$WORK/modules\" -C \"$WORK/modules.d\"\n"), "{s}");
+        assert!(
+            s.contains("tar -xf \"$WORK/modules\" -C \"$WORK/modules.d\"\n"),
+            "{s}"
+        );
         assert!(
             s.contains("tar -xf \"$WORK/overlay-2\" -C \"$WORK/overlay-2.d\"'/opt/my suite'\n"),
             "{s}"

@@ -236,18 +236,20 @@ pub struct ValidatedSpec {
 impl ValidatedSpec {
     /// The artifacts the job names, with their slots.
     pub fn artifacts(&self) -> impl Iterator<Item = (Slot, &Artifact)> {
-        Slot::ALL.into_iter().filter_map(move |s| {
-            match s {
-                Slot::Kernel => Some(&self.kernel),
-                Slot::Initrd => self.initrd.as_ref(),
-                Slot::Rootfs => self.rootfs.as_ref(),
-                Slot::Modules => self.modules.as_ref(),
-                Slot::Dtb => self.dtb.as_ref(),
-                Slot::Overlay => None,
-            }
-            .map(|a| (s, a))
-        })
-        .chain(self.overlays.iter().map(|o| (Slot::Overlay, &o.artifact)))
+        Slot::ALL
+            .into_iter()
+            .filter_map(move |s| {
+                match s {
+                    Slot::Kernel => Some(&self.kernel),
+                    Slot::Initrd => self.initrd.as_ref(),
+                    Slot::Rootfs => self.rootfs.as_ref(),
+                    Slot::Modules => self.modules.as_ref(),
+                    Slot::Dtb => self.dtb.as_ref(),
+                    Slot::Overlay => None,
+                }
+                .map(|a| (s, a))
+            })
+            .chain(self.overlays.iter().map(|o| (Slot::Overlay, &o.artifact)))
     }
 }
 
@@ -265,7 +267,9 @@ pub const MAX_OVERLAYS: usize = 16;
 /// A directory in the guest, as its components: absolute, no `..`, no control characters.
 pub fn parse_guest_dir(path: &str) -> Result<Vec<String>, String> {
     if !path.starts_with('/') {
-        return Err(format!("{path:?} must be an absolute directory in the guest"));
+        return Err(format!(
+            "{path:?} must be an absolute directory in the guest"
+        ));
     }
     if path.len() > 1024 || has_control(path) {
         return Err(format!(

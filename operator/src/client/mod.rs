@@ -506,6 +506,7 @@ mod tests {
         ("--dtb-sha256", SHA),
         ("--modules", "/m.cpio"),
         ("--modules-sha256", SHA),
+        ("--overlay", "/o.tar.gz:/opt/o"),
         ("--boot-args", "-- quiet"),
         ("--memory", "1G"),
         ("--smp", "2"),

@@ -124,7 +124,10 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
                 info.path = Some(path.clone());
             }
             let dest = GuestDir::parse(path).map_err(|e| {
-                InfraError::new(ErrorKind::InvalidJob, format!("overlay {}: {e}", src.source))
+                InfraError::new(
+                    ErrorKind::InvalidJob,
+                    format!("overlay {}: {e}", src.source),
+                )
             })?;
             tarballs.push((file, dest, src.source.clone()));
         }
@@ -132,7 +135,11 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         let (cpio, report) = tokio::task::spawn_blocking(move || repack(&tarballs, &out))
             .await
             .map_err(|e| InfraError::new(ErrorKind::Internal, format!("repacking: {e}")))??;
-        tracing::info!(files = report.files, bytes = report.bytes, "Overlays repacked into the initramfs");
+        tracing::info!(
+            files = report.files,
+            bytes = report.bytes,
+            "Overlays repacked into the initramfs"
+        );
         ramdisk_parts.push(cpio);
     }
     let dtb = match &req.dtb {
