@@ -379,8 +379,9 @@ async fn a_follow_resumes_at_the_end_of_the_log() {
     assert_eq!(String::from_utf8_lossy(&body), "second\n");
     let at_end = app.router.clone().oneshot(follow_from(13)).await.unwrap();
     assert_eq!(at_end.status(), StatusCode::NO_CONTENT);
+    // Past the end too: a follower's count may include markers the stored log does not hold.
     let past_end = app.router.clone().oneshot(follow_from(14)).await.unwrap();
-    assert_eq!(past_end.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(past_end.status(), StatusCode::NO_CONTENT);
 }
 
 /// A client that saw the verdict in the status and asks for the document at once gets it, even

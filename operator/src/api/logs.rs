@@ -86,16 +86,20 @@ pub fn parse_range(value: &str, len: u64) -> Result<Option<ByteRange>, ApiError>
 /// written) is allowed too, so a follower resuming where it stopped waits for the next bytes
 /// instead of being refused.
 pub fn follow_start(value: &str, len: u64) -> Result<u64, ApiError> {
-    let open_ended = value
-        .trim()
-        .strip_prefix("bytes=")
-        .and_then(|s| s.trim().strip_suffix('-'))
-        .and_then(|n| n.trim().parse::<u64>().ok());
-    match open_ended {
+    match open_ended_start(value) {
         Some(n) if n <= len => Ok(n),
         Some(_) => Err(ApiError::RangeNotSatisfiable(len)),
         None => Ok(parse_range(value, len)?.map_or(0, |r| r.start)),
     }
+}
+
+/// N of `bytes=N-`.
+fn open_ended_start(value: &str) -> Option<u64> {
+    value
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|s| s.trim().strip_suffix('-'))
+        .and_then(|n| n.trim().parse::<u64>().ok())
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,12 +126,19 @@ pub async fn log(
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let finished = crate::queue::phase(&job).is_finished();
     let follow_from = match (q.follow, range_header) {
-        (true, Some(v)) => Some(follow_start(v, len)?),
+        (true, Some(v)) if !finished => Some(follow_start(v, len)?),
+        (true, Some(_)) => None,
         (true, None) => Some(0),
         (false, _) => None,
     };
-    // A follower that read everything of a job that has ended: there is nothing more, ever.
-    if finished && follow_from == Some(len) && len > 0 {
+    // A follower resuming at or past the end of a job that has ended: there is nothing more,
+    // ever (its count may include markers the follow sent that the stored log does not hold).
+    if finished
+        && q.follow
+        && range_header
+            .and_then(open_ended_start)
+            .is_some_and(|n| n >= len && len > 0)
+    {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     if let (Some(start), false) = (follow_from, finished) {

@@ -123,7 +123,7 @@ fn paths(s: &mut Schemas, job: &Value, job_json: &Value, user: &Value, runner: &
                 "get": {"summary": "The serial console log", "security": user,
                     "responses": {"200": {"description": "console bytes", "content": {"text/plain": {}}},
                         "206": {"description": "the bytes of the `Range` asked for", "content": {"text/plain": {}}},
-                        "204": {"description": "a follow (`Range: bytes=LEN-`) of a job that has ended, from the end of its log: nothing more"},
+                        "204": {"description": "a follow (`Range: bytes=N-`, N at or past the end) of a job that has ended: nothing more"},
                         "404": s.error("no such job"),
                         "416": s.error("a range past the end (a follow may start exactly at the end)")}}
             },

@@ -538,7 +538,9 @@ class Console {
 
   // Starts reading the log once; a running job's log is followed until it ends.
   start(phase) {
-    if (this.streaming || this.done) return;
+    // Once: reconnects and the end are read()'s own (a second reader would race it).
+    if (this.started) return;
+    this.started = true;
     const running = !FINISHED.has(phase);
     if (running && this.target === null) this.follow.checked = true;
     this.read(running);
