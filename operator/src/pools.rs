@@ -87,17 +87,17 @@ impl PoolBoard {
 
     /// Records one decision of one pool.
     pub fn record(&self, obs: &Observation<'_>) {
+        let view = view_of(obs);
         let mut pools = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let previous_desired = pools.get(obs.pool).map(|e| e.view.desired);
-        let entry = pools.entry(obs.pool.to_string()).or_insert_with(|| Entry {
-            view: view_of(obs),
-            history: VecDeque::new(),
-        });
+        let (mut history, previous_desired) = match pools.remove(obs.pool) {
+            Some(e) => (e.history, Some(e.view.desired)),
+            None => (VecDeque::new(), None),
+        };
         if let Some(event) = event_of(obs, previous_desired) {
-            entry.history.push_front(event);
-            entry.history.truncate(HISTORY);
+            history.push_front(event);
+            history.truncate(HISTORY);
         }
-        entry.view = view_of(obs);
+        pools.insert(obs.pool.to_string(), Entry { view, history });
     }
 
     /// Drops pools that no longer exist (a deleted RunnerPool).

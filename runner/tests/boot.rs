@@ -1102,24 +1102,33 @@ fn a_boot_that_never_reached_qemu_has_no_reproducer_but_keeps_its_verdict() {
 fn modules_tarball(dir: &Path, version: &str, out: &Path) {
     let ko =
         std::fs::read(dir.join("x86_64/bootfarm_trigger.ko")).expect("the trigger module fixture");
+    let (ko_path, dep_path) = (
+        format!("lib/modules/{version}/extra/bootfarm_trigger.ko"),
+        format!("lib/modules/{version}/modules.dep"),
+    );
     let xz = xz2::write::XzEncoder::new(std::fs::File::create(out).unwrap(), 1);
-    let mut tar = tar::Builder::new(xz);
-    let mut add = |path: String, data: &[u8]| {
+    tar_files(
+        xz,
+        &[
+            (&ko_path, 0o644, &ko),
+            (&dep_path, 0o644, b"extra/bootfarm_trigger.ko:\n"),
+        ],
+    )
+    .finish()
+    .unwrap();
+}
+
+/// A tar archive of (path, mode, content) written into `w`; returns `w` to be finished.
+fn tar_files<W: std::io::Write>(w: W, files: &[(&str, u32, &[u8])]) -> W {
+    let mut tar = tar::Builder::new(w);
+    for (path, mode, data) in files {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
-        h.set_mode(0o644);
+        h.set_mode(*mode);
         h.set_cksum();
-        tar.append_data(&mut h, path, data).unwrap();
-    };
-    add(
-        format!("lib/modules/{version}/extra/bootfarm_trigger.ko"),
-        &ko,
-    );
-    add(
-        format!("lib/modules/{version}/modules.dep"),
-        b"extra/bootfarm_trigger.ko:\n",
-    );
-    tar.into_inner().unwrap().finish().unwrap();
+        tar.append_data(&mut h, path, *data).unwrap();
+    }
+    tar.into_inner().unwrap()
 }
 
 /// KIR: the tarball is repacked into the initramfs (no unpacked tree, no tar in the guest), the
@@ -1254,15 +1263,7 @@ fn tarball_gz(out: &Path, files: &[(&str, u32, &[u8])]) {
         std::fs::File::create(out).unwrap(),
         flate2::Compression::fast(),
     );
-    let mut tar = tar::Builder::new(gz);
-    for (path, mode, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(*mode);
-        h.set_cksum();
-        tar.append_data(&mut h, path, *data).unwrap();
-    }
-    tar.into_inner().unwrap().finish().unwrap();
+    tar_files(gz, files).finish().unwrap();
 }
 
 /// `--overlay SRC[:PATH]` as TuxRun's: each tarball lands in the guest at its directory, in

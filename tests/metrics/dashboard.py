@@ -20,16 +20,14 @@ import json
 import math
 import os
 import re
-import signal
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from farmtest import Failure, Processes, check, free_ports, http_json, wait_for  # noqa: E402
+from farmtest import Failure, check, free_ports, http_json, run_test, wait_for  # noqa: E402
 
 SCRAPE_S = 2
 STEP_S = 2
@@ -391,30 +389,7 @@ def main():
     for k in ("bin_dir", "fixtures", "rules", "dashboard", "out"):
         setattr(args, k, os.path.abspath(getattr(args, k)))
     os.makedirs(args.out, exist_ok=True)
-    procs = Processes()
-    # SIGTERM/SIGINT unwind through the finally below, so nothing started here outlives the test.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: sys.exit(2))
-    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(Failure(f"the test took over {DEADLINE_S} s")))
-    signal.alarm(DEADLINE_S)
-    with tempfile.TemporaryDirectory(prefix="bootfarm-dashboard.") as work:
-        try:
-            run(args, procs, work)
-        except Failure as e:
-            print(f"dashboard: FAIL: {e} (logs in {args.out})", file=sys.stderr)
-            return 1
-        except Exception:  # a bug of this test, not a finding: still a failure, with its traceback
-            import traceback
-
-            traceback.print_exc()
-            return 1
-        finally:
-            signal.alarm(0)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_IGN)
-            procs.stop_all()
-    log("PASS")
-    return 0
+    return run_test("dashboard", DEADLINE_S, args.out, lambda procs, work: run(args, procs, work))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -97,3 +99,35 @@ def wait_for(what, fn, timeout, every=0.25):
             last = e
         time.sleep(every)
     raise Failure(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+def run_test(name, deadline_s, out, body):
+    """Runs body(procs, work) under a deadline, in a fresh work directory, and says PASS or FAIL.
+
+    Whatever happens (a failure, a bug of the test, SIGTERM/SIGINT, the deadline), every process
+    started through `procs` is stopped before this returns. Returns the exit status."""
+    procs = Processes()
+    # SIGTERM/SIGINT unwind through the finally below, so nothing started here outlives the test.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(2))
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(Failure(f"the test took over {deadline_s} s")))
+    signal.alarm(deadline_s)
+    with tempfile.TemporaryDirectory(prefix=f"bootfarm-{name}.") as work:
+        try:
+            body(procs, work)
+        except Failure as e:
+            print(f"{name}: FAIL: {e} (logs in {out})", file=sys.stderr)
+            return 1
+        except Exception:  # a bug of the test or a tool's timeout: still a failure, with its traceback
+            import traceback
+
+            traceback.print_exc()
+            print(f"{name}: FAIL (logs in {out})", file=sys.stderr)
+            return 1
+        finally:
+            signal.alarm(0)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
+            procs.stop_all()
+    print(f"{name}: PASS", flush=True)
+    return 0

@@ -22,15 +22,13 @@ Usage: ui.py --bin-dir DIR --fixtures DIR --chromium PATH --out DIR
 import argparse
 import json
 import os
-import signal
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from farmtest import Failure, Processes, check, free_ports, http_json, wait_for  # noqa: E402
+from farmtest import Failure, check, free_ports, http_json, run_test, wait_for  # noqa: E402
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
@@ -378,32 +376,13 @@ def main():
     for k in ("bin_dir", "fixtures", "out"):
         setattr(args, k, os.path.abspath(getattr(args, k)))
     os.makedirs(args.out, exist_ok=True)
-    procs = Processes()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: sys.exit(2))
-    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(Failure(f"the test took over {DEADLINE_S} s")))
-    signal.alarm(DEADLINE_S)
-    with tempfile.TemporaryDirectory(prefix="bootfarm-ui.") as work:
-        args.work = work
-        try:
-            with sync_playwright() as pw:
-                run(args, procs, work, pw)
-        except Failure as e:
-            print(f"ui: FAIL: {e} (logs and screenshots in {args.out})", file=sys.stderr)
-            return 1
-        except Exception:  # a bug of this test or a browser timeout: still a failure, with its traceback
-            import traceback
 
-            traceback.print_exc()
-            print(f"ui: FAIL (logs and screenshots in {args.out})", file=sys.stderr)
-            return 1
-        finally:
-            signal.alarm(0)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_IGN)
-            procs.stop_all()
-    log("PASS")
-    return 0
+    def body(procs, work):
+        args.work = work
+        with sync_playwright() as pw:
+            run(args, procs, work, pw)
+
+    return run_test("ui", DEADLINE_S, args.out, body)
 
 
 if __name__ == "__main__":

@@ -124,24 +124,11 @@ pub async fn log(
         .map_err(|e| ApiError::internal(format!("opening log of {name}: {e}")))?;
     let len = view.len();
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let finished = crate::queue::phase(&job).is_finished();
-    let follow_from = match (q.follow, range_header) {
-        (true, Some(v)) if !finished => Some(follow_start(v, len)?),
-        (true, Some(_)) => None,
-        (true, None) => Some(0),
-        (false, _) => None,
-    };
-    // A follower resuming at or past the end of a job that has ended: there is nothing more,
-    // ever (its count may include markers the follow sent that the stored log does not hold).
-    if finished
-        && q.follow
-        && range_header
-            .and_then(open_ended_start)
-            .is_some_and(|n| n >= len && len > 0)
-    {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    if let (Some(start), false) = (follow_from, finished) {
+    if q.follow && !crate::queue::phase(&job).is_finished() {
+        let start = match range_header {
+            Some(v) => follow_start(v, len)?,
+            None => 0,
+        };
         let from = view.layout().position(start);
         let stream = follow(state, name, from);
         return Ok(text_response(
@@ -149,6 +136,15 @@ pub async fn log(
             None,
             Body::from_stream(stream),
         ));
+    }
+    // A follower resuming at or past the end of a job that has ended: there is nothing more,
+    // ever (its count may include markers the follow sent that the stored log does not hold).
+    if q.follow
+        && range_header
+            .and_then(open_ended_start)
+            .is_some_and(|n| n >= len && len > 0)
+    {
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let range = match range_header {
         Some(v) => parse_range(v, len)?,

@@ -122,9 +122,7 @@ async fn login(
     if token.is_empty() {
         return Err(ApiError::invalid("token", "the token is empty"));
     }
-    state
-        .tokens
-        .check(Some(&format!("Bearer {token}")), Role::User)?;
+    state.tokens.check_token(token, Role::User)?;
     let secure = headers
         .get("x-forwarded-proto")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
@@ -142,11 +140,12 @@ async fn login(
     Ok(resp)
 }
 
-async fn logout() -> Response {
+async fn logout() -> Result<Response, ApiError> {
     let mut resp = hardened(StatusCode::NO_CONTENT.into_response());
+    let cookie = format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("bootfarm_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
+        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
     );
-    resp
+    Ok(resp)
 }

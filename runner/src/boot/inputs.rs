@@ -98,12 +98,8 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         } else {
             // A tarball (`modules.tar.xz` as TuxMake writes it): repacked into a cpio appended
             // to the initramfs.
-            let out = work_dir.join("modules.cpio");
             let tarballs = vec![(path, GuestDir::root(), src.source.clone())];
-            let (cpio, report) = tokio::task::spawn_blocking(move || repack(&tarballs, &out))
-                .await
-                .map_err(|e| InfraError::new(ErrorKind::Internal, format!("repacking: {e}")))??;
-            tracing::info!(files = report.files, bytes = report.bytes, versions = ?report.module_versions, "Modules tarball repacked into the initramfs");
+            let (cpio, report) = repack_into(tarballs, work_dir.join("modules.cpio")).await?;
             module_versions = report.module_versions;
             ramdisk_parts.push(cpio);
         }
@@ -131,15 +127,7 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
             })?;
             tarballs.push((file, dest, src.source.clone()));
         }
-        let out = work_dir.join("overlays.cpio");
-        let (cpio, report) = tokio::task::spawn_blocking(move || repack(&tarballs, &out))
-            .await
-            .map_err(|e| InfraError::new(ErrorKind::Internal, format!("repacking: {e}")))??;
-        tracing::info!(
-            files = report.files,
-            bytes = report.bytes,
-            "Overlays repacked into the initramfs"
-        );
+        let (cpio, _) = repack_into(tarballs, work_dir.join("overlays.cpio")).await?;
         ramdisk_parts.push(cpio);
     }
     let dtb = match &req.dtb {
@@ -171,6 +159,24 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         held: got.held,
         module_versions,
     })
+}
+
+/// [`repack`] off the async threads (it reads and writes every byte), logged.
+async fn repack_into(
+    tarballs: Vec<(PathBuf, GuestDir, String)>,
+    out: PathBuf,
+) -> Result<(PathBuf, repack::Report), InfraError> {
+    let (cpio, report) = tokio::task::spawn_blocking(move || repack(&tarballs, &out))
+        .await
+        .map_err(|e| InfraError::new(ErrorKind::Internal, format!("repacking: {e}")))??;
+    tracing::info!(
+        cpio = %cpio.display(),
+        files = report.files,
+        bytes = report.bytes,
+        module_versions = ?report.module_versions,
+        "Tarballs repacked into the initramfs"
+    );
+    Ok((cpio, report))
 }
 
 /// Repacks tarballs (each into its guest directory) into one newc cpio at `out`.

@@ -57,7 +57,7 @@ impl Facts {
 
 /// A warning when the modules given are for another kernel than the one that booted (the
 /// kernel refuses them: "disagrees about version of symbol" or no such directory).
-pub(super) fn module_mismatch(
+fn module_mismatch(
     versions: &std::collections::BTreeSet<String>,
     booted: Option<&str>,
 ) -> Option<String> {

@@ -487,7 +487,7 @@ class Console {
     this.target = null;       // the line the URL names (#L412)
     this.pendingTarget = null; // named but not loaded yet
     this.streaming = false;
-    this.done = false;
+    this.started = false;   // the log is read once per page (read() reconnects itself)
     this.controller = null;
     this.scheduled = false;
     this.follow = h("input", { type: "checkbox", id: "follow" });
@@ -592,7 +592,6 @@ class Console {
 
   finish() {
     this.flush();
-    this.done = true;
     this.follow.checked = false;
     this.schedule();
   }
