@@ -222,7 +222,8 @@ pub fn claim_order(job: &BootJob) -> (Reverse<i32>, Timestamp, String) {
     )
 }
 
-fn add(now: Timestamp, d: Duration) -> Timestamp {
+/// `now + d`, saturating.
+pub fn add(now: Timestamp, d: Duration) -> Timestamp {
     now.checked_add(d).unwrap_or(Timestamp::MAX)
 }
 

@@ -167,6 +167,40 @@ async fn a_running_job_whose_lease_expired_is_requeued_by_a_conditional_status_r
 }
 
 #[tokio::test]
+async fn a_lease_that_ran_out_while_no_operator_ran_gets_a_full_ttl_after_the_restart() {
+    let (client, handle) = mock_client();
+    let mut job = with_finalizer(bootjob("j1", Arch::X86_64));
+    let long_ago = Timestamp::now() - Duration::from_secs(600);
+    queue::enqueue(&mut job, long_ago);
+    queue::start_attempt(
+        &mut job,
+        "tcg-x86-64-aaaaa",
+        "tcg-x86-64",
+        "lease-1",
+        Duration::from_secs(10),
+        long_ago,
+    );
+    // No request at all: the runner may still be booting and renew with this operator.
+    let server = ApiServer::run(handle, vec![]);
+    let ttl = Duration::from_secs(60);
+    let t = context_started(client, vec![], vec![], Some((Timestamp::now(), ttl)));
+    let action = bootjob::reconcile(Arc::new(job), t.ctx.clone())
+        .await
+        .expect("reconciled");
+    server.done().await;
+    assert_ne!(
+        action,
+        Action::requeue(Duration::from_secs(1)),
+        "not expired"
+    );
+    assert_ne!(
+        action,
+        Action::await_change(),
+        "it comes back when the grace ends"
+    );
+}
+
+#[tokio::test]
 async fn a_finished_job_past_its_ttl_is_deleted_with_a_uid_precondition() {
     let (client, handle) = mock_client();
     let mut job = with_finalizer(bootjob("j1", Arch::X86_64));

@@ -321,8 +321,10 @@ async fn run_job(
     }
 }
 
-/// Renews the lease every ttl/3 (at most every 5 s); on `canceled` or `lost`, or when no
-/// heartbeat got through for a whole lease period (it has expired for sure), stops the boot.
+/// Renews the lease every ttl/3 (at most every 5 s); on `canceled` or `lost`, stops the boot.
+/// An operator that cannot be reached does not stop it: nobody can expire the lease while no
+/// operator runs, and a restarted one gives every lease a full TTL to be renewed (the boot's
+/// own timeout still bounds it, and a result for a lease that did expire is refused).
 async fn heartbeats(
     client: Client,
     name: String,
@@ -343,11 +345,9 @@ async fn heartbeats(
             Ok(Lease::Canceled) => Stop::Canceled,
             Ok(Lease::Lost) => Stop::Lost,
             Err(e) => {
-                tracing::warn!(job = %name, error = %e, "Heartbeat failed");
-                if last_ok.elapsed() < ttl {
-                    continue;
-                }
-                Stop::Lost
+                let unrenewed_s = last_ok.elapsed().as_secs();
+                tracing::warn!(job = %name, error = %e, unrenewed_s, "Heartbeat failed; booting on");
+                continue;
             }
         };
         stop.send_if_modified(|s| {
@@ -397,6 +397,7 @@ async fn post_result(client: &Client, job: &Claimed, result: &BootResult) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn token_file_takes_the_first_token_and_strips_the_role() {
@@ -408,5 +409,48 @@ mod tests {
         assert_eq!(read_token(Some(&p)).unwrap().as_deref(), Some("plain"));
         std::fs::write(&p, "# nothing\n").unwrap();
         assert!(read_token(Some(&p)).is_err());
+    }
+
+    /// An operator that answers 503 to the first `down` heartbeats, then `lost`.
+    async fn operator_down_for(down: usize) -> (Client, Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::response::IntoResponse;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let app = axum::Router::new().fallback(move || {
+            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n <= down {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+                } else {
+                    axum::Json(serde_json::json!({"state": "lost"})).into_response()
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (Client::new(&format!("http://{addr}"), None).unwrap(), calls)
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_operator_for_longer_than_the_ttl_does_not_stop_the_boot() {
+        let ttl = Duration::from_millis(600); // heartbeats every 200 ms
+        let (client, calls) = operator_down_for(8).await; // 1.6 s of 503s: over two TTLs
+        let cancel = CancellationToken::new();
+        let (stop, verdict) = tokio::sync::watch::channel(None);
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            heartbeats(client, "j1".into(), "l1".into(), ttl, cancel.clone(), stop),
+        )
+        .await
+        .expect("heartbeats end on the operator's answer");
+        assert_eq!(*verdict.borrow(), Some(Stop::Lost));
+        assert!(cancel.is_cancelled());
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            9,
+            "it kept renewing through the outage and stopped on the first answer"
+        );
     }
 }

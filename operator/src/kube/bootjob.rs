@@ -206,7 +206,7 @@ async fn apply(
             Ok(Action::requeue(IDLE_RECHECK))
         }
         JobPhase::Running => {
-            if queue::lease_expired(job, now) {
+            if ctx.store.lease_expired(job, now) {
                 if let Some(expired) = ctx.store.expire_one(&name, now).await? {
                     let note = format!(
                         "runner {} stopped renewing its lease (attempt {}); {}",
@@ -239,7 +239,7 @@ async fn apply(
                 }
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
-            let expires = job.status.as_ref().and_then(|s| s.lease_expires_at);
+            let expires = ctx.store.lease_deadline(job);
             let wait = expires.map_or(IDLE_RECHECK, |t| until(t, now) + Duration::from_secs(1));
             Ok(Action::requeue(wait.min(IDLE_RECHECK)))
         }

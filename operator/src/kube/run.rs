@@ -141,12 +141,15 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let (metrics, _registry) = Metrics::new();
     let metrics = Arc::new(metrics);
     let activity = Arc::new(RunnerActivity::default());
+    let started = Timestamp::now();
+    let lease_ttl = Duration::from_secs(args.lease_ttl.max(1));
     let store = KubeJobStore::new(
         jobs.clone(),
         pods.clone(),
         activity.clone(),
         metrics.clone(),
-    );
+    )
+    .with_lease_grace(started, lease_ttl);
     let server_url = args
         .server_url
         .clone()
@@ -173,7 +176,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         work: work.clone(),
         jobs: Arc::default(),
         pools: Arc::default(),
-        started: Timestamp::now(),
+        started,
         recorder: super::context::recorder(client.clone()),
         local_artifacts: local_artifacts.clone(),
         board: board.clone(),
@@ -236,7 +239,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     state.tokens = tokens;
     // Long-polls and log follows end at once on shutdown instead of holding the server open.
     state.shutdown = shutdown.clone();
-    state.lease_ttl = Duration::from_secs(args.lease_ttl.max(1));
+    state.lease_ttl = lease_ttl;
     state.work = work;
     state.local_artifacts = local_artifacts;
     state.pools = board;

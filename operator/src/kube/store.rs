@@ -44,6 +44,9 @@ pub struct KubeJobStore {
     /// The one writer of status (conditional, bounded, counted) and where finished jobs count.
     writer: StatusWriter,
     metrics: Arc<Metrics>,
+    /// No lease expires before this: runners could not renew while no operator was up, so a
+    /// restarted operator gives every lease one full TTL to be renewed with it.
+    lease_floor: Timestamp,
 }
 
 fn backend(e: kube::Error) -> StoreError {
@@ -69,7 +72,25 @@ impl KubeJobStore {
             activity,
             writer: StatusWriter::new(metrics.clone()),
             metrics,
+            lease_floor: Timestamp::UNIX_EPOCH,
         }
+    }
+
+    /// Leases do not expire before `started + lease_ttl` (the operator's start).
+    pub fn with_lease_grace(mut self, started: Timestamp, lease_ttl: Duration) -> Self {
+        self.lease_floor = queue::add(started, lease_ttl);
+        self
+    }
+
+    /// Whether a Running job's lease has run out, counting the restart grace.
+    pub fn lease_expired(&self, job: &BootJob, now: Timestamp) -> bool {
+        now >= self.lease_floor && queue::lease_expired(job, now)
+    }
+
+    /// When a Running job's lease runs out, counting the restart grace.
+    pub fn lease_deadline(&self, job: &BootJob) -> Option<Timestamp> {
+        let expires = job.status.as_ref().and_then(|s| s.lease_expires_at)?;
+        Some(expires.max(self.lease_floor))
     }
 
     /// The status writer (the controllers write through it too).
@@ -295,6 +316,9 @@ impl JobStore for KubeJobStore {
     }
 
     async fn expire_leases(&self, now: Timestamp) -> Result<Vec<Expired>, StoreError> {
+        if now < self.lease_floor {
+            return Ok(Vec::new());
+        }
         let expired = transitions::expire_leases(self, now).await?;
         for e in &expired {
             tracing::info!(job = %e.name, runner = ?e.runner, requeued = e.requeued, "Lease expired");
@@ -364,6 +388,9 @@ impl KubeJobStore {
         name: &str,
         now: Timestamp,
     ) -> Result<Option<Expired>, StoreError> {
+        if now < self.lease_floor {
+            return Ok(None);
+        }
         let expired = transitions::expire_one(self, name, now).await?;
         if let Some(e) = &expired {
             tracing::info!(job = name, runner = ?e.runner, requeued = e.requeued, "Lease expired");

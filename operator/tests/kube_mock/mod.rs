@@ -241,6 +241,16 @@ pub struct TestCtx {
 
 /// A reconcile context over the mock client, with synced caches of `jobs` and `pools`.
 pub fn context(client: Client, jobs: Vec<BootJob>, pools: Vec<RunnerPool>) -> TestCtx {
+    context_started(client, jobs, pools, None)
+}
+
+/// [`context`] of an operator that started at `started` with this lease TTL (its restart grace).
+pub fn context_started(
+    client: Client,
+    jobs: Vec<BootJob>,
+    pools: Vec<RunnerPool>,
+    started: Option<(Timestamp, Duration)>,
+) -> TestCtx {
     let data = tempfile::tempdir().expect("a temp dir");
     let (metrics, registry) = Metrics::new();
     let metrics = Arc::new(metrics);
@@ -251,6 +261,10 @@ pub fn context(client: Client, jobs: Vec<BootJob>, pools: Vec<RunnerPool>) -> Te
         activity.clone(),
         metrics.clone(),
     );
+    let store = match started {
+        Some((at, ttl)) => store.with_lease_grace(at, ttl),
+        None => store,
+    };
     let job_cache = Arc::new(OnceLock::new());
     let _ = job_cache.set(synced_store(jobs));
     let pool_cache = Arc::new(OnceLock::new());
