@@ -7,7 +7,7 @@
 //! SIGTERM/SIGINT aborts the boot and releases the lease as an infrastructure failure, so the job
 //! is retried elsewhere instead of waiting for the lease to expire.
 
-mod client;
+pub mod client;
 pub mod convert;
 mod shipper;
 

@@ -1,1 +1,5 @@
-//! Black-box tests live in `tests/*.rs`; this crate has no library code.
+//! Black-box tests live in `tests/*.rs`. The library holds the load generator's pure parts
+//! (`bootfarm-loadgen`: hollow runners that speak the runner protocol without QEMU, to measure
+//! the operator and the apiserver).
+
+pub mod loadgen;
