@@ -16,11 +16,6 @@ use std::time::Duration;
 
 const TTL: Duration = Duration::from_secs(30);
 
-fn job_list(items: Vec<Value>) -> Value {
-    json!({"apiVersion": "bootfarm.dev/v1alpha1", "kind": "BootJobList",
-           "metadata": {"resourceVersion": "200"}, "items": items})
-}
-
 fn queued(name: &str, priority: i32, at: i64) -> Value {
     let mut j = bootjob(name, Arch::X86_64);
     j.spec.priority = priority;
@@ -46,15 +41,7 @@ async fn a_claim_that_loses_a_race_moves_on_to_the_next_candidate() {
     let server = ApiServer::run(
         handle,
         vec![
-            Exchange::new(
-                Method::GET,
-                format!("/apis/bootfarm.dev/v1alpha1/namespaces/{NS}/bootjobs"),
-            )
-            .reply(
-                StatusCode::OK,
-                // "low" is older but "high" has the higher priority: it is tried first.
-                job_list(vec![queued("low", 0, 0), queued("high", 5, 10)]),
-            ),
+            // No LIST: the candidates come from the watch cache.
             Exchange::new(Method::PUT, format!("{}/status", jobs_path("high")))
                 .body(|b| {
                     assert_eq!(b["metadata"]["resourceVersion"], "100", "conditional: {b}");
@@ -82,7 +69,11 @@ async fn a_claim_that_loses_a_race_moves_on_to_the_next_candidate() {
                 .reply(StatusCode::OK, pod("tcg-x86-64-aaaaa")),
         ],
     );
-    let t = context(client, vec![], vec![]);
+    // "low" is older but "high" has the higher priority: it is tried first.
+    let cached = [queued("low", 0, 0), queued("high", 5, 10)]
+        .map(|j| serde_json::from_value(j).expect("a BootJob"))
+        .to_vec();
+    let t = context(client, cached, vec![]);
     let claim = t
         .ctx
         .store
@@ -101,18 +92,9 @@ async fn a_claim_with_no_queued_job_it_serves_writes_nothing() {
     let (client, handle) = mock_client();
     let mut arm = bootjob("arm", Arch::Arm64);
     queue::enqueue(&mut arm, t(0));
-    let server = ApiServer::run(
-        handle,
-        vec![Exchange::new(
-            Method::GET,
-            format!("/apis/bootfarm.dev/v1alpha1/namespaces/{NS}/bootjobs"),
-        )
-        .reply(
-            StatusCode::OK,
-            job_list(vec![serde_json::to_value(arm).expect("json")]),
-        )],
-    );
-    let t = context(client, vec![], vec![]);
+    // Nothing at all: the cache has no x86_64 job.
+    let server = ApiServer::run(handle, vec![]);
+    let t = context(client, vec![arm], vec![]);
     let claim = t
         .ctx
         .store
@@ -139,6 +121,51 @@ async fn a_heartbeat_for_a_deleted_job_tells_the_runner_to_stop() {
         .await
         .expect("no backend error");
     assert_eq!(state, LeaseState::Canceled);
+    server.done().await;
+}
+
+#[tokio::test]
+async fn heartbeats_renew_in_memory_without_any_request() {
+    let (client, handle) = mock_client();
+    let mut job = bootjob("j", Arch::X86_64);
+    queue::enqueue(&mut job, t(0));
+    let claimed_at = Timestamp::now() - Duration::from_secs(20);
+    queue::start_attempt(&mut job, "r1", "tcg-x86-64", "lease-1", TTL, claimed_at);
+    let stored_expiry = job.status.as_ref().and_then(|s| s.lease_expires_at);
+    let server = ApiServer::run(handle, vec![]);
+    let t = context(client, vec![job.clone()], vec![]);
+    let mut last = None;
+    for _ in 0..3 {
+        let state = t
+            .ctx
+            .store
+            .heartbeat("j", "lease-1", TTL, Timestamp::now())
+            .await
+            .expect("no backend error");
+        let LeaseState::Active { expires_at } = state else {
+            panic!("not active: {state:?}");
+        };
+        last = Some(expires_at);
+    }
+    let last = last.expect("three heartbeats");
+    assert!(
+        Some(last) > stored_expiry,
+        "renewed beyond the claim's expiry"
+    );
+    // What the reconciler and any later write see: the live lease, not the stored one.
+    let live = t.ctx.store.view().with_live_lease(&job);
+    assert_eq!(
+        live.status.as_ref().and_then(|s| s.lease_expires_at),
+        Some(queue::round_time(last))
+    );
+    // Another lease's heartbeat is refused and renews nothing.
+    let state = t
+        .ctx
+        .store
+        .heartbeat("j", "lease-2", TTL, Timestamp::now())
+        .await
+        .expect("no backend error");
+    assert_eq!(state, LeaseState::Lost);
     server.done().await;
 }
 

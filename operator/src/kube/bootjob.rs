@@ -143,8 +143,7 @@ async fn admit_and_record(
     let name = job.name_any();
     let admitted = admit(candidate, &ctx.local_artifacts, now);
     ctx.store
-        .writer()
-        .write(api, &admitted)
+        .write_job_status(api, &admitted)
         .await
         .map_err(ReconcileError::Status)?;
     let phase = queue::phase(&admitted);
@@ -176,6 +175,11 @@ async fn apply(
     now: Timestamp,
 ) -> Result<Action, ReconcileError> {
     let name = job.name_any();
+    // The watch may lag behind this operator's own last write (the API's submit queues the
+    // job itself): act on the newer, with the lease as heartbeats renewed it, or the write
+    // would only conflict.
+    let resolved = ctx.store.view().resolve(&name, Some(job));
+    let job = resolved.as_ref().unwrap_or(job);
     if rejected_spec_was_edited(job) {
         // The user fixed an invalid spec: judge the new one from scratch.
         let mut fresh = job.clone();
@@ -183,6 +187,10 @@ async fn apply(
         return admit_and_record(api, job, &fresh, ctx, now).await;
     }
     match queue::phase(job) {
+        // Being created and queued by the API right now: its write is due any moment.
+        JobPhase::Pending if ctx.store.view().is_reserved(&name) => {
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
         JobPhase::Pending => admit_and_record(api, job, job, ctx, now).await,
         JobPhase::Queued => {
             // Say in the Queued condition when the job waits on a pool that cannot start runners.
@@ -195,7 +203,7 @@ async fn apply(
                 })
                 .and_then(|p| Some((p.name_any(), super::pool::cannot_start(p)?.message.clone())));
             if let Some(updated) = queued_reason(job, blocked.as_ref(), now) {
-                match ctx.store.writer().write(api, &updated).await {
+                match ctx.store.write_job_status(api, &updated).await {
                     // Changed meanwhile (claimed, say): the next reconcile looks again.
                     Err(e) if e.code() == Some(409) => {}
                     other => {

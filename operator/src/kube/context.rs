@@ -25,6 +25,10 @@ pub struct Context {
     /// The BootJob and RunnerPool caches the pool reconciler reads (set once synced).
     pub jobs: Arc<OnceLock<Store<BootJob>>>,
     pub pools: Arc<OnceLock<Store<RunnerPool>>>,
+    /// The runner pods (set once synced), and the pods created since that the watch may not
+    /// have delivered yet (so a reconcile right after a scale-up does not create them again).
+    pub runner_pods: Arc<OnceLock<Store<k8s_openapi::api::core::v1::Pod>>>,
+    pub created_pods: super::pool::CreatedPods,
     /// When this operator started: runners not seen since are "starting", not "stuck".
     pub started: Timestamp,
     /// Events on transitions (`kubectl describe` shows them).

@@ -9,3 +9,4 @@ pub mod run;
 pub mod runners;
 pub mod status;
 pub mod store;
+pub mod view;

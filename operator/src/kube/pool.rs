@@ -170,6 +170,36 @@ pub fn status_of(plan: &PoolPlan) -> RunnerPoolStatus {
     }
 }
 
+/// Runner pods this operator created that the pod watch may not have shown yet.
+#[derive(Debug, Default)]
+pub struct CreatedPods(std::sync::Mutex<Vec<(String, Pod, std::time::Instant)>>);
+
+/// Far beyond any watch delay.
+const CREATED_KEEP: Duration = Duration::from_secs(30);
+
+impl CreatedPods {
+    pub fn created(&self, pool: &str, pod: Pod) {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        v.push((pool.to_string(), pod, std::time::Instant::now()));
+    }
+
+    /// `cached` (the pool's pods as watched) plus the pool's created pods it lacks; a created
+    /// pod the watch has shown is forgotten.
+    pub fn merge(&self, mut cached: Vec<Pod>, pool: &str) -> Vec<Pod> {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|(_, pod, at)| {
+            at.elapsed() < CREATED_KEEP
+                && !cached.iter().any(|c| c.metadata.name == pod.metadata.name)
+        });
+        cached.extend(
+            v.iter()
+                .filter(|(p, _, _)| p == pool)
+                .map(|(_, pod, _)| pod.clone()),
+        );
+        cached
+    }
+}
+
 #[tracing::instrument(name = "reconcile_runnerpool", skip_all, fields(pool = %pool.name_any()))]
 pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = std::time::Instant::now();
@@ -197,13 +227,30 @@ async fn reconcile_pool(pool: Arc<RunnerPool>, ctx: &Context) -> Result<Action, 
     let name = pool.name_any();
     let now = Timestamp::now();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods: Vec<Pod> = pods_api
-        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| runners::owned_by(p, &pool))
-        .collect();
+    let pods: Vec<Pod> = match ctx.runner_pods.get() {
+        Some(cache) => ctx
+            .created_pods
+            .merge(
+                cache
+                    .state()
+                    .iter()
+                    .filter(|p| p.labels().get(POOL_LABEL) == Some(&name))
+                    .map(|p| (**p).clone())
+                    .collect(),
+                &name,
+            )
+            .into_iter()
+            .filter(|p| runners::owned_by(p, &pool))
+            .collect(),
+        // Only until the pod watch has synced.
+        None => pods_api
+            .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| runners::owned_by(p, &pool))
+            .collect(),
+    };
     let plan = plan(
         &pool,
         &ctx.pool_snapshot(),
@@ -238,7 +285,8 @@ async fn reconcile_pool(pool: Arc<RunnerPool>, ctx: &Context) -> Result<Action, 
 
     for _ in 0..d.create {
         let pod = runners::build_pod(&pool, &runners::runner_name(&name), &ctx.pods, now);
-        pods_api.create(&PostParams::default(), &pod).await?;
+        let created = pods_api.create(&PostParams::default(), &pod).await?;
+        ctx.created_pods.created(&name, created);
         ctx.metrics
             .scale_decisions_total
             .with_label_values(&[name.as_str(), "up"])

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::Client;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -150,6 +150,8 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         metrics.clone(),
     )
     .with_lease_grace(started, lease_ttl);
+    // Claims wait for the watch cache instead of listing every job per poll.
+    store.expect_job_cache();
     let server_url = args
         .server_url
         .clone()
@@ -176,6 +178,8 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         work: work.clone(),
         jobs: Arc::default(),
         pools: Arc::default(),
+        runner_pods: Arc::default(),
+        created_pods: Default::default(),
         started,
         recorder: super::context::recorder(client.clone()),
         local_artifacts: local_artifacts.clone(),
@@ -187,6 +191,29 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     when_synced(job_controller.store(), ctx.jobs.clone(), move |c| {
         s.use_job_cache(c)
     });
+    // Runner pods, watched once: the pool reconciler and the store read them here (no LIST per
+    // reconcile).
+    let runner_selector = format!("{COMPONENT_LABEL}={COMPONENT_RUNNER}");
+    let (pod_cache, pod_writer) = kube::runtime::reflector::store::<Pod>();
+    let pod_watch = kube::runtime::reflector(
+        pod_writer,
+        watcher(
+            pods.clone(),
+            watcher::Config::default().labels(&runner_selector),
+        ),
+    )
+    .default_backoff()
+    .for_each(|event| {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "Runner pod watch failed; retrying");
+        }
+        futures::future::ready(())
+    });
+    tokio::spawn(pod_watch);
+    let s = store.clone();
+    when_synced(pod_cache, ctx.runner_pods.clone(), move |c| {
+        s.use_pod_cache(c)
+    });
     let pool_controller = Controller::new(pools, watcher::Config::default());
     let pool_store = pool_controller.store();
     let s = store.clone();
@@ -197,10 +224,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     // finished job concerns only the pool that ran it (heartbeats must not wake every pool).
     let all_pools = pool_store.clone();
     let pool_controller = pool_controller
-        .owns(
-            pods,
-            watcher::Config::default().labels(&format!("{COMPONENT_LABEL}={COMPONENT_RUNNER}")),
-        )
+        .owns(pods, watcher::Config::default().labels(&runner_selector))
         .watches(jobs, watcher::Config::default(), move |job: BootJob| {
             let ran_in = job.status.as_ref().and_then(|s| s.pool.clone());
             let queued = matches!(

@@ -8,6 +8,7 @@
 
 use super::runners::{self, RunnerActivity};
 use super::status::{StatusWriter, WriteError};
+use super::view::JobView;
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::store::transitions::{self, Backend, Swap};
@@ -22,9 +23,10 @@ use bootfarm_core::spec::{BootJob, JobPhase, RunnerPool};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -35,9 +37,17 @@ pub const FIELD_MANAGER: &str = "bootfarm-operator";
 pub struct KubeJobStore {
     jobs: Api<BootJob>,
     pods: Api<Pod>,
-    /// The controller's BootJob cache, once synced: claims pick candidates here without a LIST
-    /// per poll. Stale entries are harmless (their resourceVersion makes the claim write fail).
+    /// The controller's BootJob cache, once synced: reads, claim candidates and counts come
+    /// from here, never from the API server. Stale entries are harmless (their
+    /// resourceVersion makes a write fail, and the retry reads fresh).
     cache: Arc<OnceLock<Store<BootJob>>>,
+    /// Set when a cache is coming: until it has synced, claims find nothing rather than LIST
+    /// every job once per poll of every runner.
+    cache_expected: Arc<AtomicBool>,
+    /// Own writes the watch has not delivered, leases renewed in memory, claims in flight.
+    view: Arc<JobView>,
+    /// The runner pods, once synced: only real pods get the autoscaler annotations.
+    runner_pods: Arc<OnceLock<Store<Pod>>>,
     /// The RunnerPools, once synced: a runner that names no arches serves its pool's arches.
     pools: Arc<OnceLock<Store<RunnerPool>>>,
     activity: Arc<RunnerActivity>,
@@ -68,6 +78,9 @@ impl KubeJobStore {
             jobs,
             pods,
             cache: Arc::default(),
+            cache_expected: Arc::default(),
+            view: Arc::default(),
+            runner_pods: Arc::default(),
             pools: Arc::default(),
             activity,
             writer: StatusWriter::new(metrics.clone()),
@@ -98,9 +111,23 @@ impl KubeJobStore {
         &self.writer
     }
 
-    /// From now on take claim candidates and counts from this synced reflector store.
+    pub fn view(&self) -> &JobView {
+        &self.view
+    }
+
+    /// A watch cache will be handed over ([`Self::use_job_cache`]): until then claims wait.
+    pub fn expect_job_cache(&self) {
+        self.cache_expected.store(true, Ordering::Relaxed);
+    }
+
+    /// From now on serve reads, claim candidates and counts from this synced reflector store.
     pub fn use_job_cache(&self, cache: Store<BootJob>) {
         let _ = self.cache.set(cache);
+    }
+
+    /// From now on annotate only runners that are pods in this synced store.
+    pub fn use_pod_cache(&self, pods: Store<Pod>) {
+        let _ = self.runner_pods.set(pods);
     }
 
     /// From now on complete runners' arches from this synced RunnerPool store.
@@ -108,10 +135,8 @@ impl KubeJobStore {
         let _ = self.pools.set(pools);
     }
 
-    fn cached_jobs(&self) -> Option<Vec<BootJob>> {
-        self.cache
-            .get()
-            .map(|c| c.state().iter().map(|j| (**j).clone()).collect())
+    fn cached_jobs(&self) -> Option<Vec<Arc<BootJob>>> {
+        self.cache.get().map(|c| self.view.resolve_all(&c.state()))
     }
 
     pub fn activity(&self) -> &Arc<RunnerActivity> {
@@ -127,40 +152,47 @@ impl KubeJobStore {
         Ok(list.items)
     }
 
-    /// Jobs to pick claims from: the cache when it is synced, else a LIST.
-    async fn candidates_source(&self) -> Result<Vec<BootJob>, StoreError> {
+    /// Every job: the cache when it is synced, else a LIST (only before a cache is expected).
+    async fn known_jobs(&self) -> Result<Vec<Arc<BootJob>>, StoreError> {
         match self.cached_jobs() {
             Some(jobs) => Ok(jobs),
-            None => self.all_jobs().await,
+            None if self.cache_expected.load(Ordering::Relaxed) => Ok(Vec::new()),
+            None => Ok(self
+                .all_jobs()
+                .await?
+                .iter()
+                .map(|j| Arc::new(self.view.with_live_lease(j)))
+                .collect()),
         }
     }
 
     /// Writes `job.status` with its resourceVersion as the precondition.
     async fn write_status(&self, job: &BootJob) -> Result<BootJob, WriteError> {
-        self.writer.write(&self.jobs, job).await
+        self.write_job_status(&self.jobs, job).await
+    }
+
+    /// Writes `job.status` through `api` (the controllers' writes too), remembering the stored
+    /// version so the next read does not wait for the watch to deliver it.
+    pub async fn write_job_status(
+        &self,
+        api: &Api<BootJob>,
+        job: &BootJob,
+    ) -> Result<BootJob, WriteError> {
+        let stored = self.writer.write(api, job).await?;
+        self.view.wrote(&stored);
+        Ok(stored)
+    }
+
+    /// A GET from the API server, with the live lease.
+    async fn fetch(&self, name: &str) -> Result<Option<BootJob>, StoreError> {
+        let got = self.jobs.get_opt(name).await.map_err(backend)?;
+        Ok(got.map(|j| self.view.with_live_lease(&j)))
     }
 
     /// Marks a runner pod busy or idle for cluster autoscalers (best effort: a runner that is
     /// not a pod, or a pod already gone, is fine).
-    async fn annotate_runner(&self, runner: &str, busy: bool, now: Timestamp) {
-        let patch = runners::eviction_patch(busy, now);
-        let pp = kube::api::PatchParams::default();
-        match self
-            .pods
-            .patch(runner, &pp, &kube::api::Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => tracing::warn!(runner, error = %e, "Annotating runner pod failed"),
-        }
-    }
-}
-
-#[async_trait]
-impl JobStore for KubeJobStore {
-    async fn create(&self, mut job: BootJob, now: Timestamp) -> Result<BootJob, StoreError> {
-        job.status = None;
+    /// Creates `job` and writes it Queued (the 201 answer then says Queued).
+    async fn create_queued(&self, job: BootJob, now: Timestamp) -> Result<BootJob, StoreError> {
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
@@ -187,11 +219,51 @@ impl JobStore for KubeJobStore {
         }
     }
 
+    async fn annotate_runner(&self, runner: &str, busy: bool, now: Timestamp) {
+        if let Some(pods) = self.runner_pods.get() {
+            let ns = self.jobs.namespace().unwrap_or_default();
+            if pods.get(&ObjectRef::new(runner).within(ns)).is_none() {
+                // A runner outside the cluster (or a load generator): no pod to mark.
+                return;
+            }
+        }
+        let patch = runners::eviction_patch(busy, now);
+        let pp = kube::api::PatchParams::default();
+        match self
+            .pods
+            .patch(runner, &pp, &kube::api::Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => tracing::warn!(runner, error = %e, "Annotating runner pod failed"),
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for KubeJobStore {
+    async fn create(&self, mut job: BootJob, now: Timestamp) -> Result<BootJob, StoreError> {
+        job.status = None;
+        // With the finalizer from the start, the controller has no patch to make to add it.
+        let finalizers = job.metadata.finalizers.get_or_insert_with(Vec::new);
+        if !finalizers.iter().any(|f| f == super::bootjob::FINALIZER) {
+            finalizers.push(super::bootjob::FINALIZER.to_string());
+        }
+        // Held while this request creates and queues it, so the controller, seeing the new
+        // object, does not race the same admission into a conflict.
+        let name = job.name_any();
+        self.view.reserve(&name);
+        let created = self.create_queued(job, now).await;
+        self.view.unreserve(&name);
+        created
+    }
+
     async fn get(&self, name: &str) -> Result<Option<BootJob>, StoreError> {
         if !valid_name(name) {
             return Ok(None);
         }
-        self.jobs.get_opt(name).await.map_err(backend)
+        self.load(name).await
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<BootJob>, StoreError> {
@@ -201,20 +273,29 @@ impl JobStore for KubeJobStore {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
-        let lp = if selector.is_empty() {
-            ListParams::default()
-        } else {
-            ListParams::default().labels(&selector)
+        let items: Vec<BootJob> = match self.cached_jobs() {
+            Some(jobs) => jobs
+                .iter()
+                .filter(|j| filter.matches(j))
+                .map(|j| (**j).clone())
+                .collect(),
+            None => {
+                let lp = if selector.is_empty() {
+                    ListParams::default()
+                } else {
+                    ListParams::default().labels(&selector)
+                };
+                let list = self.jobs.list(&lp).await.map_err(|e| match e {
+                    kube::Error::Api(s) if s.code == 400 => StoreError::Invalid(s.message),
+                    e => backend(e),
+                })?;
+                list.items
+                    .iter()
+                    .map(|j| self.view.with_live_lease(j))
+                    .collect()
+            }
         };
-        let list = self.jobs.list(&lp).await.map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 400 => StoreError::Invalid(s.message),
-            e => backend(e),
-        })?;
-        let mut jobs: Vec<BootJob> = list
-            .items
-            .into_iter()
-            .filter(|j| filter.matches(j))
-            .collect();
+        let mut jobs: Vec<BootJob> = items.into_iter().filter(|j| filter.matches(j)).collect();
         jobs.sort_by(|a, b| {
             b.metadata
                 .creation_timestamp
@@ -235,6 +316,7 @@ impl JobStore for KubeJobStore {
         if !valid_name(name) {
             return Ok(false);
         }
+        self.view.forget(name);
         match self.jobs.delete(name, &DeleteParams::default()).await {
             Ok(_) => Ok(true),
             Err(e) if is_status(&e, 404) => Ok(false),
@@ -275,13 +357,23 @@ impl JobStore for KubeJobStore {
         lease_ttl: Duration,
         now: Timestamp,
     ) -> Result<LeaseState, StoreError> {
-        let (state, job) = transitions::heartbeat(self, name, lease_id, lease_ttl, now).await?;
-        if let Some(runner) = job
-            .as_ref()
-            .and_then(|j| j.status.as_ref())
-            .and_then(|s| s.runner.as_deref())
-        {
-            self.activity.busy(runner, now);
+        // Renewed in memory, never written: a status write per runner every few seconds is
+        // what a hundred runners must not cost (see `view`). A job being deleted is canceled.
+        if !valid_name(name) {
+            return Ok(LeaseState::Canceled);
+        }
+        let Some(mut job) = self.load(name).await? else {
+            return Ok(LeaseState::Canceled);
+        };
+        if job.metadata.deletion_timestamp.is_some() && queue::lease_is_current(&job, lease_id) {
+            return Ok(LeaseState::Canceled);
+        }
+        let state = queue::heartbeat(&mut job, lease_id, lease_ttl, now);
+        if let LeaseState::Active { expires_at } = state {
+            self.view.renew(name, lease_id, expires_at);
+            if let Some(runner) = job.status.as_ref().and_then(|s| s.runner.as_deref()) {
+                self.activity.busy(runner, now);
+            }
         }
         Ok(state)
     }
@@ -331,7 +423,7 @@ impl JobStore for KubeJobStore {
 
     async fn finished_before(&self, now: Timestamp) -> Result<Vec<String>, StoreError> {
         Ok(self
-            .all_jobs()
+            .known_jobs()
             .await?
             .iter()
             .filter(|j| queue::ttl_expired(j, now))
@@ -340,11 +432,7 @@ impl JobStore for KubeJobStore {
     }
 
     async fn counts(&self) -> Result<JobCounts, StoreError> {
-        let jobs = match self.cached_jobs() {
-            Some(jobs) => jobs,
-            None => self.all_jobs().await?,
-        };
-        Ok(count_jobs(&jobs))
+        Ok(count_jobs(self.known_jobs().await?.iter().map(|j| &**j)))
     }
 }
 
@@ -405,15 +493,42 @@ impl KubeJobStore {
 #[async_trait]
 impl Backend for KubeJobStore {
     async fn load(&self, name: &str) -> Result<Option<BootJob>, StoreError> {
-        self.jobs.get_opt(name).await.map_err(backend)
+        let Some(cache) = self.cache.get() else {
+            return self.fetch(name).await;
+        };
+        let ns = self.jobs.namespace().unwrap_or_default();
+        let cached = cache.get(&ObjectRef::new(name).within(ns));
+        match self.view.resolve(name, cached.as_deref()) {
+            Some(job) => Ok(Some(job)),
+            // Not seen yet (just applied with kubectl), or no such job: ask once.
+            None => self.fetch(name).await,
+        }
+    }
+
+    async fn load_fresh(&self, name: &str) -> Result<Option<BootJob>, StoreError> {
+        self.fetch(name).await
     }
 
     async fn compare_and_swap(&self, job: &BootJob) -> Result<Swap, StoreError> {
-        match self.write_status(job).await {
-            Ok(stored) => Ok(Swap::Written(Box::new(stored))),
+        let outcome = self.write_status(job).await;
+        let name = job.name_any();
+        match outcome {
+            // A claim's hold on its job ends with its write: the view now shows the outcome.
+            Ok(stored) => {
+                self.view.unreserve(&name);
+                Ok(Swap::Written(Box::new(stored)))
+            }
+            // The cache is behind on this job: a claim keeps holding it (until the hold ends,
+            // long after the watch caught up) so that its next round tries another job.
             Err(e) if e.code() == Some(409) => Ok(Swap::Conflict),
-            Err(e) if e.code() == Some(404) => Ok(Swap::Gone),
-            Err(e) => Err(written(e)),
+            Err(e) => {
+                self.view.unreserve(&name);
+                if e.code() == Some(404) {
+                    Ok(Swap::Gone)
+                } else {
+                    Err(written(e))
+                }
+            }
         }
     }
 
@@ -422,23 +537,36 @@ impl Backend for KubeJobStore {
         req: &ClaimRequest,
         limit: usize,
     ) -> Result<Vec<BootJob>, StoreError> {
-        let mut candidates: Vec<BootJob> = self
-            .candidates_source()
-            .await?
-            .into_iter()
+        // Claims run side by side; each holds the job it writes, so concurrent claims write
+        // different jobs instead of conflicting over the same first one.
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let jobs = self.known_jobs().await?;
+        let mut candidates: Vec<&BootJob> = jobs
+            .iter()
+            .map(|j| &**j)
             .filter(|j| transitions::claimable_by(j, req))
             .collect();
-        candidates.sort_by_key(queue::claim_order);
-        candidates.truncate(limit);
-        Ok(candidates)
+        // The best first without a key per comparison: thousands may be queued.
+        candidates.sort_by_cached_key(|j| queue::claim_order(j));
+        Ok(candidates
+            .into_iter()
+            .find(|j| {
+                self.view
+                    .reserve(j.metadata.name.as_deref().unwrap_or_default())
+            })
+            .map(|j| vec![j.clone()])
+            .unwrap_or_default())
     }
 
     async fn running(&self) -> Result<Vec<BootJob>, StoreError> {
         Ok(self
-            .candidates_source()
+            .known_jobs()
             .await?
             .into_iter()
             .filter(|j| queue::phase(j) == JobPhase::Running)
+            .map(|j| (*j).clone())
             .collect())
     }
 
@@ -455,7 +583,7 @@ fn written(e: WriteError) -> StoreError {
 }
 
 /// Jobs by phase, queued by (pool, arch), running by runner.
-pub fn count_jobs(jobs: &[BootJob]) -> JobCounts {
+pub fn count_jobs<'a>(jobs: impl IntoIterator<Item = &'a BootJob>) -> JobCounts {
     let mut by_phase = BTreeMap::new();
     let mut queued: BTreeMap<(Option<String>, bootfarm_core::Arch), u64> = BTreeMap::new();
     let mut running = BTreeMap::new();

@@ -26,8 +26,13 @@ pub enum Swap {
 /// The storage under the queue.
 #[async_trait]
 pub trait Backend: Send + Sync {
-    /// The job as stored now (with its version), if any.
+    /// The job as the store knows it (with its version), if any; may lag the storage (a watch
+    /// cache): the compare and swap catches that.
     async fn load(&self, name: &str) -> Result<Option<BootJob>, StoreError>;
+    /// The job as stored now: read after a conflict, when the known version was stale.
+    async fn load_fresh(&self, name: &str) -> Result<Option<BootJob>, StoreError> {
+        self.load(name).await
+    }
     /// Writes `job` (status included) only if the stored job still has `job`'s version.
     async fn compare_and_swap(&self, job: &BootJob) -> Result<Swap, StoreError>;
     /// Queued jobs in claim order that may suit `req` (a store may narrow with an index;
@@ -72,8 +77,13 @@ where
     if !bootfarm_core::names::is_dns_subdomain(name) {
         return Ok(None);
     }
-    for _ in 0..CONFLICT_RETRIES {
-        let Some(mut job) = b.load(name).await? else {
+    for round in 0..CONFLICT_RETRIES {
+        let loaded = if round == 0 {
+            b.load(name).await?
+        } else {
+            b.load_fresh(name).await?
+        };
+        let Some(mut job) = loaded else {
             return Ok(None);
         };
         let before = queue::phase(&job);

@@ -265,6 +265,10 @@ pub fn context_started(
         Some((at, ttl)) => store.with_lease_grace(at, ttl),
         None => store,
     };
+    // As in the operator: the store reads the synced watch caches, never a LIST.
+    store.expect_job_cache();
+    store.use_job_cache(synced_store(jobs.clone()));
+    store.use_pool_cache(synced_store(pools.clone()));
     let job_cache = Arc::new(OnceLock::new());
     let _ = job_cache.set(synced_store(jobs));
     let pool_cache = Arc::new(OnceLock::new());
@@ -284,6 +288,8 @@ pub fn context_started(
         work: Arc::new(Notify::new()),
         jobs: job_cache,
         pools: pool_cache,
+        runner_pods: Default::default(),
+        created_pods: Default::default(),
         started: t(0),
         recorder: bootfarm_operator::kube::context::recorder(client_for_events),
         local_artifacts: Default::default(),
