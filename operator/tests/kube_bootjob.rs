@@ -119,9 +119,8 @@ async fn an_invalid_bootjob_ends_in_error_with_a_valid_false_condition_naming_th
     server.done().await;
 }
 
-#[tokio::test]
-async fn a_running_job_whose_lease_expired_is_requeued_by_a_conditional_status_replace() {
-    let (client, handle) = mock_client();
+/// A job claimed ten minutes ago under a 10 s lease nobody renewed.
+fn running_since_long_ago() -> bootfarm_core::spec::BootJob {
     let mut job = with_finalizer(bootjob("j1", Arch::X86_64));
     let long_ago = Timestamp::now() - Duration::from_secs(600);
     queue::enqueue(&mut job, long_ago);
@@ -133,6 +132,13 @@ async fn a_running_job_whose_lease_expired_is_requeued_by_a_conditional_status_r
         Duration::from_secs(10),
         long_ago,
     );
+    job
+}
+
+#[tokio::test]
+async fn a_running_job_whose_lease_expired_is_requeued_by_a_conditional_status_replace() {
+    let (client, handle) = mock_client();
+    let job = running_since_long_ago();
     let as_read = serde_json::to_value(&job).expect("json");
     let server = ApiServer::run(
         handle,
@@ -169,17 +175,7 @@ async fn a_running_job_whose_lease_expired_is_requeued_by_a_conditional_status_r
 #[tokio::test]
 async fn a_lease_that_ran_out_while_no_operator_ran_gets_a_full_ttl_after_the_restart() {
     let (client, handle) = mock_client();
-    let mut job = with_finalizer(bootjob("j1", Arch::X86_64));
-    let long_ago = Timestamp::now() - Duration::from_secs(600);
-    queue::enqueue(&mut job, long_ago);
-    queue::start_attempt(
-        &mut job,
-        "tcg-x86-64-aaaaa",
-        "tcg-x86-64",
-        "lease-1",
-        Duration::from_secs(10),
-        long_ago,
-    );
+    let job = running_since_long_ago();
     // No request at all: the runner may still be booting and renew with this operator.
     let server = ApiServer::run(handle, vec![]);
     let ttl = Duration::from_secs(60);
