@@ -11,6 +11,8 @@ pub mod client;
 pub mod convert;
 mod shipper;
 
+pub use shipper::BATCH_WINDOW;
+
 use crate::artifacts::FetchPolicy;
 use crate::boot::{default_cache_dir, run_boot, BootHooks};
 use bootfarm_core::cli::ArtifactAccessArgs;
@@ -321,6 +323,11 @@ async fn run_job(
     }
 }
 
+/// How often a runner renews a lease of `ttl`: a third of it, within 200 ms and 5 s.
+pub fn heartbeat_interval(ttl: Duration) -> Duration {
+    (ttl / 3).clamp(Duration::from_millis(200), MAX_HEARTBEAT_INTERVAL)
+}
+
 /// Renews the lease every ttl/3 (at most every 5 s); on `canceled` or `lost`, stops the boot.
 /// An operator that cannot be reached does not stop it: nobody can expire the lease while no
 /// operator runs, and a restarted one gives every lease a full TTL to be renewed (the boot's
@@ -333,7 +340,7 @@ async fn heartbeats(
     cancel: CancellationToken,
     stop: tokio::sync::watch::Sender<Option<Stop>>,
 ) {
-    let every = (ttl / 3).clamp(Duration::from_millis(200), MAX_HEARTBEAT_INTERVAL);
+    let every = heartbeat_interval(ttl);
     let mut last_ok = Instant::now();
     loop {
         tokio::time::sleep(every).await;

@@ -227,30 +227,28 @@ async fn reconcile_pool(pool: Arc<RunnerPool>, ctx: &Context) -> Result<Action, 
     let name = pool.name_any();
     let now = Timestamp::now();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods: Vec<Pod> = match ctx.runner_pods.get() {
-        Some(cache) => ctx
-            .created_pods
-            .merge(
-                cache
-                    .state()
-                    .iter()
-                    .filter(|p| p.labels().get(POOL_LABEL) == Some(&name))
-                    .map(|p| (**p).clone())
-                    .collect(),
-                &name,
-            )
-            .into_iter()
-            .filter(|p| runners::owned_by(p, &pool))
-            .collect(),
+    let labelled: Vec<Pod> = match ctx.runner_pods.get() {
+        Some(cache) => ctx.created_pods.merge(
+            cache
+                .state()
+                .iter()
+                .filter(|p| p.labels().get(POOL_LABEL) == Some(&name))
+                .map(|p| (**p).clone())
+                .collect(),
+            &name,
+        ),
         // Only until the pod watch has synced.
-        None => pods_api
-            .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
-            .await?
-            .items
-            .into_iter()
-            .filter(|p| runners::owned_by(p, &pool))
-            .collect(),
+        None => {
+            pods_api
+                .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
+                .await?
+                .items
+        }
     };
+    let pods: Vec<Pod> = labelled
+        .into_iter()
+        .filter(|p| runners::owned_by(p, &pool))
+        .collect();
     let plan = plan(
         &pool,
         &ctx.pool_snapshot(),

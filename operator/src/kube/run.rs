@@ -150,8 +150,6 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         metrics.clone(),
     )
     .with_lease_grace(started, lease_ttl);
-    // Claims wait for the watch cache instead of listing every job per poll.
-    store.expect_job_cache();
     let server_url = args
         .server_url
         .clone()

@@ -26,7 +26,6 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -41,9 +40,6 @@ pub struct KubeJobStore {
     /// from here, never from the API server. Stale entries are harmless (their
     /// resourceVersion makes a write fail, and the retry reads fresh).
     cache: Arc<OnceLock<Store<BootJob>>>,
-    /// Set when a cache is coming: until it has synced, claims find nothing rather than LIST
-    /// every job once per poll of every runner.
-    cache_expected: Arc<AtomicBool>,
     /// Own writes the watch has not delivered, leases renewed in memory, claims in flight.
     view: Arc<JobView>,
     /// The runner pods, once synced: only real pods get the autoscaler annotations.
@@ -78,7 +74,6 @@ impl KubeJobStore {
             jobs,
             pods,
             cache: Arc::default(),
-            cache_expected: Arc::default(),
             view: Arc::default(),
             runner_pods: Arc::default(),
             pools: Arc::default(),
@@ -115,11 +110,6 @@ impl KubeJobStore {
         &self.view
     }
 
-    /// A watch cache will be handed over ([`Self::use_job_cache`]): until then claims wait.
-    pub fn expect_job_cache(&self) {
-        self.cache_expected.store(true, Ordering::Relaxed);
-    }
-
     /// From now on serve reads, claim candidates and counts from this synced reflector store.
     pub fn use_job_cache(&self, cache: Store<BootJob>) {
         let _ = self.cache.set(cache);
@@ -143,27 +133,10 @@ impl KubeJobStore {
         &self.activity
     }
 
-    async fn all_jobs(&self) -> Result<Vec<BootJob>, StoreError> {
-        let list = self
-            .jobs
-            .list(&ListParams::default())
-            .await
-            .map_err(backend)?;
-        Ok(list.items)
-    }
-
-    /// Every job: the cache when it is synced, else a LIST (only before a cache is expected).
-    async fn known_jobs(&self) -> Result<Vec<Arc<BootJob>>, StoreError> {
-        match self.cached_jobs() {
-            Some(jobs) => Ok(jobs),
-            None if self.cache_expected.load(Ordering::Relaxed) => Ok(Vec::new()),
-            None => Ok(self
-                .all_jobs()
-                .await?
-                .iter()
-                .map(|j| Arc::new(self.view.with_live_lease(j)))
-                .collect()),
-        }
+    /// Every job as this operator knows it; none before the watch cache has synced (a LIST per
+    /// claim poll of every runner would cost far more than the moment's wait).
+    fn known_jobs(&self) -> Vec<Arc<BootJob>> {
+        self.cached_jobs().unwrap_or_default()
     }
 
     /// Writes `job.status` with its resourceVersion as the precondition.
@@ -189,8 +162,6 @@ impl KubeJobStore {
         Ok(got.map(|j| self.view.with_live_lease(&j)))
     }
 
-    /// Marks a runner pod busy or idle for cluster autoscalers (best effort: a runner that is
-    /// not a pod, or a pod already gone, is fine).
     /// Creates `job` and writes it Queued (the 201 answer then says Queued).
     async fn create_queued(&self, job: BootJob, now: Timestamp) -> Result<BootJob, StoreError> {
         let pp = PostParams {
@@ -219,6 +190,8 @@ impl KubeJobStore {
         }
     }
 
+    /// Marks a runner pod busy or idle for cluster autoscalers (best effort: a runner that is
+    /// not a pod, or a pod already gone, is fine).
     async fn annotate_runner(&self, runner: &str, busy: bool, now: Timestamp) {
         if let Some(pods) = self.runner_pods.get() {
             let ns = self.jobs.namespace().unwrap_or_default();
@@ -274,11 +247,7 @@ impl JobStore for KubeJobStore {
             .collect::<Vec<_>>()
             .join(",");
         let items: Vec<BootJob> = match self.cached_jobs() {
-            Some(jobs) => jobs
-                .iter()
-                .filter(|j| filter.matches(j))
-                .map(|j| (**j).clone())
-                .collect(),
+            Some(jobs) => jobs.iter().map(|j| (**j).clone()).collect(),
             None => {
                 let lp = if selector.is_empty() {
                     ListParams::default()
@@ -424,7 +393,6 @@ impl JobStore for KubeJobStore {
     async fn finished_before(&self, now: Timestamp) -> Result<Vec<String>, StoreError> {
         Ok(self
             .known_jobs()
-            .await?
             .iter()
             .filter(|j| queue::ttl_expired(j, now))
             .map(|j| j.name_any())
@@ -432,7 +400,7 @@ impl JobStore for KubeJobStore {
     }
 
     async fn counts(&self) -> Result<JobCounts, StoreError> {
-        Ok(count_jobs(self.known_jobs().await?.iter().map(|j| &**j)))
+        Ok(count_jobs(self.known_jobs().iter().map(|j| &**j)))
     }
 }
 
@@ -542,7 +510,7 @@ impl Backend for KubeJobStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let jobs = self.known_jobs().await?;
+        let jobs = self.known_jobs();
         let mut candidates: Vec<&BootJob> = jobs
             .iter()
             .map(|j| &**j)
@@ -563,7 +531,6 @@ impl Backend for KubeJobStore {
     async fn running(&self) -> Result<Vec<BootJob>, StoreError> {
         Ok(self
             .known_jobs()
-            .await?
             .into_iter()
             .filter(|j| queue::phase(j) == JobPhase::Running)
             .map(|j| (*j).clone())

@@ -266,7 +266,6 @@ pub fn context_started(
         None => store,
     };
     // As in the operator: the store reads the synced watch caches, never a LIST.
-    store.expect_job_cache();
     store.use_job_cache(synced_store(jobs.clone()));
     store.use_pool_cache(synced_store(pools.clone()));
     let job_cache = Arc::new(OnceLock::new());

@@ -23,7 +23,7 @@ pub const MIN_BUFFER: u64 = 4 << 20;
 /// Largest single POST.
 const BATCH_MAX: usize = 256 << 10;
 /// Batching window: small chunks are gathered for this long.
-const BATCH_WINDOW: Duration = Duration::from_millis(250);
+pub const BATCH_WINDOW: Duration = Duration::from_millis(250);
 /// Attempts per batch before it is given up (and marked as lost).
 const POST_ATTEMPTS: u32 = 3;
 

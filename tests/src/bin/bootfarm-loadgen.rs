@@ -1,6 +1,6 @@
 //! bootfarm-loadgen: a load generator for the operator, never a runner. It submits N BootJobs
 //! over the HTTP API, then R hollow runners speak the runner protocol exactly as a real runner
-//! does (claim, heartbeat at the runner's interval, console chunks at the recorded boot's own
+//! does (claim, heartbeat at the runner's own interval, console chunks at the recorded boot's own
 //! pace, the recorded result) without QEMU. It prints one JSON object: what the operator did
 //! under that load (claim latency, duplicate claims, lost jobs, wall time against the ideal).
 
@@ -20,10 +20,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// The runner's batching window for console chunks.
-const WINDOW: Duration = Duration::from_millis(250);
-/// The runner's heartbeat bounds (ttl/3 within these).
-const MIN_HEARTBEAT: Duration = Duration::from_millis(200);
-const MAX_HEARTBEAT: Duration = Duration::from_secs(5);
+const WINDOW: Duration = bootfarm_runner::work::BATCH_WINDOW;
 /// A claim's long-poll.
 const CLAIM_WAIT: Duration = Duration::from_secs(2);
 
@@ -233,7 +230,7 @@ async fn run_job(s: &Arc<Shared>, c: Claimed) {
         let s = s.clone();
         let (name, lease) = (c.name.clone(), c.lease_id.clone());
         let gone = gone.clone();
-        let every = (c.lease_ttl / 3).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
+        let every = bootfarm_runner::work::heartbeat_interval(c.lease_ttl);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
