@@ -6,11 +6,13 @@
 pub mod arch;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod compare;
 pub mod console;
 pub mod console_cap;
 pub mod names;
 pub mod netpolicy;
 pub mod paths;
+pub mod plan;
 pub mod protocol;
 pub mod result;
 pub mod size;

@@ -5,6 +5,7 @@ pub mod client;
 pub mod files;
 pub mod kube;
 pub mod metrics;
+pub mod plans;
 pub mod pools;
 pub mod queue;
 pub mod scaler;

@@ -6,11 +6,13 @@
 //! the work whatever the aliases do; only then is it checked against the schema.
 
 use super::error::ApiError;
+use bootfarm_core::plan::{BootPlan, BootPlanSpec};
 use bootfarm_core::spec::{BootJob, BootJobSpec, API_VERSION};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::cell::Cell;
 use std::fmt;
+use std::sync::LazyLock;
 
 /// Upper bound on nodes (scalars, sequences, maps) in one document, aliases expanded. A real
 /// BootJob has well under a hundred.
@@ -49,6 +51,7 @@ pub fn format_of(content_type: Option<&str>) -> Result<Format, ApiError> {
 
 struct Budget {
     nodes: Cell<usize>,
+    limit: usize,
 }
 
 impl Budget {
@@ -56,8 +59,9 @@ impl Budget {
         let left = self.nodes.get();
         if left == 0 {
             return Err(E::custom(format!(
-                "document too large: more than {MAX_NODES} values (YAML aliases are expanded; \
-                 do not use anchors to repeat large parts)"
+                "document too large: more than {} values (YAML aliases are expanded; do not \
+                 use anchors to repeat large parts)",
+                self.limit
             )));
         }
         self.nodes.set(left - 1);
@@ -156,8 +160,14 @@ impl<'de> Visitor<'de> for Bounded<'_> {
 
 /// Reads the body into a JSON value under the node budget.
 pub fn to_value(format: Format, body: &[u8]) -> Result<Value, ApiError> {
+    to_value_within(format, body, MAX_NODES)
+}
+
+/// Reads the body into a JSON value of at most `nodes` nodes (aliases expanded).
+pub fn to_value_within(format: Format, body: &[u8], nodes: usize) -> Result<Value, ApiError> {
     let budget = Budget {
-        nodes: Cell::new(MAX_NODES),
+        nodes: Cell::new(nodes),
+        limit: nodes,
     };
     let seed = Bounded {
         budget: &budget,
@@ -297,13 +307,15 @@ fn known_fields(schema: &Value, root: &Value, path: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Checks a submitted document and builds the BootJob from it. It has `metadata.name`, or only
-/// `metadata.generateName` (the store then generates the name). Any submitted status is dropped.
-pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
+/// The document as an object of `kind` in bootfarm's API version.
+fn check_header<'d>(
+    doc: &'d mut Value,
+    kind: &str,
+) -> Result<&'d mut Map<String, Value>, ApiError> {
     let Some(obj) = doc.as_object_mut() else {
         return Err(ApiError::invalid(
             "",
-            "the document must be an object (a BootJob)",
+            format!("the document must be an object (a {kind})"),
         ));
     };
     match obj.get("apiVersion").and_then(Value::as_str) {
@@ -322,15 +334,142 @@ pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
         }
     }
     match obj.get("kind").and_then(Value::as_str) {
-        Some("BootJob") => {}
+        Some(k) if k == kind => {}
         Some(other) => {
             return Err(ApiError::invalid(
                 "kind",
-                format!("kind must be \"BootJob\", got {other:?}"),
+                format!("kind must be {kind:?}, got {other:?}"),
             ))
         }
-        None => return Err(ApiError::invalid("kind", "kind is required (\"BootJob\")")),
+        None => {
+            return Err(ApiError::invalid(
+                "kind",
+                format!("kind is required ({kind:?})"),
+            ))
+        }
     }
+    Ok(obj)
+}
+
+/// The first field of `spec` its type's schema does not know, as an error naming the known ones.
+fn check_known_fields(spec: &Value, schema: &Value) -> Result<(), ApiError> {
+    if let Some(field) = unknown_field(spec, schema, schema, "spec") {
+        let parent = field.rsplit_once('.').map_or("spec", |(p, _)| p);
+        return Err(ApiError::invalid(
+            field.clone(),
+            format!(
+                "{field}: unknown field (known fields of {parent}: {})",
+                known_fields(schema, schema, parent).join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+static BOOTJOB_SPEC_SCHEMA: LazyLock<Value> =
+    LazyLock::new(|| serde_json::to_value(schemars::schema_for!(BootJobSpec)).unwrap_or_default());
+static BOOTPLAN_SPEC_SCHEMA: LazyLock<Value> =
+    LazyLock::new(|| serde_json::to_value(schemars::schema_for!(BootPlanSpec)).unwrap_or_default());
+
+/// Deserializes a checked document, naming the field of the first error.
+fn typed<T: serde::de::DeserializeOwned>(doc: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let field = e.path().to_string();
+        let message = if field == "." {
+            e.inner().to_string()
+        } else {
+            format!("{field}: {}", e.inner())
+        };
+        ApiError::invalid(if field == "." { String::new() } else { field }, message)
+    })
+}
+
+/// Checks a submitted BootPlan document and builds the plan from it: `metadata.name` is required
+/// (it names every job and labels them), the spec's fields are checked as a BootJob's are; the
+/// defaults and overrides are checked on the expanded jobs ([`plan_jobs`]).
+pub fn bootplan_from_value(mut doc: Value) -> Result<BootPlan, ApiError> {
+    let obj = check_header(&mut doc, "BootPlan")?;
+    obj.remove("status");
+    let meta = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or_else(|| ApiError::invalid("metadata", "metadata must be an object"))?;
+    for owned in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+        "managedFields",
+    ] {
+        meta.remove(owned);
+    }
+    match meta.get("name").and_then(Value::as_str) {
+        Some(n) if bootfarm_core::names::is_dns_label(n) => {}
+        Some(n) => {
+            return Err(ApiError::invalid(
+                "metadata.name",
+                format!(
+                    "metadata.name {:?} is not a valid plan name: a lowercase DNS label (letters, \
+                     digits and '-', at most 63), as it is also a label value on every job",
+                    n.chars().take(64).collect::<String>()
+                ),
+            ))
+        }
+        None => {
+            return Err(ApiError::invalid(
+                "metadata.name",
+                "metadata.name is required (a plan's name labels its jobs)",
+            ))
+        }
+    }
+    let spec = obj
+        .get("spec")
+        .ok_or_else(|| ApiError::invalid("spec", "spec is required"))?;
+    if !spec.is_object() {
+        return Err(ApiError::invalid("spec", "spec must be an object"));
+    }
+    check_known_fields(spec, &BOOTPLAN_SPEC_SCHEMA)?;
+    typed(doc)
+}
+
+/// The BootJobs a plan expands to, each checked as a submitted BootJob would be; the first
+/// problem names the matrix cell and the field.
+pub fn plan_jobs(name: &str, spec: &BootPlanSpec) -> Result<Vec<BootJob>, ApiError> {
+    let planned = bootfarm_core::plan::expand(name, spec).map_err(|errs| {
+        let field = errs.first().map(|e| e.field.clone()).unwrap_or_default();
+        let message = errs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        ApiError::invalid(field, message)
+    })?;
+    planned
+        .into_iter()
+        .map(|j| {
+            let doc = serde_json::json!({
+                "apiVersion": API_VERSION,
+                "kind": "BootJob",
+                "metadata": {"name": j.name, "labels": j.labels, "annotations": j.annotations},
+                "spec": j.spec,
+            });
+            bootjob_from_value(doc).map_err(|e| match e {
+                ApiError::Invalid { message, field } => ApiError::Invalid {
+                    message: format!("plan job {} ({}): {message}", j.name, j.key),
+                    field,
+                },
+                other => other,
+            })
+        })
+        .collect()
+}
+
+/// Checks a submitted document and builds the BootJob from it. It has `metadata.name`, or only
+/// `metadata.generateName` (the store then generates the name). Any submitted status is dropped.
+pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
+    let obj = check_header(&mut doc, "BootJob")?;
     obj.remove("status");
     let meta = obj
         .entry("metadata")
@@ -376,28 +515,8 @@ pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
         return Err(ApiError::invalid("spec", "spec must be an object"));
     };
     let _ = spec_obj;
-    let schema = serde_json::to_value(schemars::schema_for!(BootJobSpec)).unwrap_or_default();
-    if let Some(field) = unknown_field(spec, &schema, &schema, "spec") {
-        let parent = field.rsplit_once('.').map_or("spec", |(p, _)| p);
-        return Err(ApiError::invalid(
-            field.clone(),
-            format!(
-                "{field}: unknown field (known fields of {parent}: {})",
-                known_fields(&schema, &schema, parent).join(", ")
-            ),
-        ));
-    }
-
-    let job: BootJob = serde_path_to_error::deserialize(doc).map_err(|e| {
-        let field = e.path().to_string();
-        let message = if field == "." {
-            e.inner().to_string()
-        } else {
-            format!("{field}: {}", e.inner())
-        };
-        ApiError::invalid(if field == "." { String::new() } else { field }, message)
-    })?;
-    Ok(job)
+    check_known_fields(spec, &BOOTJOB_SPEC_SCHEMA)?;
+    typed(doc)
 }
 
 /// Kubernetes object names: a DNS-1123 subdomain (lowercase alphanumerics, `-` and `.`, at most 253).

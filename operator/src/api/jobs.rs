@@ -45,7 +45,7 @@ pub async fn submit(
 }
 
 /// Semantic checks beyond the schema and the farm's own rules ([`crate::admission`]).
-fn admit(state: &AppState, job: &BootJob) -> Result<(), ApiError> {
+pub(super) fn admit(state: &AppState, job: &BootJob) -> Result<(), ApiError> {
     crate::admission::admit_spec(&job.spec, &state.local_artifacts)
         .map(drop)
         .map_err(|errors| {

@@ -10,6 +10,7 @@ pub mod error;
 mod jobs;
 mod logs;
 pub mod openapi;
+mod plans;
 mod runner;
 pub mod server;
 
@@ -115,6 +116,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/bootjobs/{name}/results.json",
             get(jobs::results_json),
         )
+        .route("/api/v1/plans", post(plans::submit))
+        .route("/api/v1/plans/{name}", get(plans::get_one))
+        .route("/api/v1/compare", get(plans::compare))
         .route_layer(middleware::from_fn(move |req: Request, next: Next| {
             auth::require(user_tokens.clone(), Role::User, req, next)
         }));

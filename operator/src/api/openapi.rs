@@ -4,6 +4,9 @@
 //! is described, and that every body refers to a generated schema).
 
 use super::jobs::{BootJobList, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use crate::plans::PlanView;
+use bootfarm_core::compare::Comparison;
+use bootfarm_core::plan::BootPlan;
 use bootfarm_core::protocol::{
     ClaimReply, ClaimRequest, CompleteReply, CompleteRequest, ErrorReply, HeartbeatReply,
     LeaseRequest, ReleaseReply, ReleaseRequest,
@@ -153,6 +156,36 @@ fn paths(s: &mut Schemas, job: &Value, job_json: &Value, user: &Value, runner: &
                     "responses": {"200": {"description": "result", "content": {"application/json": {}}},
                         "400": s.error("unknown format"),
                         "404": s.error("no such job, or no result yet")}}
+            },
+            "/api/v1/plans": {
+                "post": {"summary": "Submit a BootPlan: a matrix of kernels × arches × variants over shared defaults, expanded at once into BootJobs labelled bootfarm.dev/plan=NAME (all of them or none)", "security": user,
+                    "requestBody": {"required": true, "content": {
+                        "application/json": s.of::<BootPlan>(), "application/yaml": s.of::<BootPlan>()}},
+                    "responses": {
+                        "201": {"description": "the plan's jobs, created", "content": s.json::<PlanView>()},
+                        "400": s.error("unreadable document"),
+                        "409": s.error("a plan of that name, or a job of one of its names, exists"),
+                        "413": s.error("body larger than 4 MiB"),
+                        "415": s.error("not JSON or YAML"),
+                        "422": s.error("invalid plan or plan job; `field` names the culprit")}}
+            },
+            "/api/v1/plans/{name}": {
+                "parameters": [name_param()],
+                "get": {"summary": "A plan's summary (counts by phase and result, the failing jobs) and each of its jobs in brief", "security": user,
+                    "responses": {"200": {"description": "the plan", "content": s.json::<PlanView>()},
+                        "404": s.error("no job carries the plan's label")}}
+            },
+            "/api/v1/compare": {
+                "get": {"summary": "What regressed from baseline to candidate: jobs matched by plan key, tests by name, issues by fingerprint", "security": user,
+                    "parameters": [
+                        {"name": "baseline", "in": "query", "required": true, "schema": {"type": "string"},
+                         "description": "a plan's name, or a label selector (k=v,...)"},
+                        {"name": "candidate", "in": "query", "required": true, "schema": {"type": "string"}},
+                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "text"], "default": "json"}}],
+                    "responses": {"200": {"description": "the comparison", "content": {
+                            "application/json": s.of::<Comparison>(), "text/plain": {}}},
+                        "400": s.error("a side missing, or a bad selector"),
+                        "404": s.error("no job matches a side")}}
             },
             "/api/v1/pools": {
                 "get": {"summary": "Each runner pool: runners by state, desired against actual, the queue it serves, and its last scale decisions (newest first)", "security": user,

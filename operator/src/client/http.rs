@@ -138,6 +138,28 @@ impl Api {
         ))
     }
 
+    pub async fn submit_plan(
+        &self,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> anyhow::Result<crate::plans::PlanView> {
+        let v = self
+            .json(
+                self.req(reqwest::Method::POST, "plans")
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(body),
+            )
+            .await?;
+        serde_json::from_value(v).context("reading the operator's answer")
+    }
+
+    pub async fn plan(&self, name: &str) -> anyhow::Result<crate::plans::PlanView> {
+        let v = self
+            .json(self.req(reqwest::Method::GET, &format!("plans/{name}")))
+            .await?;
+        serde_json::from_value(v).context("reading the operator's answer")
+    }
+
     pub async fn get(&self, name: &str) -> anyhow::Result<serde_json::Value> {
         self.json(self.req(reqwest::Method::GET, &format!("bootjobs/{name}")))
             .await

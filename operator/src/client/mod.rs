@@ -9,12 +9,16 @@
 //! bootfarm-operator log NAME [--follow]
 //! bootfarm-operator wait NAME [--timeout 600]
 //! bootfarm-operator cancel NAME
+//! bootfarm-operator submit --plan plan.yaml [--wait]   # a BootPlan: many jobs as one
+//! bootfarm-operator wait --plan NAME           # a live table; 0 all passed, 1 any failed, 3 any error
+//! bootfarm-operator compare BASELINE CANDIDATE # plans, selectors or result directories; 1 on regression
 //! ```
 //! `--server` (BOOTFARM_SERVER, default http://127.0.0.1:8080); a token from BOOTFARM_TOKEN or
 //! `--token-file`. `wait` and `submit --wait` exit 0 Succeeded, 1 Failed, 3 Error or Canceled,
 //! 4 when `--timeout` passes first.
 
 mod http;
+pub mod plan;
 pub mod progress;
 
 use anyhow::Context;
@@ -57,6 +61,25 @@ pub enum ClientCommand {
     Wait(WaitArgs),
     /// Cancel a job (a running boot stops within seconds).
     Cancel(NameArgs),
+    /// What regressed from BASELINE to CANDIDATE: each a plan's name, a label selector
+    /// (`k=v,...`) or a directory of saved result documents (`KEY.json`).
+    #[command(
+        after_help = "Jobs are matched by their plan key (KERNEL/ARCH[/VARIANT]; a job \
+outside a plan by its name, a file by its name), then tests by name and issues by fingerprint.\n\n\
+Exit status: 0 no regression, 1 any regression, 3 the comparison could not be made."
+    )]
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    pub baseline: String,
+    pub candidate: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: Conn,
 }
 
 /// `submit`: a BootJob document, or one built from the flags `bootfarm-runner boot` takes for
@@ -67,20 +90,25 @@ pub enum ClientCommand {
 /// the same values today, and a job's stored spec says only what its submitter asked for.
 #[derive(Debug, Args)]
 #[command(
-    mut_arg("arch", |a| a.required(false).required_unless_present("file")),
-    mut_arg("kernel", |a| a.required(false).required_unless_present("file")),
+    mut_arg("arch", |a| a.required(false).required_unless_present_any(["file", "plan"])),
+    mut_arg("kernel", |a| a.required(false).required_unless_present_any(["file", "plan"])),
     mut_arg("boot_args", |a| a.default_value(None)),
     mut_arg("accel", |a| a.default_value(None)),
     mut_arg("kernel_boot", |a| a.default_value(None)),
     mut_arg("expect", |a| a.default_value(None)),
     mut_arg("timeout", |a| a.default_value(None)),
     mut_arg("boot_timeout", |a| a.default_value(None)),
-    mut_arg("file", |a| a.conflicts_with_all(JobArgs::ids()))
+    mut_arg("file", |a| a.conflicts_with_all(JobArgs::ids())),
+    mut_arg("plan", |a| a.conflicts_with_all(JobArgs::ids()))
 )]
 pub struct SubmitArgs {
     /// A BootJob document (`-` reads stdin). Omit it to build the job from flags.
     #[arg(conflicts_with_all = ["name", "labels", "priority"])]
     pub file: Option<PathBuf>,
+    /// A BootPlan document (`-` reads stdin): its jobs are created at once; `--wait` waits for
+    /// all of them.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "name", "labels", "priority"])]
+    pub plan: Option<PathBuf>,
     #[command(flatten)]
     pub job: JobArgs,
     /// Job name [default: a generated `boot-xxxxx`].
@@ -147,7 +175,11 @@ pub struct LogArgs {
 
 #[derive(Debug, Args)]
 pub struct WaitArgs {
-    pub name: String,
+    #[arg(required_unless_present = "plan", conflicts_with = "plan")]
+    pub name: Option<String>,
+    /// Wait for every job of this plan, with a live table (plain lines when piped).
+    #[arg(long, value_name = "NAME")]
+    pub plan: Option<String>,
     /// Give up after this many seconds (exit 4).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
@@ -183,7 +215,16 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Log(a) => log(a).await,
         ClientCommand::Wait(a) => {
             let api = Arc::new(Api::new(&a.conn)?);
-            wait(api, &a.name, a.timeout.map(Duration::from_secs)).await
+            let timeout = a.timeout.map(Duration::from_secs);
+            match (&a.plan, &a.name) {
+                (Some(p), _) => plan::wait(api, p, timeout).await,
+                (None, Some(n)) => wait(api, n, timeout).await,
+                (None, None) => anyhow::bail!("wait: a job's name or --plan NAME is required"),
+            }
+        }
+        ClientCommand::Compare(a) => {
+            let api = Api::new(&a.conn)?;
+            plan::compare(&api, &a.baseline, &a.candidate, a.json).await
         }
         ClientCommand::Cancel(a) => {
             let job = Api::new(&a.conn)?.cancel(&a.name).await?;
@@ -237,22 +278,38 @@ fn content_type_for(path: Option<&std::path::Path>, body: &[u8]) -> &'static str
     }
 }
 
-async fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
-    let api = Arc::new(Api::new(&a.conn)?);
-    let (body, content_type) = match &a.file {
-        Some(path) if path.as_os_str() == "-" => {
+/// A document from a file, or stdin for `-`, with its Content-Type.
+fn read_document(path: Option<&std::path::Path>) -> anyhow::Result<(Vec<u8>, &'static str)> {
+    match path {
+        Some(path) if path.as_os_str() != "-" => {
+            let buf = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let ct = content_type_for(Some(path), &buf);
+            Ok((buf, ct))
+        }
+        _ => {
             let mut buf = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut buf)
                 .context("reading stdin")?;
             let ct = content_type_for(None, &buf);
-            (buf, ct)
+            Ok((buf, ct))
         }
-        Some(path) => {
-            let buf = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let ct = content_type_for(Some(path), &buf);
-            (buf, ct)
+    }
+}
+
+async fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
+    let api = Arc::new(Api::new(&a.conn)?);
+    if let Some(path) = &a.plan {
+        let v = plan::submit(&api, path).await?;
+        out(&format!("{}\n", v.name))?;
+        eprintln!("plan {}: {} jobs submitted", v.name, v.jobs.len());
+        if !a.wait {
+            return Ok(0);
         }
+        return plan::wait(api, &v.name, a.wait_timeout.map(Duration::from_secs)).await;
+    }
+    let (body, content_type) = match &a.file {
+        Some(path) => read_document(Some(path))?,
         None => match job_from_flags(&a) {
             Ok(job) => (serde_json::to_vec(&job)?, "application/json"),
             Err(usage) => {
@@ -656,9 +713,19 @@ mod tests {
         }
         assert!(submit_args(&["job.yaml"]).is_ok());
         assert!(submit_args(&["job.yaml", "--wait", "--wait-timeout", "9"]).is_ok());
+        assert!(submit_args(&["--plan", "plan.yaml", "--wait"]).is_ok());
+        for both in [
+            &["--plan", "plan.yaml", "job.yaml"][..],
+            &["--plan", "plan.yaml", "--arch", "x86_64"],
+            &["--plan", "plan.yaml", "--name", "x"],
+        ] {
+            let err = submit_args(both).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ArgumentConflict, "{both:?}");
+        }
         // And a job without them is refused by the mapping too (clap's usage error).
         let unparsed = SubmitArgs {
             file: None,
+            plan: None,
             job: JobArgs::default(),
             name: None,
             labels: Vec::new(),
