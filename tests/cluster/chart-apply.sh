@@ -88,11 +88,11 @@ sys.exit(1 if bad else 0)
 EOF
 ok "$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["items"]))' "$WORK/stored-pools.json") RunnerPools stored unchanged"
 
-# The example BootJobs apply as they are, and are stored unchanged.
+# The example BootJobs (and the BootPlan) apply as they are, and are stored unchanged.
 for f in "$CHART"/examples/*.yaml; do
     k apply -n farm -f "$f" >/dev/null || fail "example $(basename "$f") rejected"
-    name=$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["metadata"]["name"])' "$f")
-    k get bootjob -n farm "$name" -o json >"$WORK/bj.json"
+    read -r kind name < <("$PY" -c 'import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); print(d["kind"].lower(), d["metadata"]["name"])' "$f")
+    k get "$kind" -n farm "$name" -o json >"$WORK/bj.json"
     "$PY" - "$f" "$WORK/bj.json" <<'EOF' || fail "example $(basename "$f") changed on the way into the server"
 import json, sys, yaml
 want = yaml.safe_load(open(sys.argv[1]))["spec"]
@@ -104,7 +104,7 @@ if missing:
 EOF
 done
 examples=("$CHART"/examples/*.yaml)
-ok "${#examples[@]} example BootJobs applied and stored unchanged"
+ok "${#examples[@]} examples (BootJobs, a BootPlan) applied and stored unchanged"
 
 if printf 'apiVersion: bootfarm.dev/v1alpha1\nkind: BootJob\nmetadata: {name: bad-arch}\nspec: {arch: mips, kernel: {url: "http://x/k"}}\n' |
     k apply -n farm -f - >/dev/null 2>&1; then

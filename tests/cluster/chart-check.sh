@@ -278,13 +278,20 @@ import sys, yaml
 allowed = {"arch", "kernel", "initrd", "rootfs", "modules", "overlays", "dtb", "bootArgs", "machine", "cpu", "memory", "smp",
            "accel", "expect", "login", "commands", "expectTests", "failOn", "ignore", "failurePatterns",
            "timeouts", "priority", "maxAttempts", "pool", "ttlSecondsAfterFinished"}
+plan_fields = {"arches", "kernels", "variants", "defaults", "labels", "repeat", "priority"}
 n = 0
 for path in sys.argv[1:]:
     for d in yaml.safe_load_all(open(path)):
         if not d:
             continue
+        assert d["apiVersion"] == "bootfarm.dev/v1alpha1", path
+        if d["kind"] == "BootPlan":
+            assert set(d["spec"]) <= plan_fields, f"{path}: unknown plan keys {set(d['spec']) - plan_fields}"
+            assert set(d["spec"].get("defaults", {})) <= allowed - {"arch", "kernel"}, path
+            assert d["spec"]["arches"] and d["spec"]["kernels"], path
+            continue
         n += 1
-        assert d["apiVersion"] == "bootfarm.dev/v1alpha1" and d["kind"] == "BootJob", path
+        assert d["kind"] == "BootJob", path
         assert set(d["spec"]) <= allowed, f"{path}: unknown spec keys {set(d['spec']) - allowed}"
         assert d["spec"]["arch"] in {"x86_64", "i386", "arm64", "armv7", "riscv64", "ppc64le", "s390x"}, path
         assert d["spec"]["kernel"]["url"], path

@@ -7,7 +7,8 @@
 # Covers: kubectl wait --for=condition=Succeeded; `kubectl get bootjobs` columns; scale-up creates
 # runner pods and idle scale-down deletes them; pending pods beyond demand are removed; deleting a
 # BootJob cancels its boot; a runner pod deleted mid-boot makes the job retry; an operator restart
-# loses nothing; invalid BootJobs are rejected by the schema or end in Error with a clear condition.
+# loses nothing; invalid BootJobs are rejected by the schema or end in Error with a clear condition;
+# a BootPlan applied with kubectl expands into owned BootJobs, `wait --plan` and `compare` read it.
 # Every wait is bounded; everything started here is stopped on exit, whatever happens.
 set -euo pipefail
 
@@ -288,6 +289,47 @@ log "ok: a server-side apply with a stale resourceVersion is refused (409)"
 job bad-smp x86_64 poweroff "  smp: 1" | k apply -f - >/dev/null
 k wait --for=condition=Succeeded bootjob/bad-smp --timeout=180s >/dev/null || fail "bad-smp, fixed, did not succeed"
 log "ok: the fixed bad-smp was admitted again and succeeded"
+
+# --- 2b. a BootPlan: kubectl apply expands it into owned BootJobs; wait --plan; compare ---------
+
+cli() { BOOTFARM_TOKEN=$USER_TOKEN timeout 600 "$OPERATOR" "$@" --server "$API"; }
+example bootplan.yaml | k apply -f - >/dev/null || fail "kubectl apply -f bootplan.yaml failed"
+PLAN=$(example_name bootplan.yaml)
+wait_for 30 "the BootJobs of plan $PLAN created" count_is 2 bootjobs -l "bootfarm.dev/plan=$PLAN"
+owner=$(jsonpath "bootjob/$PLAN-mainline-x86-64" '{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}')
+[[ $owner == BootPlan/$PLAN ]] || fail "$PLAN-mainline-x86-64 is owned by '$owner', not BootPlan/$PLAN"
+cli wait --plan "$PLAN" --timeout 400 >"$WORK/plan-wait.out" 2>"$WORK/plan-wait.err" ||
+    fail "wait --plan $PLAN failed: $(cat "$WORK/plan-wait.out" "$WORK/plan-wait.err")"
+grep -q "^$PLAN: Succeeded (2 jobs: 2 pass)" "$WORK/plan-wait.out" || fail "wait --plan said: $(cat "$WORK/plan-wait.out")"
+plan_done() { [[ $(jsonpath "bootplan/$PLAN" '{.status.phase} {.status.finished}/{.status.jobs}') == "Succeeded 2/2" ]]; }
+wait_for 30 "BootPlan $PLAN status Succeeded 2/2" plan_done
+k get bootplans >"$WORK/plans.txt"
+grep -Eq "^$PLAN +Succeeded +2 +2 +0 " "$WORK/plans.txt" || fail "kubectl get bootplans: $(cat "$WORK/plans.txt")"
+log "ok: BootPlan $PLAN expanded into 2 owned BootJobs, wait --plan exit 0, kubectl get bootplans shows it Succeeded"
+# The candidate over HTTP: the same matrix cell with a panicking init, the arm64 cell dropped.
+printf '%s\n' 'apiVersion: bootfarm.dev/v1alpha1' 'kind: BootPlan' 'metadata: {name: candidate}' 'spec:' \
+    '  arches: [x86_64]' \
+    "  defaults: {initrd: {url: \"$FIXTURE_URL/{arch}/initrd-panic.cpio.gz\"}, timeouts: {total: 300}}" \
+    "  kernels: [{name: mainline, url: \"$FIXTURE_URL/{arch}/kernel\"}]" >"$WORK/candidate.yaml"
+cli submit --plan "$WORK/candidate.yaml" >/dev/null || fail "submit --plan candidate.yaml"
+rc=0
+cli wait --plan candidate --timeout 400 >"$WORK/cand-wait.out" 2>&1 || rc=$?
+((rc == 1)) || fail "wait --plan candidate exited $rc, not 1: $(cat "$WORK/cand-wait.out")"
+rc=0
+cli compare "$PLAN" candidate --json >"$WORK/compare.json" || rc=$?
+((rc == 1)) || fail "compare exited $rc, not 1 (a regression): $(cat "$WORK/compare.json")"
+"$PY" - "$WORK/compare.json" <<'PY' || fail "compare does not report the regressions: $(cat "$WORK/compare.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+got = {(c["key"], c["subject"], c["candidate"]) for c in r["regressions"]}
+assert ("mainline/x86_64", "boot", "fail") in got, got
+assert ("mainline/arm64", "job", "missing") in got, got
+assert r["matched"] == 1, r
+PY
+log "ok: compare $PLAN candidate: mainline/x86_64 pass -> fail and mainline/arm64 missing, exit 1"
+# Deleting the plan deletes its jobs (owner references, the garbage collector).
+k delete bootplan "$PLAN" --timeout=30s >/dev/null || fail "deleting BootPlan $PLAN"
+wait_for 60 "the BootJobs of plan $PLAN deleted with it" count_is 0 bootjobs -l "bootfarm.dev/plan=$PLAN"
 
 # --- 3. deleting a BootJob cancels its boot ----------------------------------------------------
 

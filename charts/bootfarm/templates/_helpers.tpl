@@ -104,13 +104,17 @@ runner pods, record Events.
 - apiGroups: [bootfarm.dev]
   resources: [runnerpools]
   verbs: [get, list, watch, patch, update]
+# BootPlans applied with kubectl are expanded into BootJobs; their status is the plan's summary.
 - apiGroups: [bootfarm.dev]
-  resources: [bootjobs/status, runnerpools/status]
+  resources: [bootplans]
+  verbs: [get, list, watch]
+- apiGroups: [bootfarm.dev]
+  resources: [bootjobs/status, runnerpools/status, bootplans/status]
   verbs: [get, patch, update]
 # Runner pods carry blockOwnerDeletion owner references to their RunnerPool (and leases to their
 # BootJob); clusters with OwnerReferencesPermissionEnforcement require update on */finalizers for that.
 - apiGroups: [bootfarm.dev]
-  resources: [bootjobs/finalizers, runnerpools/finalizers]
+  resources: [bootjobs/finalizers, runnerpools/finalizers, bootplans/finalizers]
   verbs: [update]
 # patch: busy runners get the autoscalers' do-not-evict annotations, idle ones lose them.
 - apiGroups: [""]

@@ -3,13 +3,14 @@
 use super::context::Context;
 use super::runners::{PodSettings, RunnerActivity, COMPONENT_LABEL, COMPONENT_RUNNER};
 use super::store::KubeJobStore;
-use super::{bootjob, pool};
+use super::{bootjob, plan, pool};
 use crate::api::auth::Tokens;
 use crate::api::{router, warn_if_exposed, AppState};
 use crate::files::JobFiles;
 use crate::metrics::Metrics;
+use bootfarm_core::plan::BootPlan;
 use bootfarm_core::spec::{BootJob, JobPhase, RunnerPool};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
@@ -223,22 +224,49 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let all_pools = pool_store.clone();
     let pool_controller = pool_controller
         .owns(pods, watcher::Config::default().labels(&runner_selector))
-        .watches(jobs, watcher::Config::default(), move |job: BootJob| {
-            let ran_in = job.status.as_ref().and_then(|s| s.pool.clone());
-            let queued = matches!(
-                crate::queue::phase(&job),
-                JobPhase::Pending | JobPhase::Queued
-            );
-            all_pools
-                .state()
-                .iter()
-                .filter(|p| queued || ran_in.is_none() || p.metadata.name == ran_in)
-                .map(|p| ObjectRef::from_obj(&**p))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            jobs.clone(),
+            watcher::Config::default(),
+            move |job: BootJob| {
+                let ran_in = job.status.as_ref().and_then(|s| s.pool.clone());
+                let queued = matches!(
+                    crate::queue::phase(&job),
+                    JobPhase::Pending | JobPhase::Queued
+                );
+                all_pools
+                    .state()
+                    .iter()
+                    .filter(|p| queued || ran_in.is_none() || p.metadata.name == ran_in)
+                    .map(|p| ObjectRef::from_obj(&**p))
+                    .collect::<Vec<_>>()
+            },
+        )
         // Bursts of job changes (a batch submitted, many heartbeats) become one reconcile.
         .with_config(ControllerConfig::default().debounce(Duration::from_millis(300)));
 
+    // BootPlans (kubectl apply): expanded into owned BootJobs; woken by their jobs' changes,
+    // debounced so a burst of verdicts is one status write. A cluster whose CRDs predate
+    // BootPlan runs without it (plans over HTTP still work).
+    let plans_api: Api<BootPlan> = Api::namespaced(client.clone(), &ns);
+    let plans_run = match plans_api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Controller::new(plans_api, watcher::Config::default())
+            .owns(
+                jobs.clone(),
+                watcher::Config::default().labels(bootfarm_core::plan::PLAN_LABEL),
+            )
+            .with_config(ControllerConfig::default().debounce(Duration::from_secs(1)))
+            .shutdown_on_signal()
+            .run(plan::reconcile, plan::error_policy, ctx.clone())
+            .for_each(|r| {
+                log_controller_error("BootPlan", r.err());
+                futures::future::ready(())
+            })
+            .boxed(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list BootPlans (is the bootplans CRD installed?): running without the BootPlan controller");
+            futures::future::pending().boxed()
+        }
+    };
     let jobs_run = job_controller
         .shutdown_on_signal()
         .run(bootjob::reconcile, bootjob::error_policy, ctx.clone())
@@ -281,6 +309,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         r = serve => r.map_err(|e| format!("HTTP server: {e}"))?,
         _ = jobs_run => tracing::info!("BootJob controller stopped"),
         _ = pools_run => tracing::info!("RunnerPool controller stopped"),
+        _ = plans_run => tracing::info!("BootPlan controller stopped"),
     }
     Ok(())
 }
