@@ -28,6 +28,8 @@ pub const KEY_ANNOTATION: &str = "bootfarm.dev/plan-key";
 /// How many jobs the plan expands to, on each of them: a plan's summary knows its size from any
 /// one job, even while the others are still being created.
 pub const SIZE_ANNOTATION: &str = "bootfarm.dev/plan-jobs";
+/// The plan's callback (JSON), on each of its jobs: whichever ends last sends it.
+pub const CALLBACK_ANNOTATION: &str = "bootfarm.dev/plan-callback";
 
 /// A matrix of boots over shared defaults.
 ///
@@ -89,6 +91,10 @@ pub struct BootPlanSpec {
     /// Higher runs first (every job of the plan).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// Where the plan's summary is POSTed once every job ended (jobs may carry their own in
+    /// the defaults too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::callback::CallbackRef>,
 }
 
 /// One kernel of the matrix.

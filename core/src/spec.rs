@@ -150,6 +150,9 @@ pub struct BootJobSpec {
     pub pool: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds_after_finished: Option<u64>,
+    /// Where the job's summary is POSTed when it ends (signed when a secret is named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::callback::CallbackRef>,
 }
 
 impl BootJobSpec {
@@ -185,6 +188,7 @@ impl BootJobSpec {
             max_attempts: None,
             pool: None,
             ttl_seconds_after_finished: None,
+            callback: None,
         }
     }
 }

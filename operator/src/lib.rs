@@ -1,6 +1,7 @@
 //! The bootfarm operator as a library: the binary is a thin CLI over these modules.
 pub mod admission;
 pub mod api;
+pub mod callbacks;
 pub mod client;
 pub mod files;
 pub mod kube;

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub status_writes_total: CounterVec,
     pub reconcile_duration_seconds: HistogramVec,
     pub reconcile_errors_total: CounterVec,
+    pub callbacks_total: CounterVec,
     registry: Registry,
 }
 
@@ -305,6 +306,12 @@ impl Metrics {
                 "Failed reconciles (Kubernetes mode), by controller and error kind (kube, store, status, finalizer, cleanup, ...).",
                 &["controller", "kind"],
             ),
+            callbacks_total: counter(
+                &r,
+                "bootfarm_callbacks_total",
+                "Callback deliveries by event and outcome.",
+                &["event", "outcome"],
+            ),
             registry: r.clone(),
         };
         // Seven arches by four outcomes: few enough to exist from the start (see `pool_seen`).
@@ -349,7 +356,7 @@ impl Metrics {
 
     fn registry_descs(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 17] = [
+        let collectors: [&dyn Collector; 18] = [
             &self.queue_depth,
             &self.jobs,
             &self.runners,
@@ -367,6 +374,7 @@ impl Metrics {
             &self.status_writes_total,
             &self.reconcile_duration_seconds,
             &self.reconcile_errors_total,
+            &self.callbacks_total,
         ];
         collectors
             .iter()
@@ -379,7 +387,8 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    const EXPECTED: [&str; 17] = [
+    const EXPECTED: [&str; 18] = [
+        "bootfarm_callbacks_total",
         "bootfarm_http_request_duration_seconds",
         "bootfarm_http_requests_total",
         "bootfarm_infra_retries_total",

@@ -65,6 +65,13 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/api/v1/runner/jobs/{name}/release",
         "/api/v1/runner/jobs/x/release",
     ),
+    ("post", "/api/v1/plans", "/api/v1/plans"),
+    ("get", "/api/v1/plans/{name}", "/api/v1/plans/x"),
+    (
+        "get",
+        "/api/v1/compare",
+        "/api/v1/compare?baseline=a&candidate=b",
+    ),
 ];
 
 #[tokio::test]

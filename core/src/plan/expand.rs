@@ -1,7 +1,8 @@
 //! A plan's matrix, expanded into the jobs it stands for.
 
 use super::{
-    BootPlanSpec, KERNEL_LABEL, KEY_ANNOTATION, PLAN_LABEL, SIZE_ANNOTATION, VARIANT_LABEL,
+    BootPlanSpec, CALLBACK_ANNOTATION, KERNEL_LABEL, KEY_ANNOTATION, PLAN_LABEL, SIZE_ANNOTATION,
+    VARIANT_LABEL,
 };
 use crate::spec::FieldError;
 use crate::Arch;
@@ -57,6 +58,15 @@ pub fn expand(name: &str, plan: &BootPlanSpec) -> Result<Vec<PlannedJob>, Vec<Fi
         );
     }
     reserved(&plan.defaults, "spec.defaults", &mut err);
+    if let Some(cb) = &plan.callback {
+        if let Err((field, message)) = crate::callback::check(cb) {
+            err(format!("spec.callback.{field}"), message);
+        }
+    }
+    let callback = plan
+        .callback
+        .as_ref()
+        .and_then(|cb| serde_json::to_string(cb).ok());
     for (k, v) in &plan.labels {
         if k.starts_with("bootfarm.dev/") {
             err(
@@ -165,10 +175,13 @@ pub fn expand(name: &str, plan: &BootPlanSpec) -> Result<Vec<PlannedJob>, Vec<Fi
                     } else {
                         base.clone()
                     };
-                    let annotations = BTreeMap::from([
+                    let mut annotations = BTreeMap::from([
                         (KEY_ANNOTATION.to_string(), key.clone()),
                         (SIZE_ANNOTATION.to_string(), cells.to_string()),
                     ]);
+                    if let Some(cb) = &callback {
+                        annotations.insert(CALLBACK_ANNOTATION.to_string(), cb.clone());
+                    }
                     jobs.push(PlannedJob {
                         name,
                         key: key.clone(),
@@ -364,6 +377,10 @@ mod tests {
             labels: BTreeMap::from([("bootfarm.dev/plan".to_string(), "x".to_string())]),
             repeat: Some(0),
             priority: None,
+            callback: Some(crate::callback::CallbackRef {
+                url: "gopher://x".into(),
+                secret_name: None,
+            }),
         };
         let errs = fields(expand("Bad_Name", &p).unwrap_err());
         for want in [
@@ -376,6 +393,7 @@ mod tests {
             "spec.kernels[1].spec.arch",
             "spec.kernels[2].name",
             "spec.variants[0].name",
+            "spec.callback.url",
         ] {
             assert!(
                 errs.iter().any(|e| e == want),

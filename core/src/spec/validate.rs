@@ -517,6 +517,11 @@ pub fn validate(spec: &BootJobSpec) -> Result<ValidatedSpec, Vec<FieldError>> {
             );
         }
     }
+    if let Some(cb) = &spec.callback {
+        if let Err((field, message)) = crate::callback::check(cb) {
+            errs.push(format!("spec.callback.{field}"), message);
+        }
+    }
     if let Some(ttl) = spec.ttl_seconds_after_finished {
         if ttl > 365 * 24 * 3600 {
             errs.push("spec.ttlSecondsAfterFinished", "at most one year");

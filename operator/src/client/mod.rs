@@ -103,11 +103,11 @@ pub struct CompareArgs {
 )]
 pub struct SubmitArgs {
     /// A BootJob document (`-` reads stdin). Omit it to build the job from flags.
-    #[arg(conflicts_with_all = ["name", "labels", "priority"])]
+    #[arg(conflicts_with_all = ["name", "labels", "priority", "callback"])]
     pub file: Option<PathBuf>,
     /// A BootPlan document (`-` reads stdin): its jobs are created at once; `--wait` waits for
     /// all of them.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "name", "labels", "priority"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "name", "labels", "priority", "callback"])]
     pub plan: Option<PathBuf>,
     #[command(flatten)]
     pub job: JobArgs,
@@ -120,6 +120,12 @@ pub struct SubmitArgs {
     /// Higher runs first.
     #[arg(long)]
     pub priority: Option<i32>,
+    /// POST the job's summary here when it ends (http or https).
+    #[arg(long, value_name = "URL")]
+    pub callback: Option<String>,
+    /// Sign the callback with this secret of the farm's (an HMAC-SHA256 header).
+    #[arg(long, value_name = "NAME", requires = "callback")]
+    pub callback_secret: Option<String>,
     /// Wait for the verdict (exit status from the final phase).
     #[arg(long)]
     pub wait: bool,
@@ -241,6 +247,19 @@ pub fn job_from_flags(a: &SubmitArgs) -> Result<BootJob, clap::Error> {
     let mut spec = a.job.to_spec()?;
     if let Some(p) = a.priority {
         spec.priority = p;
+    }
+    if let Some(url) = &a.callback {
+        let cb = bootfarm_core::callback::CallbackRef {
+            url: url.clone(),
+            secret_name: a.callback_secret.clone(),
+        };
+        bootfarm_core::callback::check(&cb).map_err(|(field, m)| {
+            usage(format!(
+                "--callback{}: {m}",
+                if field == "url" { "" } else { "-secret" }
+            ))
+        })?;
+        spec.callback = Some(cb);
     }
     validate_flags(&spec).map_err(usage)?;
     let mut labels = BTreeMap::new();
@@ -730,6 +749,8 @@ mod tests {
             name: None,
             labels: Vec::new(),
             priority: None,
+            callback: None,
+            callback_secret: None,
             wait: false,
             wait_timeout: None,
             conn: submit_args(&["job.yaml"]).unwrap().conn,

@@ -74,6 +74,8 @@ pub struct RunArgs {
     pub artifacts: bootfarm_core::cli::ArtifactAccessArgs,
     #[command(flatten)]
     pub console: crate::files::ConsoleArgs,
+    #[command(flatten)]
+    pub callbacks: crate::callbacks::CallbackArgs,
     /// The Secret with the runner token (key `token`), for the built-in pod template.
     #[arg(
         long,
@@ -144,13 +146,22 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let activity = Arc::new(RunnerActivity::default());
     let started = Timestamp::now();
     let lease_ttl = Duration::from_secs(args.lease_ttl.max(1));
+    let (callbacks, callback_queue) = crate::callbacks::Callbacks::channel(metrics.clone());
     let store = KubeJobStore::new(
         jobs.clone(),
         pods.clone(),
         activity.clone(),
         metrics.clone(),
     )
-    .with_lease_grace(started, lease_ttl);
+    .with_lease_grace(started, lease_ttl)
+    .with_callbacks(callbacks);
+    let deliverer = crate::callbacks::dispatcher(
+        Arc::new(store.clone()),
+        args.callbacks.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| format!("the callback client: {e}"))?;
+    tokio::spawn(crate::callbacks::run(callback_queue, deliverer));
     let server_url = args
         .server_url
         .clone()

@@ -53,6 +53,7 @@ pub struct KubeJobStore {
     /// No lease expires before this: runners could not renew while no operator was up, so a
     /// restarted operator gives every lease one full TTL to be renewed with it.
     lease_floor: Timestamp,
+    callbacks: crate::callbacks::Callbacks,
 }
 
 fn backend(e: kube::Error) -> StoreError {
@@ -81,7 +82,14 @@ impl KubeJobStore {
             writer: StatusWriter::new(metrics.clone()),
             metrics,
             lease_floor: Timestamp::UNIX_EPOCH,
+            callbacks: crate::callbacks::Callbacks::default(),
         }
+    }
+
+    /// Where jobs that end are announced for their callbacks.
+    pub fn with_callbacks(mut self, callbacks: crate::callbacks::Callbacks) -> Self {
+        self.callbacks = callbacks;
+        self
     }
 
     /// Leases do not expire before `started + lease_ttl` (the operator's start).
@@ -539,6 +547,10 @@ impl Backend for KubeJobStore {
 
     fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    fn callbacks(&self) -> &crate::callbacks::Callbacks {
+        &self.callbacks
     }
 }
 

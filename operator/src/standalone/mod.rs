@@ -64,6 +64,8 @@ pub struct StandaloneArgs {
     pub artifacts: ArtifactAccessArgs,
     #[command(flatten)]
     pub console: crate::files::ConsoleArgs,
+    #[command(flatten)]
+    pub callbacks: crate::callbacks::CallbackArgs,
     /// When started as root: the unprivileged user runners and QEMU run as (created when
     /// missing). `root` keeps them root (not recommended: a job's author then owns the machine).
     #[arg(long, env = "BOOTFARM_RUNNER_USER", default_value = identity::DEFAULT_USER)]
@@ -160,8 +162,13 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let _lock = lock_data_dir(&args.data_dir)?;
     let identity = runner_identity(&args)?;
+    let (metrics, _registry) = Metrics::new();
+    let metrics = Arc::new(metrics);
+    let (callbacks, callback_queue) = crate::callbacks::Callbacks::channel(metrics.clone());
     let store = SqliteStore::open(&args.data_dir)
-        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?
+        .with_metrics(metrics.clone())
+        .with_callbacks(callbacks);
     // Local runners are our children and die with us (PR_SET_PDEATHSIG), so a job Running in
     // the database belongs to a runner that no longer exists: requeue it now instead of waiting
     // for its lease to expire. A survivor could only post with a stale lease, which is refused.
@@ -170,10 +177,12 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         tracing::info!(job = %job.name, attempts = job.attempts, requeued = job.requeued, "Requeued a job left running by the previous operator");
     }
     let files = JobFiles::new(&args.data_dir).with_log_cap(args.console.console_limit);
-    let (metrics, _registry) = Metrics::new();
-    let metrics = Arc::new(metrics);
-    let sqlite = Arc::new(store.with_metrics(metrics.clone()));
+    let sqlite = Arc::new(store);
     let store: Arc<dyn JobStore> = sqlite.clone();
+    let deliverer =
+        crate::callbacks::dispatcher(store.clone(), args.callbacks.clone(), metrics.clone())
+            .context("the callback client")?;
+    tokio::spawn(crate::callbacks::run(callback_queue, deliverer));
     let mut state = AppState::new(store.clone(), files.clone(), metrics.clone());
     state.lease_ttl = Duration::from_secs(args.lease_ttl);
     state.local_artifacts = LocalArtifacts::new(&args.artifacts.allow_local_artifacts)

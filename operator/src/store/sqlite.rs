@@ -57,6 +57,7 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    callbacks: crate::callbacks::Callbacks,
 }
 
 /// What the store knows of its own ability to keep what it is given.
@@ -148,6 +149,7 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             health: Arc::default(),
             metrics: Arc::new(Metrics::new().0),
+            callbacks: crate::callbacks::Callbacks::default(),
         })
     }
 
@@ -155,6 +157,18 @@ impl SqliteStore {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
         self
+    }
+
+    /// Where jobs that end are announced for their callbacks.
+    pub fn with_callbacks(mut self, callbacks: crate::callbacks::Callbacks) -> Self {
+        self.callbacks = callbacks;
+        self
+    }
+
+    /// A job ended outside [`transitions::transition`]: count it and announce it.
+    fn ended(&self, job: &BootJob, now: Timestamp) {
+        self.metrics.job_finished(job, now);
+        self.callbacks.finished(job);
     }
 
     /// The database file is still the one we opened; else the store is broken for good.
@@ -416,7 +430,7 @@ impl SqliteStore {
             })
             .await?;
         for job in &ended {
-            self.metrics.job_finished(job, now);
+            self.ended(job, now);
         }
         Ok(out)
     }
@@ -452,7 +466,7 @@ impl SqliteStore {
             })
             .await?;
         for job in &ended {
-            self.metrics.job_finished(job, now);
+            self.ended(job, now);
         }
         Ok(ended
             .into_iter()
@@ -991,6 +1005,10 @@ impl Backend for SqliteStore {
 
     fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    fn callbacks(&self) -> &crate::callbacks::Callbacks {
+        &self.callbacks
     }
 }
 

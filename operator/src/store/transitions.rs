@@ -46,6 +46,8 @@ pub trait Backend: Send + Sync {
     async fn running(&self) -> Result<Vec<BootJob>, StoreError>;
     /// Where finished jobs are counted.
     fn metrics(&self) -> &Metrics;
+    /// Where finished jobs are announced for their callbacks.
+    fn callbacks(&self) -> &crate::callbacks::Callbacks;
 }
 
 /// Re-reads after a conflict before a transition gives up.
@@ -94,6 +96,7 @@ where
             Swap::Written(stored) => {
                 if !before.is_finished() && queue::phase(&stored).is_finished() {
                     b.metrics().job_finished(&stored, Timestamp::now());
+                    b.callbacks().finished(&stored);
                 }
                 return Ok(Some((out, *stored)));
             }

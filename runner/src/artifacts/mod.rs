@@ -40,7 +40,7 @@ pub use boot_copy::per_boot_copy;
 pub use cache::{ArtifactCache, Derived, Fetched, InUse, PruneReport};
 pub use decompress::Codec;
 pub use error::ArtifactError;
-pub use policy::{FetchPolicy, PolicyError};
+pub use policy::{check_url, refusal_in, FetchPolicy, PolicyError, PolicyResolver, RefusedAddress};
 pub use source::{parse as parse_source, Source};
 pub(crate) use verify::{is_limit_exceeded, HashingWriter};
 
