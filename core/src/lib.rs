@@ -4,6 +4,7 @@
 //! answers with events, so the live runner and `bootfarm-runner classify` share one implementation.
 
 pub mod arch;
+pub mod bisect;
 pub mod callback;
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -68,10 +68,10 @@ pub fn expand(name: &str, plan: &BootPlanSpec) -> Result<Vec<PlannedJob>, Vec<Fi
         .as_ref()
         .and_then(|cb| serde_json::to_string(cb).ok());
     for (k, v) in &plan.labels {
-        if k.starts_with("bootfarm.dev/") {
+        if [PLAN_LABEL, KERNEL_LABEL, VARIANT_LABEL].contains(&k.as_str()) {
             err(
                 format!("spec.labels.{k}"),
-                "the bootfarm.dev/ labels are set by the plan".into(),
+                format!("{k} is set by the plan itself"),
             );
         } else if !is_label_value(v, crate::names::MAX_LABEL) {
             err(

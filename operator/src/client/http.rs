@@ -160,6 +160,10 @@ impl Api {
         serde_json::from_value(v).context("reading the operator's answer")
     }
 
+    pub async fn pools(&self) -> anyhow::Result<serde_json::Value> {
+        self.json(self.req(reqwest::Method::GET, "pools")).await
+    }
+
     pub async fn get(&self, name: &str) -> anyhow::Result<serde_json::Value> {
         self.json(self.req(reqwest::Method::GET, &format!("bootjobs/{name}")))
             .await

@@ -12,11 +12,13 @@
 //! bootfarm-operator submit --plan plan.yaml [--wait]   # a BootPlan: many jobs as one
 //! bootfarm-operator wait --plan NAME           # a live table; 0 all passed, 1 any failed, 3 any error
 //! bootfarm-operator compare BASELINE CANDIDATE # plans, selectors or result directories; 1 on regression
+//! bootfarm-operator bisect --kernels series.txt --template job.yaml   # the first bad kernel
 //! ```
 //! `--server` (BOOTFARM_SERVER, default http://127.0.0.1:8080); a token from BOOTFARM_TOKEN or
 //! `--token-file`. `wait` and `submit --wait` exit 0 Succeeded, 1 Failed, 3 Error or Canceled,
 //! 4 when `--timeout` passes first.
 
+pub mod bisect;
 mod http;
 pub mod plan;
 pub mod progress;
@@ -69,6 +71,9 @@ outside a plan by its name, a file by its name), then tests by name and issues b
 Exit status: 0 no regression, 1 any regression, 3 the comparison could not be made."
     )]
     Compare(CompareArgs),
+    /// Find the first bad kernel of an ordered series (good first, bad last), booting up to R
+    /// kernels per round on the farm (k-ary search; each round a plan).
+    Bisect(Box<bisect::BisectArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +233,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
                 (None, None) => anyhow::bail!("wait: a job's name or --plan NAME is required"),
             }
         }
+        ClientCommand::Bisect(a) => bisect::run(*a).await,
         ClientCommand::Compare(a) => {
             let api = Api::new(&a.conn)?;
             plan::compare(&api, &a.baseline, &a.candidate, a.json).await
