@@ -94,7 +94,7 @@ fn a_k_ary_bisection_of_real_boots_finds_the_first_bad_build() {
         assert_eq!(code, 200, "{plan}");
         let view: Value = serde_json::from_slice(&body).unwrap();
         for boot in round["boots"].as_array().unwrap() {
-            let i = boot["index"].as_u64().unwrap() as usize;
+            let i = usize::try_from(boot["index"].as_u64().unwrap()).unwrap();
             let want = if i >= FIRST_BAD { "bad" } else { "good" };
             assert_eq!(boot["outcome"], want, "{boot}");
             let job = view["jobs"]
