@@ -88,7 +88,12 @@ pub enum State {
     /// More rounds to boot.
     Running,
     /// `first_bad` is the first kernel with the failure; `last_good` the one before it.
-    Found { first_bad: usize, last_good: usize },
+    Found {
+        #[serde(rename = "firstBadIndex")]
+        first_bad: usize,
+        #[serde(rename = "lastGoodIndex")]
+        last_good: usize,
+    },
     /// Skipped kernels hide the boundary: the first bad is one of `candidates` (the last one
     /// among them is known bad).
     Ambiguous { candidates: Vec<usize> },

@@ -69,8 +69,8 @@ fn a_k_ary_bisection_of_real_boots_finds_the_first_bad_build() {
     assert_eq!(out.status.code(), Some(0), "{}", farm.operator_log());
     let r: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
     assert_eq!(r["state"], "found", "{r}");
-    assert_eq!(r["first_bad"], FIRST_BAD);
-    assert_eq!(r["last_good"], FIRST_BAD - 1);
+    assert_eq!(r["firstBadIndex"], FIRST_BAD);
+    assert_eq!(r["lastGoodIndex"], FIRST_BAD - 1);
     assert_eq!(r["firstBad"]["name"], format!("c{FIRST_BAD:02}"));
     assert_eq!(r["lastGood"]["name"], format!("c{:02}", FIRST_BAD - 1));
     // "Bad" was the known-bad build's own panic.
