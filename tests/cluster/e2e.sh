@@ -8,7 +8,8 @@
 # runner pods and idle scale-down deletes them; pending pods beyond demand are removed; deleting a
 # BootJob cancels its boot; a runner pod deleted mid-boot makes the job retry; an operator restart
 # loses nothing; invalid BootJobs are rejected by the schema or end in Error with a clear condition;
-# a BootPlan applied with kubectl expands into owned BootJobs, `wait --plan` and `compare` read it.
+# a BootPlan applied with kubectl expands into owned BootJobs, `wait --plan` and `compare` read it;
+# callbacks arrive signed; `bisect` finds the first bad of a series of real builds.
 # Every wait is bounded; everything started here is stopped on exit, whatever happens.
 set -euo pipefail
 
@@ -38,7 +39,7 @@ require_fixtures x86_64 arm64
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bootfarm-e2e.XXXXXX")
 CP=$WORK/cp
 E2E_KUBECONFIG=$CP/kubeconfig
-OPERATOR_PID="" KUBELET_PID="" LOCAL_FIXTURES=""
+OPERATOR_PID="" KUBELET_PID="" RECEIVER_PID="" LOCAL_FIXTURES=""
 
 cleanup() {
     local rc=$?
@@ -51,6 +52,7 @@ cleanup() {
         k get bootjobs,runnerpools,pods -o wide >&2 2>/dev/null
     fi
     stop_pid "$OPERATOR_PID" 10
+    stop_pid "$RECEIVER_PID" 5
     # The kubelet stops its runner processes (and so their QEMUs) before it exits.
     stop_pid "$KUBELET_PID" 30
     cp_stop "$CP" >/dev/null 2>&1
@@ -141,6 +143,14 @@ chmod 600 "$WORK/operator.kubeconfig"
 printf '%s\n' "$USER_TOKEN" >"$WORK/user-tokens"
 printf '%s\n' "$RUNNER_TOKEN" >"$WORK/runner-token"
 
+# A callback receiver on loopback, and the secret that signs callbacks.
+python3 "$HERE/callback-receiver.py" "$WORK/callback.port" "$WORK/callbacks.log" &
+RECEIVER_PID=$!
+wait_for 10 "the callback receiver listening" test -s "$WORK/callback.port"
+CB_URL=http://127.0.0.1:$(cat "$WORK/callback.port")
+mkdir -p "$WORK/callback-secrets"
+printf 'e2e-hmac-key\n' >"$WORK/callback-secrets/ci"
+
 PORT=$(cp_free_port)
 API=http://127.0.0.1:$PORT
 start_operator() {
@@ -149,6 +159,7 @@ start_operator() {
         --token-file "$WORK/user-tokens" --runner-token-file "$WORK/runner-token" \
         --lease-ttl "$LEASE_TTL" --runner-pod-template "$WORK/runner-pod/pod.yaml" \
         --allow-local-artifacts "$FIXTURES" \
+        --callback-secret-dir "$WORK/callback-secrets" --allow-callback-net 127.0.0.0/8 \
         --server-url "$API" >>"$WORK/operator.log" 2>&1 &
     OPERATOR_PID=$!
     wait_for 30 "operator ready on $API" curl -fsS --max-time 2 "$API/readyz"
@@ -309,8 +320,10 @@ log "ok: BootPlan $PLAN expanded into 2 owned BootJobs, wait --plan exit 0, kube
 # The candidate over HTTP: the same matrix cell with a panicking init, the arm64 cell dropped.
 printf '%s\n' 'apiVersion: bootfarm.dev/v1alpha1' 'kind: BootPlan' 'metadata: {name: candidate}' 'spec:' \
     '  arches: [x86_64]' \
-    "  defaults: {initrd: {url: \"$FIXTURE_URL/{arch}/initrd-panic.cpio.gz\"}, timeouts: {total: 300}}" \
-    "  kernels: [{name: mainline, url: \"$FIXTURE_URL/{arch}/kernel\"}]" >"$WORK/candidate.yaml"
+    "  defaults: {initrd: {url: \"$FIXTURE_URL/{arch}/initrd-panic.cpio.gz\"}, timeouts: {total: 300}," \
+    "             callback: {url: \"$CB_URL/job\", secretName: ci}}" \
+    "  kernels: [{name: mainline, url: \"$FIXTURE_URL/{arch}/kernel\"}]" \
+    "  callback: {url: \"$CB_URL/plan\", secretName: ci}" >"$WORK/candidate.yaml"
 cli submit --plan "$WORK/candidate.yaml" >/dev/null || fail "submit --plan candidate.yaml"
 rc=0
 cli wait --plan candidate --timeout 400 >"$WORK/cand-wait.out" 2>&1 || rc=$?
@@ -327,6 +340,43 @@ assert ("mainline/arm64", "job", "missing") in got, got
 assert r["matched"] == 1, r
 PY
 log "ok: compare $PLAN candidate: mainline/x86_64 pass -> fail and mainline/arm64 missing, exit 1"
+# The callbacks of the candidate: each job's and the plan's, signed (checked with Python's hmac).
+wait_for 30 "the candidate's callbacks delivered" bash -c "(( \$(grep -c . '$WORK/callbacks.log' 2>/dev/null || echo 0) >= 2 ))"
+"$PY" - "$WORK/callbacks.log" <<'PY' || fail "the callbacks are not as sent: $(cat "$WORK/callbacks.log")"
+import hashlib, hmac, json, sys
+got = [json.loads(l) for l in open(sys.argv[1])]
+key = b"e2e-hmac-key"
+for g in got:
+    want = "sha256=" + hmac.new(key, g["body"].encode(), hashlib.sha256).hexdigest()
+    assert g["headers"]["x-bootfarm-signature-256"] == want, g
+    assert "authorization" not in g["headers"], g
+jobs = [json.loads(g["body"]) for g in got if g["path"] == "/job"]
+plans = [json.loads(g["body"]) for g in got if g["path"] == "/plan"]
+assert len(jobs) == 1 and jobs[0]["name"] == "candidate-mainline-x86-64" and jobs[0]["phase"] == "Failed", jobs
+assert len(plans) == 1 and plans[0]["plan"]["status"]["phase"] == "Failed", plans
+PY
+log "ok: the candidate's job and plan callbacks arrived once each, signed, without the farm's token"
+
+# A bisection over four builds (the last two carry a real panic in their modules), two per round.
+printf 'apiVersion: bootfarm.dev/v1alpha1\nkind: BootJob\nmetadata: {name: template}\nspec:\n  arch: x86_64\n  kernel: {url: file:///replaced}\n  initrd: {url: "%s/x86_64/initrd-poweroff.cpio.gz"}\n  timeouts: {total: 300}\n' \
+    "$FIXTURE_URL" >"$WORK/bisect-template.yaml"
+{
+    for i in 0 1; do echo "b$i $FIXTURE_URL/x86_64/kernel"; done
+    for i in 2 3; do echo "b$i $FIXTURE_URL/x86_64/kernel modules=$FIXTURE_URL/x86_64/initrd-panic.cpio.gz"; done
+} >"$WORK/series.txt"
+cli bisect --kernels "$WORK/series.txt" --template "$WORK/bisect-template.yaml" --name e2e-bisect \
+    --parallel 2 --json >"$WORK/bisect.json" 2>"$WORK/bisect.err" ||
+    fail "bisect failed: $(cat "$WORK/bisect.json" "$WORK/bisect.err")"
+"$PY" - "$WORK/bisect.json" <<'PY' || fail "bisect did not find b2: $(cat "$WORK/bisect.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["state"] == "found" and r["firstBad"]["name"] == "b2" and r["lastGood"]["name"] == "b1", r
+assert len(r["rounds"]) == 2 and r["boots"] == 4, r
+PY
+[[ $(count bootjobs -l bootfarm.dev/bisect=e2e-bisect) == 4 ]] ||
+    fail "the bisection's boots are not 4 BootJobs labelled bootfarm.dev/bisect=e2e-bisect"
+log "ok: bisect over 4 builds found b2 in 2 rounds of 2 boots, each a BootJob on the cluster"
+
 # Deleting the plan deletes its jobs (owner references, the garbage collector).
 k delete bootplan "$PLAN" --timeout=30s >/dev/null || fail "deleting BootPlan $PLAN"
 wait_for 60 "the BootJobs of plan $PLAN deleted with it" count_is 0 bootjobs -l "bootfarm.dev/plan=$PLAN"

@@ -40,7 +40,12 @@ k() {
     for a in "$@"; do
         [[ $a =~ ^--timeout=([0-9]+)s$ ]] && limit=$((BASH_REMATCH[1] + 30))
     done
-    timeout "$limit" kubectl --kubeconfig "$E2E_KUBECONFIG" -n "$NS" "$@" 2> >(grep -v -i 'warning' >&2)
+    # The filter is part of the pipeline (not a process substitution), so its output is written
+    # before k returns: a caller that reads the stderr it redirected sees all of it.
+    local rc
+    { timeout "$limit" kubectl --kubeconfig "$E2E_KUBECONFIG" -n "$NS" "$@" 2>&1 1>&3 3>&- |
+        { grep -v -i 'warning' || true; } >&2; rc=${PIPESTATUS[0]}; } 3>&1
+    return "$rc"
 }
 
 # wait_for SECONDS WHAT CMD...: retries CMD (a command or a function) every 0.5 s until it succeeds
