@@ -33,6 +33,30 @@ fn series(fx: &std::path::Path, dir: &std::path::Path, first_bad: usize) -> std:
     path
 }
 
+/// `bisect` of `series` with the template, under `name`, `parallel` boots per round.
+fn bisect(
+    farm: &Farm,
+    series: &std::path::Path,
+    name: &str,
+    parallel: &str,
+    extra: &[&str],
+    template: &std::path::Path,
+) -> std::process::Output {
+    let mut args = vec![
+        "bisect",
+        "--kernels",
+        series.to_str().expect("a UTF-8 path"),
+        "--template",
+        template.to_str().expect("a UTF-8 path"),
+        "--name",
+        name,
+        "--parallel",
+        parallel,
+    ];
+    args.extend_from_slice(extra);
+    farm.cli(&args)
+}
+
 #[test]
 fn a_k_ary_bisection_of_real_boots_finds_the_first_bad_build() {
     let fx = fixtures();
@@ -54,18 +78,7 @@ fn a_k_ary_bisection_of_real_boots_finds_the_first_bad_build() {
     )
     .expect("write the template");
     let kernels = series(&fx, dir.path(), FIRST_BAD);
-    let out = farm.cli(&[
-        "bisect",
-        "--kernels",
-        kernels.to_str().unwrap(),
-        "--template",
-        template.to_str().unwrap(),
-        "--name",
-        "bs",
-        "--parallel",
-        "3",
-        "--json",
-    ]);
+    let out = bisect(&farm, &kernels, "bs", "3", &["--json"], &template);
     assert_eq!(out.status.code(), Some(0), "{}", farm.operator_log());
     let r: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
     assert_eq!(r["state"], "found", "{r}");
@@ -111,17 +124,7 @@ fn a_k_ary_bisection_of_real_boots_finds_the_first_bad_build() {
     }
 
     // The text report for people names the answer.
-    let out = farm.cli(&[
-        "bisect",
-        "--kernels",
-        kernels.to_str().unwrap(),
-        "--template",
-        template.to_str().unwrap(),
-        "--name",
-        "bs2",
-        "--parallel",
-        "7",
-    ]);
+    let out = bisect(&farm, &kernels, "bs2", "7", &[], &template);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -133,17 +136,7 @@ fn a_k_ary_bisection_of_real_boots_finds_the_first_bad_build() {
 
     // A series whose good end already fails cannot be bisected: a clear error, exit 3.
     let all_bad = series(&fx, dir.path(), 0);
-    let out = farm.cli(&[
-        "bisect",
-        "--kernels",
-        all_bad.to_str().unwrap(),
-        "--template",
-        template.to_str().unwrap(),
-        "--name",
-        "bs3",
-        "--parallel",
-        "2",
-    ]);
+    let out = bisect(&farm, &all_bad, "bs3", "2", &[], &template);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the good kernel c00 does not pass"));
 }

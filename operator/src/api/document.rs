@@ -307,6 +307,28 @@ fn known_fields(schema: &Value, root: &Value, path: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The document's metadata without what the server owns (whatever a client sends there is not
+/// ours to keep); a submitted status is dropped too.
+fn client_metadata(obj: &mut Map<String, Value>) -> Result<&mut Map<String, Value>, ApiError> {
+    obj.remove("status");
+    let meta = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or_else(|| ApiError::invalid("metadata", "metadata must be an object"))?;
+    for owned in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+        "managedFields",
+    ] {
+        meta.remove(owned);
+    }
+    Ok(meta)
+}
+
 /// The document as an object of `kind` in bootfarm's API version.
 fn check_header<'d>(
     doc: &'d mut Value,
@@ -389,22 +411,7 @@ fn typed<T: serde::de::DeserializeOwned>(doc: Value) -> Result<T, ApiError> {
 /// defaults and overrides are checked on the expanded jobs ([`plan_jobs`]).
 pub fn bootplan_from_value(mut doc: Value) -> Result<BootPlan, ApiError> {
     let obj = check_header(&mut doc, "BootPlan")?;
-    obj.remove("status");
-    let meta = obj
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()))
-        .as_object_mut()
-        .ok_or_else(|| ApiError::invalid("metadata", "metadata must be an object"))?;
-    for owned in [
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-        "generation",
-        "deletionTimestamp",
-        "managedFields",
-    ] {
-        meta.remove(owned);
-    }
+    let meta = client_metadata(obj)?;
     match meta.get("name").and_then(Value::as_str) {
         Some(n) if bootfarm_core::names::is_dns_label(n) => {}
         Some(n) => {
@@ -437,15 +444,8 @@ pub fn bootplan_from_value(mut doc: Value) -> Result<BootPlan, ApiError> {
 /// The BootJobs a plan expands to, each checked as a submitted BootJob would be; the first
 /// problem names the matrix cell and the field.
 pub fn plan_jobs(name: &str, spec: &BootPlanSpec) -> Result<Vec<BootJob>, ApiError> {
-    let planned = bootfarm_core::plan::expand(name, spec).map_err(|errs| {
-        let field = errs.first().map(|e| e.field.clone()).unwrap_or_default();
-        let message = errs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        ApiError::invalid(field, message)
-    })?;
+    let planned =
+        bootfarm_core::plan::expand(name, spec).map_err(|errs| ApiError::fields(&errs))?;
     planned
         .into_iter()
         .map(|j| {
@@ -470,23 +470,7 @@ pub fn plan_jobs(name: &str, spec: &BootPlanSpec) -> Result<Vec<BootJob>, ApiErr
 /// `metadata.generateName` (the store then generates the name). Any submitted status is dropped.
 pub fn bootjob_from_value(mut doc: Value) -> Result<BootJob, ApiError> {
     let obj = check_header(&mut doc, "BootJob")?;
-    obj.remove("status");
-    let meta = obj
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()))
-        .as_object_mut()
-        .ok_or_else(|| ApiError::invalid("metadata", "metadata must be an object"))?;
-    // Server-owned fields: whatever a client sends there is not ours to keep.
-    for owned in [
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-        "generation",
-        "deletionTimestamp",
-        "managedFields",
-    ] {
-        meta.remove(owned);
-    }
+    let meta = client_metadata(obj)?;
     // With only `generateName`, the store picks the name (and retries on a collision).
     match (meta.get("name"), meta.get("generateName")) {
         (Some(Value::String(n)), _) if !n.is_empty() => check_name(n)?,

@@ -56,6 +56,17 @@ impl ApiError {
         }
     }
 
+    /// Every problem found with a document, the first one's field named.
+    pub fn fields(errs: &[bootfarm_core::spec::FieldError]) -> Self {
+        let field = errs.first().map(|e| e.field.clone()).unwrap_or_default();
+        let message = errs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        ApiError::invalid(field, message)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             message: message.into(),

@@ -48,15 +48,7 @@ pub async fn submit(
 pub(super) fn admit(state: &AppState, job: &BootJob) -> Result<(), ApiError> {
     crate::admission::admit_spec(&job.spec, &state.local_artifacts)
         .map(drop)
-        .map_err(|errors| {
-            let field = errors.first().map(|e| e.field.clone()).unwrap_or_default();
-            let message = errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            ApiError::invalid(field, message)
-        })
+        .map_err(|errors| ApiError::fields(&errors))
 }
 
 #[derive(Debug, Deserialize)]

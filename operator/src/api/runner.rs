@@ -212,15 +212,7 @@ pub async fn complete(
     let mut body: CompleteRequest = parse_json(&raw)?;
     // A runner's document is input: impossible numbers are refused, sizes are bounded before
     // anything is stored or copied into the job's status.
-    bootfarm_core::result::check::validate(&body.result).map_err(|errs| {
-        let field = errs.first().map(|e| e.field.clone()).unwrap_or_default();
-        let message = errs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        ApiError::invalid(field, message)
-    })?;
+    bootfarm_core::result::check::validate(&body.result).map_err(|errs| ApiError::fields(&errs))?;
     bootfarm_core::result::check::bound(&mut body.result);
     // `console.truncated` describes the stored log: true too when this operator cut it.
     let (files, job_name) = (state.files.clone(), name.clone());

@@ -478,6 +478,23 @@ fn watch_stage(
     (stage, task)
 }
 
+/// One poll's answer, riding out a short outage of the operator (a restart is not the job
+/// failing): `None` after a second's pause while fewer than 30 polls in a row could not reach it.
+async fn ride_out<T>(failures: &mut u32, answer: anyhow::Result<T>) -> anyhow::Result<Option<T>> {
+    match answer {
+        Ok(v) => {
+            *failures = 0;
+            Ok(Some(v))
+        }
+        Err(e) if *failures < 30 && format!("{e:#}").contains("cannot reach") => {
+            *failures += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Polls the job until it finishes, showing progress; returns the exit status for its phase.
 pub async fn wait(api: Arc<Api>, name: &str, timeout: Option<Duration>) -> anyhow::Result<i32> {
     // Live line only for a person at a terminal; plain lines for logs and pipes.
@@ -487,17 +504,9 @@ pub async fn wait(api: Arc<Api>, name: &str, timeout: Option<Duration>) -> anyho
     let mut last_key = String::new();
     let mut failures = 0u32;
     let code = loop {
-        let job = match api.get(name).await {
-            Ok(j) => {
-                failures = 0;
-                j
-            }
-            // The operator restarting is not the job failing: ride out a short outage.
-            Err(e) if failures < 30 && format!("{e:#}").contains("cannot reach") => {
-                failures += 1;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
+        let job = match ride_out(&mut failures, api.get(name).await).await {
+            Ok(Some(j)) => j,
+            Ok(None) => continue,
             Err(e) => {
                 follower.abort();
                 return Err(e);

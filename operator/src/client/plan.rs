@@ -129,17 +129,8 @@ pub async fn wait(api: Arc<Api>, name: &str, timeout: Option<Duration>) -> anyho
     let mut seen = HashMap::new();
     let mut failures = 0u32;
     let code = loop {
-        let v = match api.plan(name).await {
-            Ok(v) => {
-                failures = 0;
-                v
-            }
-            Err(e) if failures < 30 && format!("{e:#}").contains("cannot reach") => {
-                failures += 1;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(v) = super::ride_out(&mut failures, api.plan(name).await).await? else {
+            continue;
         };
         match &live {
             Some(t) => t.show(&v, started.elapsed()),
