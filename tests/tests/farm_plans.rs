@@ -79,7 +79,35 @@ fn a_plan_is_one_submission_and_compare_names_what_regressed() {
     );
     assert_eq!(farm.http("GET", "/api/v1/plans/bad", None, None).0, 404);
 
-    // wait --plan: the exit status is the plan's outcome; piped, one line per change.
+    // wait --plan on a terminal (a pseudo-terminal from util-linux's script): a live table
+    // redrawn in place while the plan runs, then the report.
+    let wait = format!(
+        "{} wait --plan base --timeout 400",
+        bin_dir().join("bootfarm-operator").display()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &wait, "/dev/null"])
+        .env("BOOTFARM_SERVER", &farm.url)
+        .env("TERM", "xterm")
+        .output()
+        .expect("script (util-linux)");
+    let screen = String::from_utf8_lossy(&tty.stdout);
+    assert_eq!(tty.status.code(), Some(0), "{screen}");
+    assert!(
+        screen.contains("base  Running  "),
+        "no live counts line: {screen:?}"
+    );
+    assert!(
+        screen.contains("\x1b["),
+        "nothing redrawn in place: {screen:?}"
+    );
+    assert!(screen.contains("stable/x86_64"), "no job rows: {screen:?}");
+    assert!(
+        screen.contains("base: Succeeded (2 jobs: 2 pass)"),
+        "{screen:?}"
+    );
+
+    // Piped: one line per change (every job on the first look), then the report.
     let out = farm.cli(&["wait", "--plan", "base", "--timeout", "400"]);
     assert_eq!(out.status.code(), Some(0), "{}", farm.operator_log());
     let stdout = String::from_utf8_lossy(&out.stdout);
