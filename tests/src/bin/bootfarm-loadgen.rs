@@ -271,6 +271,9 @@ async fn run_job(s: &Arc<Shared>, c: Claimed) {
         }
     }
     tokio::time::sleep_until(start + s.job_time).await;
+    // Heartbeats stop before the verdict goes, as a runner's do: one still in flight could be
+    // answered after the complete, when the lease is (rightly) gone, and would count as lost.
+    beat.abort();
     if !gone.load(Ordering::SeqCst) {
         let t0 = Instant::now();
         let mut attempt = 0;
@@ -305,7 +308,6 @@ async fn run_job(s: &Arc<Shared>, c: Claimed) {
             }
         }
     }
-    beat.abort();
 }
 
 /// GETs every job; returns the ones not Succeeded.
