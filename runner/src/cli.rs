@@ -67,6 +67,10 @@ pub struct BootArgs {
     /// Directory holding the qemu-system-* binaries [default: PATH].
     #[arg(long, env = "BOOTFARM_QEMU_DIR")]
     pub qemu_binary_dir: Option<PathBuf>,
+    /// Static busybox per guest arch (`DIR/<arch>/busybox`) for a disk root's early initramfs
+    /// [default: /usr/lib/bootfarm/guest-tools, /var/cache/bootfarm/guest-tools, $BOOTFARM_CACHE/guest-tools].
+    #[arg(long, env = "BOOTFARM_GUEST_TOOLS", value_name = "DIR")]
+    pub guest_tools: Option<PathBuf>,
 }
 
 /// `64M`, `512K`, `1G`, or plain bytes.
@@ -89,6 +93,7 @@ impl BootArgs {
             cache_dir: self.cache_dir.clone().or_else(default_cache_dir),
             cache_max: Some(self.cache_max),
             qemu_binary_dir: self.qemu_binary_dir.clone(),
+            guest_tools: self.guest_tools.clone(),
             // A person's own boot: they may read whatever their user can.
             fetch_policy: FetchPolicy::Unrestricted,
             console_limit: self.console_limit,

@@ -62,6 +62,10 @@ pub struct WorkArgs {
     /// Directory holding the qemu-system-* binaries [default: PATH].
     #[arg(long, env = "BOOTFARM_QEMU_DIR")]
     pub qemu_binary_dir: Option<PathBuf>,
+    /// Static busybox per guest arch (`DIR/<arch>/busybox`) for a disk root's early initramfs
+    /// [default: /usr/lib/bootfarm/guest-tools, /var/cache/bootfarm/guest-tools, $BOOTFARM_CACHE/guest-tools].
+    #[arg(long, env = "BOOTFARM_GUEST_TOOLS", value_name = "DIR")]
+    pub guest_tools: Option<PathBuf>,
     /// Arches this runner boots, comma-separated [default: any].
     #[arg(long, env = "BOOTFARM_ARCHES", value_delimiter = ',')]
     pub arches: Vec<Arch>,
@@ -164,6 +168,7 @@ pub async fn run(args: WorkArgs) -> anyhow::Result<i32> {
         cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
         cache_max: Some(args.cache_max),
         qemu_binary_dir: args.qemu_binary_dir.clone(),
+        guest_tools: args.guest_tools.clone(),
         fetch_policy,
         console_limit: args.console_limit,
     };

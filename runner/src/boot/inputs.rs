@@ -3,6 +3,7 @@
 //! concatenated, the QEMU binary found.
 
 use super::repack::{self, GuestDir};
+use super::{early, early_initramfs};
 use super::{ArtifactSource, BootRequest};
 use crate::artifacts::decompress;
 use crate::artifacts::{ArtifactCache, ArtifactError, InUse, Limits};
@@ -43,6 +44,9 @@ pub struct Inputs {
     pub kernel_booted: bootfarm_core::result::KernelBooted,
     pub initrd: Option<PathBuf>,
     pub rootfs: Option<DiskImage>,
+    /// A newc archive of the job's modules and overlays (sector-padded), attached as a second
+    /// disk for the early init to merge into a disk root.
+    pub merge_disk: Option<PathBuf>,
     pub dtb: Option<PathBuf>,
     pub artifacts: BTreeMap<String, ArtifactInfo>,
     /// Keeps the cache entries above from being pruned while the boot uses them.
@@ -90,11 +94,17 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
             rootfs = Some(DiskImage { path, format });
         }
     }
+    // A disk root booted without an initramfs of the user's: a modules tarball and overlays go
+    // on a second disk that bootfarm's early init merges into the (snapshotted) root.
+    let into_disk = rootfs.is_some() && req.initrd.is_none();
     let mut module_versions = BTreeSet::new();
+    let mut merge_tarballs = Vec::new();
     if let Some(src) = &req.modules {
         let path = got.fetch(&cache, "modules", src).await?;
         if is_cpio_name(&src.source) {
             ramdisk_parts.push(path);
+        } else if into_disk {
+            merge_tarballs.push((path, GuestDir::root(), src.source.clone()));
         } else {
             // A tarball (`modules.tar.xz` as TuxMake writes it): repacked into a cpio appended
             // to the initramfs.
@@ -104,12 +114,14 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
             ramdisk_parts.push(cpio);
         }
     }
+    let has_module_tarball = !merge_tarballs.is_empty();
     // Overlays after the modules: later archives overwrite earlier files, as later overlays do.
     if !req.overlays.is_empty() {
-        if rootfs.is_some() {
+        if rootfs.is_some() && !into_disk {
             return Err(InfraError::new(
                 ErrorKind::InvalidJob,
-                "overlays are repacked into the initramfs; on a disk rootfs they are not supported yet",
+                "overlays on a disk rootfs are merged into it by bootfarm's early initramfs; \
+                 with an initrd of your own, put them into it",
             ));
         }
         let mut tarballs = Vec::new();
@@ -127,8 +139,38 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
             })?;
             tarballs.push((file, dest, src.source.clone()));
         }
-        let (cpio, _) = repack_into(tarballs, work_dir.join("overlays.cpio")).await?;
-        ramdisk_parts.push(cpio);
+        if into_disk {
+            merge_tarballs.extend(tarballs);
+        } else {
+            let (cpio, _) = repack_into(tarballs, work_dir.join("overlays.cpio")).await?;
+            ramdisk_parts.push(cpio);
+        }
+    }
+    let mut merge_disk = None;
+    if !merge_tarballs.is_empty() {
+        let (cpio, report) = repack_into(merge_tarballs, work_dir.join("merge.cpio")).await?;
+        pad_to_sectors(&cpio)?;
+        let version = if has_module_tarball {
+            let v = early::single_version(&report.module_versions)
+                .map_err(|e| InfraError::new(ErrorKind::InvalidJob, e.to_string()))?;
+            Some(v.to_string())
+        } else {
+            None
+        };
+        module_versions = report.module_versions;
+        let busybox = early_initramfs::guest_busybox(req.arch, req.guest_tools.as_deref())?;
+        let drivers = early::root_drivers(req.arch, Profile::for_arch(req.arch).disk);
+        let out = work_dir.join("early-initramfs.cpio");
+        let arch = req.arch;
+        let merge = cpio.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            early_initramfs::build(arch, &drivers, &merge, version.as_deref(), &busybox, &out)
+        })
+        .await
+        .map_err(|e| InfraError::new(ErrorKind::Internal, format!("early initramfs: {e}")))??;
+        tracing::info!(modules = ?built.modules, "Disk root: early initramfs and merge disk ready");
+        ramdisk_parts.insert(0, built.path);
+        merge_disk = Some(cpio);
     }
     let dtb = match &req.dtb {
         Some(src) => Some(got.fetch(&cache, "dtb", src).await?),
@@ -154,6 +196,7 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         kernel_booted: chosen.booted,
         initrd,
         rootfs,
+        merge_disk,
         dtb,
         artifacts: got.artifacts,
         held: got.held,
@@ -253,6 +296,22 @@ fn read_magic(path: &Path) -> Result<Vec<u8>, InfraError> {
         })?;
     magic.truncate(n);
     Ok(magic)
+}
+
+/// Pads a file with zeros to a whole number of 512-byte sectors (a disk's size must be).
+fn pad_to_sectors(path: &Path) -> Result<(), InfraError> {
+    let io = |e: std::io::Error| {
+        InfraError::new(
+            ErrorKind::Internal,
+            format!("padding {}: {e}", path.display()),
+        )
+    };
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    f.set_len(len.div_ceil(512).max(1) * 512).map_err(io)
 }
 
 fn concatenate(parts: &[PathBuf], out: &Path) -> Result<PathBuf, InfraError> {

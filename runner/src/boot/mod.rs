@@ -16,6 +16,8 @@
 //! `accel`, QEMU's command line) → `start` (QEMU paused, sockets connected) → `running` (the
 //! guest watched by `watch` until the verdict is known) → finished.
 
+mod early;
+mod early_initramfs;
 mod inputs;
 mod prepare;
 mod repack;
@@ -110,6 +112,9 @@ pub struct BootRequest {
     pub cache_dir: Option<PathBuf>,
     /// The artifact cache's size budget, kept after each boot's fetches; None: unbounded.
     pub cache_max: Option<u64>,
+    /// Where a static busybox for each guest arch is (`<dir>/<arch>/busybox`), for the early
+    /// initramfs of a disk root; None: the default places.
+    pub guest_tools: Option<PathBuf>,
     /// Where the `qemu-system-*` binaries are; None: PATH.
     pub qemu_binary_dir: Option<PathBuf>,
     /// What artifacts may be fetched from: anything (by hand) or the farm's rules.
@@ -143,6 +148,7 @@ impl Default for BootRequest {
             commands: Vec::new(),
             cache_dir: None,
             cache_max: Some(crate::artifacts::DEFAULT_CACHE_MAX),
+            guest_tools: None,
             qemu_binary_dir: None,
             fetch_policy: FetchPolicy::Unrestricted,
         }

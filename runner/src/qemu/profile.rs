@@ -214,6 +214,9 @@ pub struct QemuConfig<'a> {
     pub kernel: &'a Path,
     pub initrd: Option<&'a Path>,
     pub rootfs: Option<&'a DiskImage>,
+    /// A raw second disk on the same interface (the job's modules and overlays for the early
+    /// init to merge into the disk root), never written either.
+    pub merge_disk: Option<&'a Path>,
     pub dtb: Option<&'a Path>,
     /// User kernel arguments, appended after ours (so a user `panic=` wins).
     pub boot_args: &'a str,
@@ -311,6 +314,14 @@ pub fn build_args(cfg: &QemuConfig<'_>) -> Vec<String> {
             disk.format
         ));
     }
+    if let Some(merge) = cfg.merge_disk {
+        a.push("-drive".to_string());
+        a.push(format!(
+            "file={},if={},format=raw,snapshot=on",
+            merge.display(),
+            p.disk.qemu_if()
+        ));
+    }
     a.extend(["-append".to_string(), kernel_cmdline(cfg)]);
     a
 }
@@ -349,6 +360,7 @@ mod tests {
             kernel: Path::new("/k/kernel"),
             initrd: Some(Path::new("/k/initrd.cpio.gz")),
             rootfs,
+            merge_disk: None,
             dtb: None,
             boot_args: "quiet",
             machine: None,

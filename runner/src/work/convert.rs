@@ -18,6 +18,7 @@ pub struct RunnerSettings {
     /// The artifact cache's size budget.
     pub cache_max: Option<u64>,
     pub qemu_binary_dir: Option<PathBuf>,
+    pub guest_tools: Option<PathBuf>,
     /// What this runner may fetch (the farm's rules for `work`).
     pub fetch_policy: FetchPolicy,
     /// Cap of each job's console log.
@@ -44,6 +45,7 @@ impl Default for RunnerSettings {
             cache_dir: None,
             cache_max: Some(crate::artifacts::DEFAULT_CACHE_MAX),
             qemu_binary_dir: None,
+            guest_tools: None,
             fetch_policy: FetchPolicy::default(),
             console_limit: bootfarm_core::console_cap::DEFAULT_FARM_LIMIT,
         }
@@ -99,6 +101,7 @@ pub fn request_from(v: &ValidatedSpec, settings: &RunnerSettings) -> BootRequest
         cache_dir: settings.cache_dir.clone(),
         cache_max: settings.cache_max,
         qemu_binary_dir: settings.qemu_binary_dir.clone(),
+        guest_tools: settings.guest_tools.clone(),
         fetch_policy: settings.fetch_policy.clone(),
     }
 }
