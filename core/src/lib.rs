@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compare;
 pub mod console;
 pub mod console_cap;
+pub mod early_init;
 pub mod names;
 pub mod netpolicy;
 pub mod paths;

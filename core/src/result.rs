@@ -292,6 +292,21 @@ pub struct QemuInfo {
     /// What was given to QEMU as `-kernel`, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelBooted>,
+    /// The early initramfs bootfarm built for a disk root (`-initrd`, with the job's modules and
+    /// overlays on the second `-drive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_initramfs: Option<EarlyInitramfs>,
+}
+
+/// What the early initramfs of a disk root held: the driver modules it loaded, in order, from
+/// the modules tarball's `lib/modules/<version>` (none when no tarball came: built-in drivers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EarlyInitramfs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Paths relative to `lib/modules/<version>`, as `modules.dep` names them.
+    pub modules: Vec<String>,
 }
 
 /// The kernel QEMU booted: the image as given, or its ELF extracted on the host (the fast path

@@ -447,6 +447,7 @@ async fn a_finished_boot_is_served_as_a_reproducer_script() {
         .map(String::from)
         .to_vec(),
         kernel: None,
+        early_initramfs: None,
     });
     r.artifacts.insert(
         "kernel".into(),

@@ -995,6 +995,11 @@ fn every_arch_profile_starts_under_the_installed_qemu() {
 
 /// Runs a reproducer script (console on stdout) and classifies what it printed.
 fn run_reproducer(script: &Path, limit: Duration) -> Value {
+    run_reproducer_with(script, limit, &[])
+}
+
+/// [`run_reproducer`] with environment variables for the script.
+fn run_reproducer_with(script: &Path, limit: Duration, env: &[(&str, &Path)]) -> Value {
     use std::os::unix::process::CommandExt;
     let work = tempfile::tempdir().unwrap();
     let console = work.path().join("console.log");
@@ -1003,6 +1008,7 @@ fn run_reproducer(script: &Path, limit: Duration) -> Value {
         // Its own process group: a timeout takes QEMU and any helper with it.
         .process_group(0)
         .env("WORK", work.path().join("files"))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&console).unwrap())
         .stderr(Stdio::piped())
@@ -1431,4 +1437,56 @@ fn x86_64_debian_disk_root_boots_with_modules_from_a_tarball() {
 #[test]
 fn arm64_debian_disk_root_boots_with_modules_from_a_tarball() {
     a_debian_disk_root_boots_with_the_kernels_modules_from_a_tarball("arm64", "virtio_blk");
+}
+
+/// The disk root's reproducer rebuilds the early initramfs (from a static busybox given as
+/// `BUSYBOX`, the shared init and the drivers the runner loaded) and the merge disk with tar and
+/// cpio, and boots to the same verdict: the root's own systemd powering the machine off.
+#[test]
+fn a_disk_roots_reproducer_rebuilds_its_early_initramfs_and_boots_to_the_same_verdict() {
+    let dir = fixtures();
+    let rootfs = disk_rootfs("x86_64").display().to_string();
+    let tmp = tempfile::TempDir::new().unwrap();
+    let script = tmp.path().join("reproduce.sh");
+    let kernel = f(&dir, "x86_64/kernel");
+    let modules = f(&dir, "x86_64/modules.tar.xz");
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &kernel,
+            "--rootfs",
+            &rootfs,
+            "--modules",
+            &modules,
+            "--accel",
+            "tcg",
+            "--boot-timeout",
+            "900",
+            "--expect",
+            "poweroff",
+            "--boot-args",
+            "systemd.unit=poweroff.target",
+            "--reproducer",
+            script.to_str().unwrap(),
+        ],
+        Duration::from_secs(1000),
+    );
+    assert_eq!(run.code, 0, "{:#}\n--- console ---\n{}", run.json, run.log);
+    assert_eq!(run.json["reason"], "poweroff", "{:#}", run.json);
+    let early = &run.json["qemu"]["early_initramfs"];
+    let loaded: Vec<&str> = early["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(loaded.iter().any(|m| m.ends_with("/ext4.ko")), "{early:#}");
+    assert_eq!(early["version"], kernel_version(&dir, "x86_64"));
+    let busybox = dir.parent().unwrap().join("guest-tools/x86_64/busybox");
+    let again = run_reproducer_with(&script, Duration::from_secs(1000), &[("BUSYBOX", &busybox)]);
+    for field in ["result", "reason", "stage", "kernel_version"] {
+        assert_eq!(again[field], run.json[field], "{field}: {again:#}");
+    }
 }

@@ -151,7 +151,9 @@ pub fn reproducer(r: &BootResult, title: &str) -> Result<String, ReproError> {
             }
         }
     }
-    if has("-initrd") {
+    if let Some(early) = &qemu.early_initramfs {
+        early_initramfs(&mut s, r, early)?;
+    } else if has("-initrd") {
         // In the order the runner concatenates them.
         let mut parts = Vec::new();
         for name in ["initrd", "rootfs", "modules"] {
@@ -177,16 +179,7 @@ pub fn reproducer(r: &BootResult, title: &str) -> Result<String, ReproError> {
             }
         }
         // Then the overlays, in their order, each extracted at its guest directory.
-        let mut overlays: Vec<(usize, &String, &ArtifactInfo)> = r
-            .artifacts
-            .iter()
-            .filter_map(|(name, a)| {
-                let i = name.strip_prefix("overlay-")?.parse().ok()?;
-                Some((i, name, a))
-            })
-            .collect();
-        overlays.sort_by_key(|(i, _, _)| *i);
-        for (_, name, a) in overlays {
+        for (name, a) in overlays(r) {
             fetch_line(&mut s, name, a);
             let dir = quote(a.path.as_deref().unwrap_or("/"));
             let _ = writeln!(
@@ -210,6 +203,7 @@ pub fn reproducer(r: &BootResult, title: &str) -> Result<String, ReproError> {
     }
 
     let mut words: Vec<String> = Vec::new();
+    let mut drives = 0;
     let mut it = args.iter().peekable();
     while let Some(a) = it.next() {
         let next = it.peek().map(|v| v.as_str());
@@ -246,7 +240,10 @@ pub fn reproducer(r: &BootResult, title: &str) -> Result<String, ReproError> {
                     .map(|(_, r)| format!(",{r}"))
                     .unwrap_or_default();
                 words.push("-drive".into());
-                words.push(format!("file=\"$WORK/rootfs\"{}", quote_tail(&rest)));
+                // The disk root, then (with an early initramfs) the archive it merges.
+                let file = if drives == 0 { "rootfs" } else { "merge.cpio" };
+                drives += 1;
+                words.push(format!("file=\"$WORK/{file}\"{}", quote_tail(&rest)));
             }
             (other, _) => words.push(quote(other)),
         }
@@ -265,6 +262,99 @@ pub fn reproducer(r: &BootResult, title: &str) -> Result<String, ReproError> {
     let _ = writeln!(s, "exec \"$QEMU\" \\");
     let _ = writeln!(s, "    {}", lines.join(" \\\n    "));
     Ok(s)
+}
+
+const EARLY_FUNCTIONS: &str = r#"early_module() { # VERSION PATH NAME: a driver of the modules tarball, decompressed, into the early initramfs
+    for d in "$WORK/merge.d/lib/modules/$1" "$WORK/merge.d/usr/lib/modules/$1"; do
+        [ -f "$d/$2" ] || continue
+        case $(od -An -tx1 -N6 "$d/$2" | tr -d ' \n') in
+            1f8b*) gzip -dc "$d/$2" ;;
+            fd377a585a00) xz -dc "$d/$2" ;;
+            28b52ffd*) zstd -qdc "$d/$2" ;;
+            *) cat "$d/$2" ;;
+        esac >"$WORK/early/lib/early/$3"
+        echo "$3" >>"$WORK/early/lib/early/order"
+        return 0
+    done
+    echo "reproduce: the modules tarball has no lib/modules/$1/$2" >&2
+    exit 1
+}
+"#;
+
+/// A disk root booted through bootfarm's early initramfs: the job's modules tarball and overlays
+/// extracted and archived for the second disk, and the early initramfs rebuilt from a static
+/// busybox (`BUSYBOX`), the shared init and the drivers the runner loaded.
+fn early_initramfs(
+    s: &mut String,
+    r: &BootResult,
+    early: &super::EarlyInitramfs,
+) -> Result<(), ReproError> {
+    let arch = r.arch.map(|a| a.to_string()).unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "# bootfarm booted the disk root through its early initramfs: a static busybox for {arch}\n\
+         # (Debian's busybox-static) is needed, BUSYBOX=PATH.\n\
+         : \"${{BUSYBOX:?set BUSYBOX to a static busybox for {arch}}}\""
+    );
+    s.push_str(EARLY_FUNCTIONS);
+    let _ = writeln!(s, "mkdir -p \"$WORK/merge.d\"");
+    if let Some(m) = r.artifacts.get("modules") {
+        fetch_line(s, "modules", m);
+        let _ = writeln!(s, "tar -xf \"$WORK/modules\" -C \"$WORK/merge.d\"");
+    }
+    for (name, a) in overlays(r) {
+        fetch_line(s, name, a);
+        let dir = quote(a.path.as_deref().unwrap_or("/"));
+        let _ = writeln!(
+            s,
+            "mkdir -p \"$WORK/merge.d\"{dir}\ntar -xf \"$WORK/{name}\" -C \"$WORK/merge.d\"{dir}"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "(cd \"$WORK/merge.d\" && find . -mindepth 1 | cpio -o -H newc --quiet) >\"$WORK/merge.cpio\"\n\
+         truncate -s %512 \"$WORK/merge.cpio\"\n\
+         mkdir -p \"$WORK/early/bin\" \"$WORK/early/dev\" \"$WORK/early/proc\" \"$WORK/early/sys\" \"$WORK/early/root\" \"$WORK/early/lib/early\"\n\
+         cp -- \"$BUSYBOX\" \"$WORK/early/bin/busybox\"\n\
+         chmod 0755 \"$WORK/early/bin/busybox\"\n\
+         : >\"$WORK/early/lib/early/order\"\n\
+         : >\"$WORK/early/lib/early/merge\"\n\
+         cat >\"$WORK/early/init\" <<'BOOTFARM_EARLY_INIT'\n{}BOOTFARM_EARLY_INIT\n\
+         chmod 0755 \"$WORK/early/init\"",
+        crate::early_init::INIT
+    );
+    let version = early.version.as_deref().unwrap_or("");
+    for m in &early.modules {
+        let name = format!("{}.ko", crate::early_init::module_name(m));
+        let _ = writeln!(
+            s,
+            "early_module {} {} {}",
+            quote(version),
+            quote(m),
+            quote(&name)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "(cd \"$WORK/early\" && find . -mindepth 1 | cpio -o -H newc -R 0:0 --quiet) >\"$WORK/initramfs\"\n\
+         printf '{}' >>\"$WORK/initramfs\"",
+        crate::early_init::console_archive_printf()
+    );
+    Ok(())
+}
+
+/// The overlay artifacts in their order.
+fn overlays(r: &BootResult) -> Vec<(&String, &ArtifactInfo)> {
+    let mut v: Vec<(usize, &String, &ArtifactInfo)> = r
+        .artifacts
+        .iter()
+        .filter_map(|(name, a)| {
+            let i = name.strip_prefix("overlay-")?.parse().ok()?;
+            Some((i, name, a))
+        })
+        .collect();
+    v.sort_by_key(|(i, _, _)| *i);
+    v.into_iter().map(|(_, n, a)| (n, a)).collect()
 }
 
 /// `,if=virtio,...` quoted to follow a double-quoted variable in the same word.
@@ -315,6 +405,7 @@ mod tests {
                 sha256: Some("e".repeat(64)),
                 ..KernelBooted::default()
             }),
+            early_initramfs: None,
         });
         for (name, source) in [
             ("kernel", "file:///srv/my%20kernels/bzImage"),
@@ -425,5 +516,61 @@ mod tests {
         );
         r.qemu = None;
         assert_eq!(reproducer(&r, "d"), Err(ReproError::NoQemu));
+    }
+
+    #[test]
+    fn a_disk_root_rebuilds_the_early_initramfs_and_the_merge_disk() {
+        let mut r = result();
+        let q = r.qemu.as_mut().unwrap();
+        q.kernel = None;
+        q.early_initramfs = Some(crate::result::EarlyInitramfs {
+            version: Some("6.1.0-9-amd64".into()),
+            modules: vec![
+                "kernel/drivers/ata/ahci.ko".into(),
+                "kernel/fs/ext4/ext4.ko.xz".into(),
+            ],
+        });
+        q.argv.extend([
+            "-drive".into(),
+            "file=/c/disk,if=ide,format=raw,snapshot=on".into(),
+            "-drive".into(),
+            "file=/tmp/w/merge.cpio,if=ide,format=raw,snapshot=on".into(),
+        ]);
+        r.artifacts.remove("initrd");
+        r.artifacts
+            .insert("rootfs".into(), r.artifacts["kernel"].clone());
+        r.artifacts.get_mut("modules").unwrap().source = "/m/modules.tar.xz".into();
+        let mut overlay = r.artifacts["kernel"].clone();
+        overlay.path = Some("/opt".into());
+        r.artifacts.insert("overlay-0".into(), overlay);
+        let s = reproducer(&r, "disk").unwrap();
+        for want in [
+            ": \"${BUSYBOX:?set BUSYBOX to a static busybox for x86_64}\"",
+            "tar -xf \"$WORK/modules\" -C \"$WORK/merge.d\"",
+            "tar -xf \"$WORK/overlay-0\" -C \"$WORK/merge.d\"/opt",
+            "early_module 6.1.0-9-amd64 kernel/drivers/ata/ahci.ko ahci.ko",
+            "early_module 6.1.0-9-amd64 kernel/fs/ext4/ext4.ko.xz ext4.ko",
+            "truncate -s %512 \"$WORK/merge.cpio\"",
+            "exec switch_root /root /sbin/init\nBOOTFARM_EARLY_INIT",
+            "file=\"$WORK/rootfs\"',if=ide,format=raw,snapshot=on'",
+            "file=\"$WORK/merge.cpio\"',if=ide,format=raw,snapshot=on'",
+            "-initrd \"$WORK/initramfs\"",
+        ] {
+            assert!(s.contains(want), "{want} not in\n{s}");
+        }
+        assert!(
+            !s.contains("modules.cpio"),
+            "the tarball goes to the disk, not the initramfs"
+        );
+        // The script is valid sh.
+        let check = std::process::Command::new("sh")
+            .args(["-n", "-c", &s])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
     }
 }

@@ -129,6 +129,7 @@ mod tests {
             version: Some("7.2.19".into()),
             argv: vec![],
             kernel: None,
+            early_initramfs: None,
         });
         r.artifacts.insert(
             "kernel".into(),

@@ -3,11 +3,12 @@
 //! A distribution kernel has its storage and filesystem drivers as modules, so it cannot mount a
 //! disk root by itself. bootfarm builds the small initramfs it needs from the job's modules
 //! tarball: the drivers for the root disk's bus and for ext4, with their dependencies in load
-//! order, and an init ([`INIT`]) that loads them, mounts the root (a copy-on-write snapshot of
+//! order, and an init that loads them, mounts the root (a copy-on-write snapshot of
 //! the cached image), merges the job's modules and overlays into it from a second disk, and
 //! switches to the root's own init.
 //!
-//! This module is the pure part: depmod's tables in, a load order out.
+//! This module is the pure part: depmod's tables in, a load order out. The init itself is
+//! [`bootfarm_core::early_init::INIT`], shared with the reproducer.
 
 use crate::qemu::profile::DiskInterface;
 use bootfarm_core::Arch;
@@ -47,13 +48,7 @@ pub enum EarlyError {
     NoModules,
 }
 
-/// A module name as the kernel knows it: the file's base name without `.ko[.xz|.zst|.gz]`, with
-/// `-` and `_` the same.
-pub fn module_name(path: &str) -> String {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let stem = base.find(".ko").map_or(base, |i| &base[..i]);
-    stem.replace('-', "_")
-}
+pub use bootfarm_core::early_init::module_name;
 
 /// depmod's tables of one kernel version.
 #[derive(Debug, Default, Clone)]
@@ -209,63 +204,6 @@ pub fn single_version(versions: &BTreeSet<String>) -> Result<&str, EarlyError> {
         )),
     }
 }
-
-/// The early init (busybox sh). `/lib/early/order` lists the modules in load order;
-/// `/lib/early/merge` exists when a second disk carries a newc cpio to merge into the root.
-/// The merge disk is found by its cpio magic, so disk naming order does not matter.
-pub const INIT: &str = r#"#!/bin/busybox sh
-# bootfarm's early init for a disk root: load the root's drivers from the job's modules tarball,
-# mount the root, merge the job's modules and overlays into it, start the root's own init.
-/bin/busybox mkdir -p /proc /sys /dev /root
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-say() { echo "bootfarm-early: $*"; }
-die() { say "ERROR: $*"; sync; poweroff -f; }
-n=0
-for m in $(cat /lib/early/order); do
-  insmod "/lib/early/${m##*/}" || say "insmod ${m##*/} failed"
-  n=$((n + 1))
-done
-say "loaded $n modules"
-root=
-for w in $(cat /proc/cmdline); do
-  case "$w" in root=*) root=${w#root=} ;; esac
-done
-[ -n "$root" ] || die "no root= on the kernel command line"
-merge=
-i=0
-while [ $i -lt 300 ]; do
-  if [ -f /lib/early/merge ] && [ -z "$merge" ]; then
-    for d in /dev/vd? /dev/sd?; do
-      [ -b "$d" ] || continue
-      [ "$(dd if="$d" bs=6 count=1 2>/dev/null)" = 070701 ] && merge=$d
-    done
-  fi
-  if [ -n "$merge" ] && [ "$merge" = "$root" ]; then
-    # The disks came up in the other order: the root is the one that is not the archive.
-    for d in /dev/vd? /dev/sd?; do
-      [ -b "$d" ] && [ "$d" != "$merge" ] && root=$d && break
-    done
-  fi
-  if [ -b "$root" ] && { [ ! -f /lib/early/merge ] || [ -n "$merge" ]; }; then break; fi
-  sleep 0.1
-  i=$((i + 1))
-done
-[ -b "$root" ] || die "the root disk $root never appeared"
-mount -t ext4 -o rw "$root" /root || die "cannot mount $root (ext4)"
-if [ -f /lib/early/merge ]; then
-  [ -n "$merge" ] || die "the disk with the modules and overlays never appeared"
-  (cd /root && cpio -i -d -m -u <"$merge" 2>/dev/null) || die "merging $merge into the root failed"
-  say "merged the modules and overlays from $merge into $root"
-fi
-umount /proc /sys
-mount --move /dev /root/dev 2>/dev/null || umount /dev
-say "switching to $root"
-exec switch_root /root /sbin/init
-"#;
 
 #[cfg(test)]
 mod tests {

@@ -62,8 +62,8 @@ pub fn guest_busybox(arch: Arch, configured: Option<&Path>) -> Result<PathBuf, I
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Built {
     pub path: PathBuf,
-    /// Module file names, in load order.
-    pub modules: Vec<String>,
+    /// What it holds, for the result (and the reproducer).
+    pub info: bootfarm_core::result::EarlyInitramfs,
 }
 
 /// Builds the early initramfs at `out`. `merge` is the repacked archive of the job's modules
@@ -84,6 +84,7 @@ pub fn build(
         )
     };
     let mut modules: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut planned = Vec::new();
     if let Some(version) = version {
         let prefixes = [
             format!("lib/modules/{version}/"),
@@ -136,6 +137,7 @@ pub fn build(
             let data = plain_module(m, data)?;
             modules.push((format!("{}.ko", early::module_name(m)), data));
         }
+        planned = plan;
     }
     let bb = std::fs::read(busybox).map_err(|e| {
         InfraError::new(
@@ -153,7 +155,10 @@ pub fn build(
     tracing::info!(%arch, modules = modules.len(), path = %out.display(), "Early initramfs built for the disk root");
     Ok(Built {
         path: out.to_path_buf(),
-        modules: modules.into_iter().map(|(n, _)| n).collect(),
+        info: bootfarm_core::result::EarlyInitramfs {
+            version: version.map(str::to_string),
+            modules: planned,
+        },
     })
 }
 
@@ -256,7 +261,11 @@ fn write_archive<W: Write>(
     let order: String = modules.iter().map(|(n, _)| format!("{n}\n")).collect();
     let mut files: Vec<(String, u32, &[u8])> = vec![
         ("bin/busybox".into(), 0o755, busybox),
-        ("init".into(), 0o755, early::INIT.as_bytes()),
+        (
+            "init".into(),
+            0o755,
+            bootfarm_core::early_init::INIT.as_bytes(),
+        ),
         ("lib/early/order".into(), 0o644, order.as_bytes()),
         ("lib/early/merge".into(), 0o644, b""),
     ];
@@ -338,9 +347,15 @@ mod tests {
         let drivers = early::root_drivers(Arch::X86_64, crate::qemu::profile::DiskInterface::Ide);
         let built = build(Arch::X86_64, &drivers, &merge, Some(v), &bb, &out).unwrap();
         assert_eq!(
-            built.modules,
-            ["ahci.ko", "sd_mod.ko", "jbd2.ko", "ext4.ko"]
+            built.info.modules,
+            [
+                "kernel/drivers/ata/ahci.ko.xz",
+                "kernel/drivers/scsi/sd_mod.ko.xz",
+                "kernel/fs/jbd2/jbd2.ko.xz",
+                "kernel/fs/ext4/ext4.ko.xz"
+            ]
         );
+        assert_eq!(built.info.version.as_deref(), Some(v));
         let all: BTreeSet<String> = [
             "init",
             "bin/busybox",

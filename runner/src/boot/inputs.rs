@@ -47,6 +47,8 @@ pub struct Inputs {
     /// A newc archive of the job's modules and overlays (sector-padded), attached as a second
     /// disk for the early init to merge into a disk root.
     pub merge_disk: Option<PathBuf>,
+    /// What the early initramfs (then the `initrd`) holds, when bootfarm built one.
+    pub early: Option<bootfarm_core::result::EarlyInitramfs>,
     pub dtb: Option<PathBuf>,
     pub artifacts: BTreeMap<String, ArtifactInfo>,
     /// Keeps the cache entries above from being pruned while the boot uses them.
@@ -147,6 +149,7 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         }
     }
     let mut merge_disk = None;
+    let mut early_info = None;
     if !merge_tarballs.is_empty() {
         let (cpio, report) = repack_into(merge_tarballs, work_dir.join("merge.cpio")).await?;
         pad_to_sectors(&cpio)?;
@@ -168,8 +171,9 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         })
         .await
         .map_err(|e| InfraError::new(ErrorKind::Internal, format!("early initramfs: {e}")))??;
-        tracing::info!(modules = ?built.modules, "Disk root: early initramfs and merge disk ready");
+        tracing::info!(modules = ?built.info.modules, "Disk root: early initramfs and merge disk ready");
         ramdisk_parts.insert(0, built.path);
+        early_info = Some(built.info);
         merge_disk = Some(cpio);
     }
     let dtb = match &req.dtb {
@@ -197,6 +201,7 @@ pub async fn fetch_all(req: &BootRequest, work_dir: &Path) -> Result<Inputs, Inf
         initrd,
         rootfs,
         merge_disk,
+        early: early_info,
         dtb,
         artifacts: got.artifacts,
         held: got.held,

@@ -67,6 +67,7 @@ impl Prepared {
             initrd,
             rootfs,
             merge_disk,
+            early,
             dtb,
             artifacts,
             held,
@@ -130,6 +131,7 @@ impl Prepared {
             version: None,
             argv,
             kernel: Some(kernel_booted),
+            early_initramfs: early,
         });
         Ok(Prepared {
             facts,
