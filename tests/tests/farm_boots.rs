@@ -251,3 +251,91 @@ fn a_local_boots_job_flags_give_the_same_verdict_in_the_farm() {
     assert_eq!(tests[0]["result"], "pass");
     assert_eq!(tests[1]["result"], "fail");
 }
+
+/// A disk-root job in the farm as on the command line: the generic Debian root of
+/// `scripts/rootfs`, the kernel's modules as a tarball, an overlay; the farm's runner (its own
+/// unprivileged user) builds the early initramfs and the guest logs in.
+#[test]
+fn a_disk_root_job_with_a_modules_tarball_logs_in_through_the_farm() {
+    let fx = fixtures();
+    let rootfs_dir = std::env::var_os("BOOTFARM_ROOTFS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| fx.parent().expect("a cache dir").join("rootfs"));
+    let rootfs = rootfs_dir.join("x86_64/rootfs.ext4");
+    assert!(
+        rootfs.is_file(),
+        "{} is missing: run scripts/rootfs",
+        rootfs.display()
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let overlay = tmp.path().join("hello.tar");
+    {
+        let mut tar = tar::Builder::new(std::fs::File::create(&overlay).expect("overlay"));
+        let script = b"#!/bin/sh\necho hello from the farm overlay\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(script.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        tar.append_data(&mut h, "hello", &script[..])
+            .expect("append");
+        tar.finish().expect("finish");
+    }
+    let farm = Farm::start(Options {
+        allow_local: vec![rootfs_dir.clone(), tmp.path().to_path_buf()],
+        ..Options::default()
+    });
+    let kernel = url(&fx, "x86_64/kernel");
+    let modules = url(&fx, "x86_64/modules.tar.xz");
+    let rootfs = format!("file://{}", rootfs.display());
+    let overlay = format!("file://{}:/opt/farm", overlay.display());
+    let out = farm.cli(&[
+        "submit",
+        "--name",
+        "disk-root",
+        "--arch",
+        "x86_64",
+        "--kernel",
+        &kernel,
+        "--rootfs",
+        &rootfs,
+        "--modules",
+        &modules,
+        "--overlay",
+        &overlay,
+        "--accel",
+        "tcg",
+        "--boot-timeout",
+        "600",
+        "--timeout",
+        "900",
+        "--login",
+        "root",
+        "--command",
+        "lsmod",
+        "--command",
+        "/opt/farm/hello",
+        "--wait",
+        "--wait-timeout",
+        "1000",
+    ]);
+    let waited = out.status.code();
+    let out = farm.cli(&["get", "disk-root", "--result", "-o", "json"]);
+    assert!(out.status.success(), "{}", farm.operator_log());
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a result");
+    assert_eq!(waited, Some(0), "{result:#}\n{}", farm.operator_log());
+    let tests = result["tests"].as_array().expect("tests");
+    assert_eq!(tests.len(), 2, "{result:#}");
+    let lsmod = tests[0]["output"].as_str().unwrap_or_default();
+    assert!(lsmod.lines().any(|l| l.starts_with("ext4 ")), "{lsmod}");
+    assert!(
+        tests[1]["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hello from the farm overlay"),
+        "{result:#}"
+    );
+    assert!(
+        result["qemu"]["early_initramfs"]["modules"].is_array(),
+        "{result:#}"
+    );
+}
