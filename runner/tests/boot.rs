@@ -1490,3 +1490,118 @@ fn a_disk_roots_reproducer_rebuilds_its_early_initramfs_and_boots_to_the_same_ve
         assert_eq!(again[field], run.json[field], "{field}: {again:#}");
     }
 }
+
+/// A disk root's modules must be one kernel's, and overlays cannot be merged into a disk that an
+/// initrd of the user's mounts: both are refused before QEMU, with the reason.
+#[test]
+fn a_disk_root_refuses_two_kernels_modules_and_overlays_beside_its_own_initrd() {
+    let dir = fixtures();
+    let tmp = tempfile::TempDir::new().unwrap();
+    let two = tmp.path().join("two.tar.xz");
+    let xz = xz2::write::XzEncoder::new(std::fs::File::create(&two).unwrap(), 1);
+    tar_files(
+        xz,
+        &[
+            ("lib/modules/6.1.0-1-amd64/modules.dep", 0o644, b""),
+            ("lib/modules/6.1.0-2-amd64/modules.dep", 0o644, b""),
+        ],
+    )
+    .finish()
+    .unwrap();
+    let disk = f(&dir, "garbage.bin");
+    let kernel = f(&dir, "x86_64/kernel");
+    let two = two.display().to_string();
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &kernel,
+            "--rootfs",
+            &disk,
+            "--modules",
+            &two,
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 3, "{:#}", run.json);
+    assert_eq!(run.json["error"]["kind"], "invalid_job");
+    let msg = run.json["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("6.1.0-1-amd64, 6.1.0-2-amd64"), "{msg}");
+    assert!(run.json["qemu"].is_null(), "no QEMU: {:#}", run.json);
+
+    let overlay = tmp.path().join("o.tar.gz");
+    tarball_gz(&overlay, &[("x", 0o644, b"x")]);
+    let overlay = overlay.display().to_string();
+    let initrd = f(&dir, "x86_64/initrd-poweroff.cpio.gz");
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &kernel,
+            "--rootfs",
+            &disk,
+            "--initrd",
+            &initrd,
+            "--overlay",
+            &overlay,
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 3, "{:#}", run.json);
+    assert_eq!(run.json["error"]["kind"], "invalid_job");
+    assert!(
+        run.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("initrd of your own"),
+        "{:#}",
+        run.json
+    );
+}
+
+/// Another kernel's modules tarball on a disk root (arm64's tree, an x86_64 kernel): the early
+/// init cannot load the drivers and says so; its exit panics the kernel, and the result fails
+/// with the warning naming both versions; never a hang, never a pass, never a corrupted boot.
+#[test]
+fn a_disk_root_with_another_kernels_modules_fails_fast_with_the_warning() {
+    let dir = fixtures();
+    let rootfs = disk_rootfs("x86_64").display().to_string();
+    let kernel = f(&dir, "x86_64/kernel");
+    let modules = f(&dir, "arm64/modules.tar.xz");
+    let run = boot(
+        &[
+            "--arch",
+            "x86_64",
+            "--kernel",
+            &kernel,
+            "--rootfs",
+            &rootfs,
+            "--modules",
+            &modules,
+            "--accel",
+            "tcg",
+            "--boot-timeout",
+            "300",
+            "--login",
+            "root",
+        ],
+        Duration::from_secs(400),
+    );
+    assert_eq!(run.code, 1, "{:#}\n{}", run.json, run.log);
+    assert_eq!(run.json["result"], "fail");
+    assert!(run.log.contains("bootfarm-early: ERROR:"), "{}", run.log);
+    assert_eq!(run.json["reason"], "panic", "{:#}", run.json);
+    let w = run.json["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        w.contains(&kernel_version(&dir, "arm64")) && w.contains(&kernel_version(&dir, "x86_64")),
+        "{:#}",
+        run.json
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(200),
+        "failed at once, not timed out: {:?}",
+        run.elapsed
+    );
+}
