@@ -1335,6 +1335,37 @@ fn disk_rootfs(arch: &str) -> PathBuf {
     img
 }
 
+/// `boot` of `arch`'s fixture kernel on its Debian disk root, with the fixture modules tarball
+/// `modules` and no initrd, under TCG, with `extra` flags.
+fn boot_disk_root(
+    arch: &str,
+    modules: &str,
+    boot_timeout: &str,
+    extra: &[&str],
+    limit: Duration,
+) -> Run {
+    let dir = fixtures();
+    let rootfs = disk_rootfs(arch).display().to_string();
+    let kernel = f(&dir, &format!("{arch}/kernel"));
+    let modules = f(&dir, modules);
+    let mut args = vec![
+        "--arch",
+        arch,
+        "--kernel",
+        &kernel,
+        "--rootfs",
+        &rootfs,
+        "--modules",
+        &modules,
+        "--accel",
+        "tcg",
+        "--boot-timeout",
+        boot_timeout,
+    ];
+    args.extend_from_slice(extra);
+    boot(&args, limit)
+}
+
 /// KIR on a disk: a generic Debian root filesystem (ext4, from mmdebstrap), the distribution
 /// kernel, its modules only as a TuxMake tarball, no initramfs. bootfarm's early initramfs loads
 /// the disk and ext4 drivers from the tarball, merges the modules and an overlay into a
@@ -1355,25 +1386,14 @@ fn a_debian_disk_root_boots_with_the_kernels_modules_from_a_tarball(arch: &str, 
         )],
     );
     let overlay = format!("{}:/opt", overlay.display());
-    let kernel = f(&dir, &format!("{arch}/kernel"));
-    let modules = f(&dir, &format!("{arch}/modules.tar.xz"));
-    let rootfs_arg = rootfs.display().to_string();
-    let run = boot(
+    let modules = format!("{arch}/modules.tar.xz");
+    let run = boot_disk_root(
+        arch,
+        &modules,
+        "900",
         &[
-            "--arch",
-            arch,
-            "--kernel",
-            &kernel,
-            "--rootfs",
-            &rootfs_arg,
-            "--modules",
-            &modules,
             "--overlay",
             &overlay,
-            "--accel",
-            "tcg",
-            "--boot-timeout",
-            "900",
             "--login",
             "root",
             "--command",
@@ -1387,6 +1407,7 @@ fn a_debian_disk_root_boots_with_the_kernels_modules_from_a_tarball(arch: &str, 
         ],
         Duration::from_secs(1000),
     );
+    let rootfs_arg = rootfs.display().to_string();
     assert_eq!(run.code, 0, "{:#}\n--- console ---\n{}", run.json, run.log);
     assert_eq!(run.json["result"], "pass");
     let tests = run.json["tests"].as_array().unwrap();
@@ -1445,25 +1466,13 @@ fn arm64_debian_disk_root_boots_with_modules_from_a_tarball() {
 #[test]
 fn a_disk_roots_reproducer_rebuilds_its_early_initramfs_and_boots_to_the_same_verdict() {
     let dir = fixtures();
-    let rootfs = disk_rootfs("x86_64").display().to_string();
     let tmp = tempfile::TempDir::new().unwrap();
     let script = tmp.path().join("reproduce.sh");
-    let kernel = f(&dir, "x86_64/kernel");
-    let modules = f(&dir, "x86_64/modules.tar.xz");
-    let run = boot(
+    let run = boot_disk_root(
+        "x86_64",
+        "x86_64/modules.tar.xz",
+        "900",
         &[
-            "--arch",
-            "x86_64",
-            "--kernel",
-            &kernel,
-            "--rootfs",
-            &rootfs,
-            "--modules",
-            &modules,
-            "--accel",
-            "tcg",
-            "--boot-timeout",
-            "900",
             "--expect",
             "poweroff",
             "--boot-args",
@@ -1567,26 +1576,11 @@ fn a_disk_root_refuses_two_kernels_modules_and_overlays_beside_its_own_initrd() 
 #[test]
 fn a_disk_root_with_another_kernels_modules_fails_fast_with_the_warning() {
     let dir = fixtures();
-    let rootfs = disk_rootfs("x86_64").display().to_string();
-    let kernel = f(&dir, "x86_64/kernel");
-    let modules = f(&dir, "arm64/modules.tar.xz");
-    let run = boot(
-        &[
-            "--arch",
-            "x86_64",
-            "--kernel",
-            &kernel,
-            "--rootfs",
-            &rootfs,
-            "--modules",
-            &modules,
-            "--accel",
-            "tcg",
-            "--boot-timeout",
-            "300",
-            "--login",
-            "root",
-        ],
+    let run = boot_disk_root(
+        "x86_64",
+        "arm64/modules.tar.xz",
+        "300",
+        &["--login", "root"],
         Duration::from_secs(400),
     );
     assert_eq!(run.code, 1, "{:#}\n{}", run.json, run.log);
