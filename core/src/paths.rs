@@ -42,3 +42,22 @@ pub fn require_fixtures() -> PathBuf {
     }
     dir
 }
+
+/// The generic Debian disk root `scripts/rootfs` built for `arch`:
+/// `$BOOTFARM_ROOTFS/<arch>/rootfs.ext4`, else `<cache>/rootfs/<arch>/rootfs.ext4`. For tests:
+/// panics with what to run when it is missing.
+pub fn require_disk_root(arch: &str) -> PathBuf {
+    let dir = std::env::var_os("BOOTFARM_ROOTFS")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| default_cache_dir().map(|c| c.join("rootfs")))
+        .unwrap_or_else(|| PathBuf::from("(no cache directory)"));
+    let img = dir.join(arch).join("rootfs.ext4");
+    if !img.is_file() {
+        panic!(
+            "{} is missing: run scripts/rootfs (scripts/test does), or point BOOTFARM_ROOTFS at its output",
+            img.display()
+        );
+    }
+    img
+}

@@ -1323,16 +1323,7 @@ fn overlays_land_at_their_paths_in_order_and_run() {
 
 /// The generic Debian disk root `scripts/rootfs` built for `arch` (no kernel, no modules in it).
 fn disk_rootfs(arch: &str) -> PathBuf {
-    let dir = std::env::var_os("BOOTFARM_ROOTFS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| fixtures().parent().unwrap().join("rootfs"));
-    let img = dir.join(arch).join("rootfs.ext4");
-    assert!(
-        img.is_file(),
-        "{} is missing: run scripts/rootfs (scripts/test does)",
-        img.display()
-    );
-    img
+    bootfarm_core::paths::require_disk_root(arch)
 }
 
 /// `boot` of `arch`'s fixture kernel on its Debian disk root, with the fixture modules tarball
@@ -1519,55 +1510,26 @@ fn a_disk_root_refuses_two_kernels_modules_and_overlays_beside_its_own_initrd() 
     .unwrap();
     let disk = f(&dir, "garbage.bin");
     let kernel = f(&dir, "x86_64/kernel");
+    // Refused before QEMU as an invalid job; returns the message.
+    let refused = |extra: &[&str]| -> String {
+        let mut args = vec!["--arch", "x86_64", "--kernel", &kernel, "--rootfs", &disk];
+        args.extend_from_slice(extra);
+        let run = boot(&args, Duration::from_secs(60));
+        assert_eq!(run.code, 3, "{:#}", run.json);
+        assert_eq!(run.json["error"]["kind"], "invalid_job", "{:#}", run.json);
+        assert!(run.json["qemu"].is_null(), "no QEMU: {:#}", run.json);
+        run.json["error"]["message"].as_str().unwrap().to_string()
+    };
     let two = two.display().to_string();
-    let run = boot(
-        &[
-            "--arch",
-            "x86_64",
-            "--kernel",
-            &kernel,
-            "--rootfs",
-            &disk,
-            "--modules",
-            &two,
-        ],
-        Duration::from_secs(60),
-    );
-    assert_eq!(run.code, 3, "{:#}", run.json);
-    assert_eq!(run.json["error"]["kind"], "invalid_job");
-    let msg = run.json["error"]["message"].as_str().unwrap();
+    let msg = refused(&["--modules", &two]);
     assert!(msg.contains("6.1.0-1-amd64, 6.1.0-2-amd64"), "{msg}");
-    assert!(run.json["qemu"].is_null(), "no QEMU: {:#}", run.json);
 
     let overlay = tmp.path().join("o.tar.gz");
     tarball_gz(&overlay, &[("x", 0o644, b"x")]);
     let overlay = overlay.display().to_string();
     let initrd = f(&dir, "x86_64/initrd-poweroff.cpio.gz");
-    let run = boot(
-        &[
-            "--arch",
-            "x86_64",
-            "--kernel",
-            &kernel,
-            "--rootfs",
-            &disk,
-            "--initrd",
-            &initrd,
-            "--overlay",
-            &overlay,
-        ],
-        Duration::from_secs(60),
-    );
-    assert_eq!(run.code, 3, "{:#}", run.json);
-    assert_eq!(run.json["error"]["kind"], "invalid_job");
-    assert!(
-        run.json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("initrd of your own"),
-        "{:#}",
-        run.json
-    );
+    let msg = refused(&["--initrd", &initrd, "--overlay", &overlay]);
+    assert!(msg.contains("initrd of your own"), "{msg}");
 }
 
 /// Another kernel's modules tarball on a disk root (arm64's tree, an x86_64 kernel): the early

@@ -258,15 +258,12 @@ fn a_local_boots_job_flags_give_the_same_verdict_in_the_farm() {
 #[test]
 fn a_disk_root_job_with_a_modules_tarball_logs_in_through_the_farm() {
     let fx = fixtures();
-    let rootfs_dir = std::env::var_os("BOOTFARM_ROOTFS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| fx.parent().expect("a cache dir").join("rootfs"));
-    let rootfs = rootfs_dir.join("x86_64/rootfs.ext4");
-    assert!(
-        rootfs.is_file(),
-        "{} is missing: run scripts/rootfs",
-        rootfs.display()
-    );
+    let rootfs = bootfarm_core::paths::require_disk_root("x86_64");
+    let rootfs_dir = rootfs
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("<dir>/x86_64/rootfs.ext4")
+        .to_path_buf();
     let tmp = tempfile::tempdir().expect("tempdir");
     let overlay = tmp.path().join("hello.tar");
     {
