@@ -155,16 +155,18 @@ impl ModuleTables {
         let Some(targets) = self.aliases.get(&n) else {
             return Resolved::Missing;
         };
-        // `crc32c` names crc32c_generic and CPU-specific versions: the generic one always loads.
+        // `crc32c` names crc32c_generic and CPU-specific versions: of the ones that are
+        // modules, the generic one (it always loads) is preferred.
         let generic = format!("{n}_generic");
-        let pick = targets
-            .iter()
-            .find(|t| **t == generic)
-            .or_else(|| targets.iter().find(|t| self.deps.contains_key(*t)));
-        match pick {
-            Some(t) if self.deps.contains_key(t) => Resolved::Module(t.clone()),
-            _ if targets.iter().any(|t| self.builtin.contains(t)) => Resolved::Builtin,
-            _ => Resolved::Missing,
+        let mut modules = targets.iter().filter(|t| self.deps.contains_key(*t));
+        let first = modules.clone().next();
+        if let Some(t) = modules.find(|t| **t == generic).or(first) {
+            return Resolved::Module(t.clone());
+        }
+        if targets.iter().any(|t| self.builtin.contains(t)) {
+            Resolved::Builtin
+        } else {
+            Resolved::Missing
         }
     }
 
@@ -281,6 +283,20 @@ kernel/drivers/virtio/virtio.ko.xz:
             }
         );
         assert!(err.to_string().contains("virtio_pci"));
+    }
+
+    #[test]
+    fn an_alias_resolves_to_a_module_even_when_its_generic_one_is_neither() {
+        let t = ModuleTables::parse(
+            "kernel/x/crc32c-intel.ko:\n",
+            "",
+            "",
+            "alias crc32c crc32c_generic\nalias crc32c crc32c_intel\n",
+        );
+        assert_eq!(
+            t.plan(&[&["crc32c"]], "6.1").unwrap(),
+            ["kernel/x/crc32c-intel.ko"]
+        );
     }
 
     #[test]

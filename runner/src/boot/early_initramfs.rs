@@ -27,15 +27,14 @@ const MODULE_MAX: u64 = 64 << 20;
 /// The guest arch's static busybox: in `configured` if given, else the first of
 /// [`GUEST_TOOLS_DIRS`] and `$BOOTFARM_CACHE/guest-tools` that has one.
 pub fn guest_busybox(arch: Arch, configured: Option<&Path>) -> Result<PathBuf, InfraError> {
-    let mut dirs: Vec<PathBuf> = match configured {
+    let dirs: Vec<PathBuf> = match configured {
         Some(d) => vec![d.to_path_buf()],
-        None => GUEST_TOOLS_DIRS.iter().map(PathBuf::from).collect(),
+        None => GUEST_TOOLS_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .chain(bootfarm_core::paths::default_cache_dir().map(|c| c.join("guest-tools")))
+            .collect(),
     };
-    if configured.is_none() {
-        if let Some(c) = bootfarm_core::paths::default_cache_dir() {
-            dirs.push(c.join("guest-tools"));
-        }
-    }
     let candidates: Vec<PathBuf> = dirs
         .iter()
         .map(|d| d.join(arch.as_str()).join("busybox"))
@@ -77,68 +76,10 @@ pub fn build(
     busybox: &Path,
     out: &Path,
 ) -> Result<Built, InfraError> {
-    let unreadable = |e: io::Error| {
-        InfraError::new(
-            ErrorKind::Internal,
-            format!("reading the repacked modules {}: {e}", merge.display()),
-        )
+    let (planned, modules) = match version {
+        Some(version) => driver_modules(drivers, merge, version)?,
+        None => Default::default(),
     };
-    let mut modules: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut planned = Vec::new();
-    if let Some(version) = version {
-        let prefixes = [
-            format!("lib/modules/{version}/"),
-            format!("usr/lib/modules/{version}/"),
-        ];
-        let tables = [
-            "modules.dep",
-            "modules.builtin",
-            "modules.softdep",
-            "modules.alias",
-        ];
-        let wanted: BTreeSet<String> = prefixes
-            .iter()
-            .flat_map(|p| tables.iter().map(move |t| format!("{p}{t}")))
-            .collect();
-        let found = read_entries(merge, &wanted, TABLE_MAX).map_err(unreadable)?;
-        let table = |t: &str| {
-            prefixes
-                .iter()
-                .find_map(|p| found.get(&format!("{p}{t}")))
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-        };
-        let dep = table("modules.dep").ok_or_else(|| {
-            invalid(early::EarlyError::NoDepmod {
-                version: version.to_string(),
-            })
-        })?;
-        let t = ModuleTables::parse(
-            &dep,
-            &table("modules.builtin").unwrap_or_default(),
-            &table("modules.softdep").unwrap_or_default(),
-            &table("modules.alias").unwrap_or_default(),
-        );
-        let plan = t.plan(drivers, version).map_err(invalid)?;
-        let paths: BTreeSet<String> = plan
-            .iter()
-            .flat_map(|m| prefixes.iter().map(move |p| format!("{p}{m}")))
-            .collect();
-        let mut got = read_entries(merge, &paths, MODULE_MAX).map_err(unreadable)?;
-        for m in &plan {
-            let data = prefixes
-                .iter()
-                .find_map(|p| got.remove(&format!("{p}{m}")))
-                .ok_or_else(|| {
-                    InfraError::new(
-                        ErrorKind::InvalidJob,
-                        format!("modules.dep names {m}, which the modules tarball does not hold"),
-                    )
-                })?;
-            let data = plain_module(m, data)?;
-            modules.push((format!("{}.ko", early::module_name(m)), data));
-        }
-        planned = plan;
-    }
     let bb = std::fs::read(busybox).map_err(|e| {
         InfraError::new(
             ErrorKind::Internal,
@@ -160,6 +101,77 @@ pub fn build(
             modules: planned,
         },
     })
+}
+
+/// A module file of the early initramfs: its name there and its plain ELF.
+type Module = (String, Vec<u8>);
+
+/// The planned driver modules (paths as `modules.dep` names them) and their plain ELF under
+/// the names the init loads, read back from the repacked archive `merge` of kernel `version`.
+fn driver_modules(
+    drivers: &[&[&str]],
+    merge: &Path,
+    version: &str,
+) -> Result<(Vec<String>, Vec<Module>), InfraError> {
+    let unreadable = |e: io::Error| {
+        InfraError::new(
+            ErrorKind::Internal,
+            format!("reading the repacked modules {}: {e}", merge.display()),
+        )
+    };
+    let mut modules: Vec<Module> = Vec::new();
+    let prefixes = [
+        format!("lib/modules/{version}/"),
+        format!("usr/lib/modules/{version}/"),
+    ];
+    let tables = [
+        "modules.dep",
+        "modules.builtin",
+        "modules.softdep",
+        "modules.alias",
+    ];
+    let wanted: BTreeSet<String> = prefixes
+        .iter()
+        .flat_map(|p| tables.iter().map(move |t| format!("{p}{t}")))
+        .collect();
+    let found = read_entries(merge, &wanted, TABLE_MAX).map_err(unreadable)?;
+    let table = |t: &str| {
+        prefixes
+            .iter()
+            .find_map(|p| found.get(&format!("{p}{t}")))
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    let dep = table("modules.dep").ok_or_else(|| {
+        invalid(early::EarlyError::NoDepmod {
+            version: version.to_string(),
+        })
+    })?;
+    let t = ModuleTables::parse(
+        &dep,
+        &table("modules.builtin").unwrap_or_default(),
+        &table("modules.softdep").unwrap_or_default(),
+        &table("modules.alias").unwrap_or_default(),
+    );
+    let plan = t.plan(drivers, version).map_err(invalid)?;
+    let paths: BTreeSet<String> = plan
+        .iter()
+        .flat_map(|m| prefixes.iter().map(move |p| format!("{p}{m}")))
+        .collect();
+    let mut got = read_entries(merge, &paths, MODULE_MAX).map_err(unreadable)?;
+    for m in &plan {
+        let data = prefixes
+            .iter()
+            .find_map(|p| got.remove(&format!("{p}{m}")))
+            .ok_or_else(|| {
+                InfraError::new(
+                    ErrorKind::InvalidJob,
+                    format!("modules.dep names {m}, which the modules tarball does not hold"),
+                )
+            })?;
+        let data = plain_module(m, data)?;
+        modules.push((format!("{}.ko", early::module_name(m)), data));
+    }
+    Ok((plan, modules))
 }
 
 fn invalid(e: early::EarlyError) -> InfraError {
@@ -231,11 +243,7 @@ fn plain_module(name: &str, data: Vec<u8>) -> Result<Vec<u8>, InfraError> {
 
 /// The archive: directories, `/dev/console` (the kernel opens it for init before any devtmpfs),
 /// busybox, the init, the modules, their order and the merge flag.
-fn write_archive<W: Write>(
-    w: &mut W,
-    busybox: &[u8],
-    modules: &[(String, Vec<u8>)],
-) -> io::Result<()> {
+fn write_archive<W: Write>(w: &mut W, busybox: &[u8], modules: &[Module]) -> io::Result<()> {
     let mut ino = 0u32;
     let mut next = || {
         ino += 1;

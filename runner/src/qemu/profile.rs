@@ -305,20 +305,17 @@ pub fn build_args(cfg: &QemuConfig<'_>) -> Vec<String> {
     if let Some(dtb) = cfg.dtb {
         a.extend(["-dtb".to_string(), dtb.display().to_string()]);
     }
-    if let Some(disk) = cfg.rootfs {
+    // The disk root, then the archive its early init merges; neither is ever written.
+    let disks = cfg
+        .rootfs
+        .map(|d| (d.path.as_path(), d.format))
+        .into_iter()
+        .chain(cfg.merge_disk.map(|m| (m, "raw")));
+    for (path, format) in disks {
         a.push("-drive".to_string());
         a.push(format!(
-            "file={},if={},format={},snapshot=on",
-            disk.path.display(),
-            p.disk.qemu_if(),
-            disk.format
-        ));
-    }
-    if let Some(merge) = cfg.merge_disk {
-        a.push("-drive".to_string());
-        a.push(format!(
-            "file={},if={},format=raw,snapshot=on",
-            merge.display(),
+            "file={},if={},format={format},snapshot=on",
+            path.display(),
             p.disk.qemu_if()
         ));
     }
